@@ -1,0 +1,89 @@
+"""NNPForce in Python: model conversion and the glue that makes OpenMM hand back NNPForce objects.
+
+OpenMM's Python wrappers turn the Force pointers they return (System.getForce, XmlSerializer,
+CustomCVForce.getCollectiveVariable) into the most derived class they know, which for a plugin's force
+is the bare openmm.Force. `install_force_downcasts` wraps those methods so an NNPForce comes back as
+an NNPForce; every other force is returned unchanged.
+"""
+
+import functools
+import io
+import os
+
+import openmm
+
+from openmm_nnp import nnp_swig
+
+
+def _model_to_bytes(model):
+    """The bytes of a TorchScript module (what torch.jit.save writes) from a path, module or bytes."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        _check_torchscript(data, 'the model bytes')
+        return data
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"NNPForce: model file '{path}' does not exist. Pass the path of a TorchScript "
+                                    "file saved with torch.jit.save, a torch.jit.ScriptModule, or its bytes.")
+        with open(path, 'rb') as f:
+            data = f.read()
+        _check_torchscript(data, f"the model file '{path}'")
+        return data
+    import torch
+    if isinstance(model, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
+        return buffer.getvalue()
+    if isinstance(model, torch.nn.Module):
+        try:
+            scripted = torch.jit.script(model)
+        except Exception as e:
+            raise ValueError(f"NNPForce: the model {type(model).__name__} could not be compiled with torch.jit.script "
+                             f"({str(e).splitlines()[0]}). Pass a torch.jit.ScriptModule or a TorchScript file.") from e
+        return _model_to_bytes(scripted)
+    raise TypeError(f"NNPForce: model must be a TorchScript file path, a torch.jit.ScriptModule, a torch.nn.Module "
+                    f"or bytes, not {type(model).__name__}.")
+
+
+def _check_torchscript(data, what):
+    import torch
+    try:
+        torch.jit.load(io.BytesIO(data))
+    except Exception as e:
+        raise ValueError(f"NNPForce: {what} is not a TorchScript module that torch.jit.load can read "
+                         f"({str(e).splitlines()[0]}). Save the model with torch.jit.save(torch.jit.script(model), path).") from None
+
+
+def _as_nnp_force(force):
+    """`force` as an NNPForce when the C++ object is one; anything else is returned as it is."""
+    if type(force) is openmm.Force and nnp_swig.NNPForce.isinstance(force):
+        nnp = nnp_swig.NNPForce.cast(force)
+        if force.thisown:  # a new object owned by Python (deserialize, clone): pass ownership on
+            force.thisown = False
+            nnp.thisown = True
+        else:  # owned by a System or CustomCVForce: keep that alive while the view is in use
+            nnp._owner_reference = force
+        return nnp
+    return force
+
+
+def _returning_nnp_force(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        return _as_nnp_force(method(*args, **kwargs))
+    wrapper._nnp_downcast = True
+    return wrapper
+
+
+def install_force_downcasts():
+    """Make OpenMM's force-returning methods hand back NNPForce objects (idempotent)."""
+    for owner, name, static in [(openmm.System, 'getForce', False),
+                                (openmm.CustomCVForce, 'getCollectiveVariable', False),
+                                (openmm.XmlSerializer, '_deserializeForce', True),
+                                (openmm.XmlSerializer, '_cloneForce', True)]:
+        method = getattr(owner, name)
+        if getattr(method, '_nnp_downcast', False):
+            continue
+        wrapped = _returning_nnp_force(method)
+        setattr(owner, name, staticmethod(wrapped) if static else wrapped)

@@ -1,0 +1,151 @@
+/* SWIG interface of the NNPForce C++ API. The Python-facing constructor (model from a file, a
+ * torch.jit.ScriptModule or bytes) is written in Python below; see openmm_nnp/force.py. */
+%module(package="openmm_nnp") nnp_swig
+
+%import(module="openmm") "swig/OpenMMSwigHeaders.i"
+%include "swig/typemaps.i"
+%include <std_string.i>
+%include <std_vector.i>
+%include <std_pair.i>
+%include <std_map.i>
+
+%{
+#include "NNPForce.h"
+#include "OpenMM.h"
+#include "OpenMMAmoeba.h"
+#include "OpenMMDrude.h"
+#include "openmm/RPMDIntegrator.h"
+#include "openmm/RPMDMonteCarloBarostat.h"
+#include "openmm/OpenMMException.h"
+%}
+
+namespace std {
+    %template(NNPIntVector) vector<int>;
+    %template(NNPBondPair) pair<int, int>;
+    %template(NNPBondVector) vector<pair<int, int> >;
+    %template(NNPPropertyMap) map<string, string>;
+}
+
+/* C++ exceptions become openmm.OpenMMException, as for OpenMM's own classes. */
+%exception {
+    try {
+        $action
+    } catch (std::exception& e) {
+        PyObject* openmmModule = PyImport_ImportModule("openmm");
+        PyObject* exceptionType = openmmModule ? PyObject_GetAttrString(openmmModule, "OpenMMException") : NULL;
+        Py_XDECREF(openmmModule);
+        PyErr_Clear();
+        PyErr_SetString(exceptionType ? exceptionType : PyExc_Exception, e.what());
+        Py_XDECREF(exceptionType);
+        SWIG_fail;
+    }
+}
+
+/* The model travels as Python bytes, not str: it is binary. */
+%typemap(in) const std::string& modelBytes (std::string buffer) {
+    char* data;
+    Py_ssize_t size;
+    if (!PyBytes_Check($input)) {
+        PyErr_SetString(PyExc_TypeError, "the serialized model must be bytes");
+        SWIG_fail;
+    }
+    PyBytes_AsStringAndSize($input, &data, &size);
+    buffer.assign(data, size);
+    $1 = &buffer;
+}
+%typemap(freearg) const std::string& modelBytes ""
+%typemap(typecheck, precedence=SWIG_TYPECHECK_STRING) const std::string& modelBytes {
+    $1 = PyBytes_Check($input) ? 1 : 0;
+}
+%typemap(out) const std::string& getModelBytes {
+    $result = PyBytes_FromStringAndSize($1->data(), $1->size());
+}
+
+namespace NNPPlugin {
+
+class NNPForce : public OpenMM::Force {
+public:
+    NNPForce();
+    const std::string& getModelBytes() const;
+    void setModelBytes(const std::string& modelBytes);
+    const std::vector<int>& getAtoms() const;
+    void setAtoms(const std::vector<int>& atoms);
+    const std::vector<std::pair<int, int> >& getBonds() const;
+    void setBonds(const std::vector<std::pair<int, int> >& bonds);
+    void setUsesPeriodicBoundaryConditions(bool periodic);
+    bool usesPeriodicBoundaryConditions() const;
+    void setOutputsForces(bool outputsForces);
+    bool getOutputsForces() const;
+    int getNumGlobalParameters() const;
+    int addGlobalParameter(const std::string& name, double defaultValue);
+    const std::string& getGlobalParameterName(int index) const;
+    void setGlobalParameterName(int index, const std::string& name);
+    double getGlobalParameterDefaultValue(int index) const;
+    void setGlobalParameterDefaultValue(int index, double defaultValue);
+    void addEnergyParameterDerivative(const std::string& name);
+    int getNumEnergyParameterDerivatives() const;
+    const std::string& getEnergyParameterDerivativeName(int index) const;
+    void setScaleParameter(const std::string& name, double defaultValue = 1.0);
+    const std::string& getScaleParameter() const;
+    double getScaleParameterDefaultValue() const;
+    void setProperty(const std::string& name, const std::string& value);
+    const std::map<std::string, std::string>& getProperties() const;
+
+    %extend {
+        /* Whether a Force (e.g. one returned by System.getForce) is an NNPForce. */
+        static bool isinstance(OpenMM::Force& force) {
+            return dynamic_cast<NNPPlugin::NNPForce*>(&force) != NULL;
+        }
+        /* The same C++ object seen as an NNPForce (does not take ownership). */
+        static NNPPlugin::NNPForce& cast(OpenMM::Force& force) {
+            NNPPlugin::NNPForce* nnp = dynamic_cast<NNPPlugin::NNPForce*>(&force);
+            if (nnp == NULL)
+                throw OpenMM::OpenMMException("the Force is not an NNPForce");
+            return *nnp;
+        }
+    }
+    %pythoncode %{
+        def __init__(self, model, atoms=None):
+            """Create an NNPForce.
+
+            Parameters
+            ----------
+            model : str or os.PathLike, torch.jit.ScriptModule, torch.nn.Module, or bytes
+                A TorchScript file written by torch.jit.save, a scripted module, a module that
+                torch.jit.script can compile, or the bytes torch.jit.save writes.
+            atoms : sequence of int, optional
+                Particle indices of the region, in the order the model receives them.
+                None or empty means every particle of the System.
+            """
+            from openmm_nnp.force import _model_to_bytes
+            modelBytes = _model_to_bytes(model)
+            _nnp_swig.NNPForce_swiginit(self, _nnp_swig.new_NNPForce())
+            self.setModelBytes(modelBytes)
+            if atoms is not None:
+                self.setAtoms([int(atom) for atom in atoms])
+
+        def getModel(self):
+            """The model as a torch.jit.ScriptModule (a fresh copy loaded from the stored bytes)."""
+            import io, torch
+            return torch.jit.load(io.BytesIO(self.getModelBytes()))
+
+        def __getstate__(self):
+            import openmm
+            return openmm.XmlSerializer.serialize(self)
+
+        def __setstate__(self, state):
+            import openmm
+            self.this = openmm.XmlSerializer.deserialize(state).this
+
+        def __copy__(self):
+            import openmm
+            duplicate = openmm.XmlSerializer.clone(self)
+            duplicate.__dict__.update({key: value for key, value in self.__dict__.items() if key != 'this'})
+            return duplicate
+
+        def __deepcopy__(self, memo):
+            return self.__copy__()
+    %}
+};
+
+}

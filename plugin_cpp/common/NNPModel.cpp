@@ -1,0 +1,187 @@
+#include "NNPModel.h"
+#include "openmm/OpenMMException.h"
+#include <torch/csrc/autograd/autograd.h>
+#include <cmath>
+#include <sstream>
+
+using namespace NNPPlugin;
+using namespace OpenMM;
+using namespace std;
+
+// The first line of a torch error message (the rest is a C++ stack trace).
+static string firstLine(const string& message) {
+    return message.substr(0, message.find('\n'));
+}
+
+static torch::ScalarType modelDtype(const torch::jit::Module& module, const string& requested) {
+    if (requested == "float32")
+        return torch::kFloat32;
+    if (requested == "float64")
+        return torch::kFloat64;
+    for (const auto& parameter : module.parameters(true))
+        if (parameter.is_floating_point())
+            return parameter.scalar_type();
+    for (const auto& buffer : module.buffers(true))
+        if (buffer.is_floating_point())
+            return buffer.scalar_type();
+    return torch::kFloat64;
+}
+
+NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& device) :
+        device(device), numAtoms(numAtoms), usePeriodic(force.usesPeriodicBoundaryConditions()),
+        outputsForces(force.getOutputsForces()), passNoneForBox(false), forceName(force.getName()) {
+    for (int i = 0; i < force.getNumGlobalParameters(); i++)
+        parameterNames.push_back(force.getGlobalParameterName(i));
+    try {
+        istringstream in(force.getModelBytes());
+        module = torch::jit::load(in, device);
+    }
+    catch (const std::exception& e) {
+        throw OpenMMException(describe() + ": the model is not a TorchScript module that torch.jit.load can read (" + firstLine(e.what()) +
+                              "). Save it with torch.jit.save(torch.jit.script(model), path).");
+    }
+    module.eval();
+    auto properties = force.getProperties();
+    dtype = modelDtype(module, properties.count("dtype") ? properties["dtype"] : "auto");
+
+    // Check the signature of forward() against what the force will pass.
+    if (!module.find_method("forward"))
+        throw OpenMMException(describe() + ": the model has no forward() method.");
+    const auto& arguments = module.get_method("forward").function().getSchema().arguments();
+    int total = arguments.size() - 1; // without self
+    int required = 0;
+    for (int i = 1; i < (int) arguments.size(); i++)
+        if (!arguments[i].default_value())
+            required = i;
+    int passed = 1 + (usePeriodic ? 1 : 0) + parameterNames.size();
+    // A model written as forward(positions, boxVectors: Optional[Tensor] = None, ...) still receives the
+    // global parameters in their own slots when the force is not periodic: pass None for the box.
+    if (!usePeriodic && !parameterNames.empty() && total >= 2 &&
+            arguments[2].type()->kind() == c10::TypeKind::OptionalType && arguments[2].name().find("box") != string::npos) {
+        passNoneForBox = true;
+        passed++;
+    }
+    if (passed < required || passed > total) {
+        stringstream message;
+        message << describe() << ": the model's forward() takes " << total << " argument(s) (";
+        for (int i = 1; i < (int) arguments.size(); i++)
+            message << (i > 1 ? ", " : "") << arguments[i].name();
+        message << ") but the force passes " << passed << ": positions";
+        if (usePeriodic || passNoneForBox)
+            message << ", boxVectors";
+        for (auto& name : parameterNames)
+            message << ", " << name;
+        message << ". The model must accept positions, then boxVectors when usesPeriodicBoundaryConditions is set, "
+                   "then one scalar tensor per global parameter in the order they were added.";
+        throw OpenMMException(message.str());
+    }
+}
+
+string NNPModel::describe() const {
+    return "NNPForce '" + forceName + "'";
+}
+
+NNPModel::Result NNPModel::evaluate(const torch::Tensor& positionsIn, const torch::Tensor& box, const vector<double>& parameters,
+                                    bool includeForces, const vector<bool>& derivativeMask) {
+    bool anyDerivative = false;
+    for (bool needed : derivativeMask)
+        anyDerivative |= needed;
+    bool gradPositions = includeForces && !outputsForces;
+    bool useAutograd = gradPositions || anyDerivative;
+    torch::AutoGradMode gradMode(useAutograd);
+
+    torch::Tensor positions = positionsIn.detach();
+    if (gradPositions)
+        positions.requires_grad_(true);
+    vector<torch::jit::IValue> inputs = {positions};
+    if (usePeriodic)
+        inputs.push_back(box.to(dtype));
+    else if (passNoneForBox)
+        inputs.push_back(torch::jit::IValue());
+    vector<torch::Tensor> parameterTensors;
+    for (size_t i = 0; i < parameters.size(); i++) {
+        torch::Tensor value = torch::tensor(parameters[i], torch::TensorOptions().dtype(dtype).device(device));
+        if (derivativeMask[i])
+            value.requires_grad_(true);
+        parameterTensors.push_back(value);
+        inputs.push_back(value);
+    }
+
+    torch::jit::IValue output;
+    try {
+        output = module.forward(inputs);
+    }
+    catch (const std::exception& e) {
+        throw OpenMMException(describe() + ": the model raised an error in forward(): " + firstLine(e.what()));
+    }
+
+    torch::Tensor energyTensor, forces;
+    if (outputsForces) {
+        if (!output.isTuple() || output.toTupleRef().elements().size() != 2 || !output.toTupleRef().elements()[0].isTensor() ||
+                !output.toTupleRef().elements()[1].isTensor())
+            throw OpenMMException(describe() + ": setOutputsForces(True) was set, so the model must return a tuple (energy, forces), but it returned " +
+                                  output.tagKind() + ".");
+        energyTensor = output.toTupleRef().elements()[0].toTensor();
+        forces = output.toTupleRef().elements()[1].toTensor();
+    }
+    else {
+        if (output.isTuple())
+            throw OpenMMException(describe() + ": the model returned a tuple; if it is (energy, forces), call setOutputsForces(True).");
+        if (!output.isTensor())
+            throw OpenMMException(describe() + ": the model must return the energy as a tensor, but it returned " + output.tagKind() + ".");
+        energyTensor = output.toTensor();
+    }
+    if (energyTensor.numel() != 1 || !energyTensor.is_floating_point()) {
+        stringstream message;
+        message << describe() << ": the model must return the energy as a floating-point tensor with one element (kJ/mol), but it returned a "
+                << energyTensor.scalar_type() << " tensor of shape " << energyTensor.sizes() << ".";
+        throw OpenMMException(message.str());
+    }
+
+    Result result;
+    result.energy = energyTensor.detach().to(torch::kFloat64).cpu().item<double>();
+    if (!std::isfinite(result.energy))
+        throw OpenMMException(describe() + ": the model returned a non-finite energy (" + to_string(result.energy) +
+                              "). Check the positions (overlapping atoms, an exploding simulation) and the model.");
+
+    // Gradients of the energy with respect to the inputs that need them, in one backward pass.
+    vector<torch::Tensor> gradInputs;
+    if (gradPositions)
+        gradInputs.push_back(positions);
+    for (size_t i = 0; i < parameterTensors.size(); i++)
+        if (derivativeMask[i])
+            gradInputs.push_back(parameterTensors[i]);
+    vector<torch::Tensor> grads;
+    if (!gradInputs.empty()) {
+        if (!energyTensor.requires_grad())
+            throw OpenMMException(describe() + ": the energy the model returned does not depend on its inputs through autograd (was it computed under torch.no_grad() or detached?).");
+        grads = torch::autograd::grad({energyTensor.sum()}, gradInputs, {}, false, false, true);
+    }
+    size_t next = 0;
+    if (gradPositions) {
+        if (grads[next].defined())
+            forces = -grads[next];
+        else
+            forces = torch::zeros_like(positions);
+        next++;
+    }
+    if (includeForces) {
+        if (!forces.is_floating_point() || forces.dim() != 2 || forces.size(0) != numAtoms || forces.size(1) != 3) {
+            stringstream message;
+            message << describe() << ": the forces the model returned must be a floating-point tensor of shape [" << numAtoms
+                    << ", 3] (kJ/mol/nm), but they are a " << forces.scalar_type() << " tensor of shape " << forces.sizes() << ".";
+            throw OpenMMException(message.str());
+        }
+        result.forces = forces.detach();
+    }
+    for (size_t i = 0; i < parameterTensors.size(); i++) {
+        double derivative = 0.0;
+        if (derivativeMask[i]) {
+            if (grads[next].defined())
+                derivative = grads[next].to(torch::kFloat64).cpu().item<double>();
+            next++;
+        }
+        result.parameterDerivatives.push_back(derivative);
+    }
+    return result;
+}

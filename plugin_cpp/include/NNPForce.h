@@ -1,0 +1,123 @@
+#ifndef OPENMM_NNP_FORCE_H_
+#define OPENMM_NNP_FORCE_H_
+
+/* openmm-nnp: a TorchScript neural-network potential over a region of atoms as an OpenMM force. */
+
+#include "openmm/Force.h"
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(_WIN32) && defined(OPENMM_NNP_BUILDING_LIBRARY)
+#define OPENMM_NNP_EXPORT __declspec(dllexport)
+#elif defined(_WIN32)
+#define OPENMM_NNP_EXPORT __declspec(dllimport)
+#else
+#define OPENMM_NNP_EXPORT __attribute__((visibility("default")))
+#endif
+
+namespace NNPPlugin {
+
+/**
+ * NNPForce evaluates a TorchScript model on a region of the System's particles.
+ *
+ * Model contract (the same as openmm-torch's): forward(positions[, boxVectors], p1, p2, ...) where
+ * positions is [n,3] in nm for the region's atoms in the order given by getAtoms(), boxVectors is
+ * [3,3] in nm (passed only when usesPeriodicBoundaryConditions() is true), and p1, p2, ... are scalar
+ * tensors holding the global parameters in the order they were added. The model returns the energy
+ * in kJ/mol, or (energy, forces[n,3] in kJ/mol/nm) when getOutputsForces() is true; otherwise the
+ * forces are -dE/dpositions from autograd.
+ *
+ * With periodic boundary conditions the region is made whole before the model sees it: each atom is
+ * placed at the periodic image nearest to the atom it is bonded to (setBonds), or to the region's
+ * first atom when it has no bonds, so a molecule that straddles the box boundary is never torn apart.
+ *
+ * An optional scale parameter (setScaleParameter) multiplies energy and forces by the value of a
+ * global parameter; the derivative of the energy with respect to it is the unscaled model energy.
+ */
+class OPENMM_NNP_EXPORT NNPForce : public OpenMM::Force {
+public:
+    /** Create a force with no model; set one with setModelBytes(). */
+    NNPForce();
+    /**
+     * Create a force from a TorchScript file written by torch.jit.save.
+     * @param file   path of the model file (its contents are read now and stored in the force)
+     * @param atoms  particle indices of the region in the order the model receives them; empty means all particles
+     */
+    explicit NNPForce(const std::string& file, const std::vector<int>& atoms = std::vector<int>());
+
+    /** The serialized TorchScript module (the bytes torch.jit.save writes). */
+    const std::string& getModelBytes() const;
+    void setModelBytes(const std::string& modelBytes);
+
+    /** Particle indices of the region (empty = every particle of the System, in order). */
+    const std::vector<int>& getAtoms() const;
+    void setAtoms(const std::vector<int>& atoms);
+
+    /** Bonds between region atoms (System particle indices), used to keep the region whole. */
+    const std::vector<std::pair<int, int> >& getBonds() const;
+    void setBonds(const std::vector<std::pair<int, int> >& bonds);
+
+    void setUsesPeriodicBoundaryConditions(bool periodic);
+    bool usesPeriodicBoundaryConditions() const;
+
+    /** Whether the model returns (energy, forces) instead of the energy alone. */
+    void setOutputsForces(bool outputsForces);
+    bool getOutputsForces() const;
+
+    int getNumGlobalParameters() const;
+    /** Add a global parameter that is passed to the model as a scalar tensor argument. */
+    int addGlobalParameter(const std::string& name, double defaultValue);
+    const std::string& getGlobalParameterName(int index) const;
+    void setGlobalParameterName(int index, const std::string& name);
+    double getGlobalParameterDefaultValue(int index) const;
+    void setGlobalParameterDefaultValue(int index, double defaultValue);
+
+    /**
+     * Request the derivative of the energy with respect to a global parameter (a model parameter or
+     * the scale parameter), reported by State::getEnergyParameterDerivatives().
+     */
+    void addEnergyParameterDerivative(const std::string& name);
+    int getNumEnergyParameterDerivatives() const;
+    const std::string& getEnergyParameterDerivativeName(int index) const;
+
+    /**
+     * Scale energy and forces by the global parameter `name` (not passed to the model). An empty name
+     * removes the scaling.
+     */
+    void setScaleParameter(const std::string& name, double defaultValue = 1.0);
+    const std::string& getScaleParameter() const;
+    double getScaleParameterDefaultValue() const;
+
+    /**
+     * Platform options. Recognized keys: "numThreads" (intra-op threads torch uses on the CPU; empty or
+     * 0 leaves torch's setting alone) and "dtype" ("auto", "float32" or "float64": the precision of the
+     * positions given to the model; "auto" uses the dtype of the model's floating-point parameters,
+     * or float64 when it has none).
+     */
+    void setProperty(const std::string& name, const std::string& value);
+    const std::map<std::string, std::string>& getProperties() const;
+
+protected:
+    OpenMM::ForceImpl* createImpl() const;
+
+private:
+    struct GlobalParameterInfo {
+        std::string name;
+        double defaultValue;
+    };
+    std::string modelBytes;
+    std::vector<int> atoms;
+    std::vector<std::pair<int, int> > bonds;
+    bool usePeriodic, outputsForces;
+    std::vector<GlobalParameterInfo> globalParameters;
+    std::vector<std::string> energyParameterDerivatives;
+    std::string scaleParameter;
+    double scaleParameterDefault;
+    std::map<std::string, std::string> properties;
+};
+
+} // namespace NNPPlugin
+
+#endif /*OPENMM_NNP_FORCE_H_*/

@@ -1,0 +1,49 @@
+"""Build and install openmm-nnp.
+
+The C++ plugin and its SWIG module are built with CMake against the OpenMM and torch installed in the
+running Python environment, so install with --no-build-isolation:
+
+    pip install --no-build-isolation .        (or -e . for development)
+
+Build outputs go to build/ (reused by later builds) and are installed into openmm_nnp/.
+"""
+
+import os
+import subprocess
+import sys
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildWithCMake(build_py):
+    """Configure, build and install the C++ plugin into the package directory before packaging it."""
+
+    def run(self):
+        build_dir = os.environ.get('OPENMM_NNP_BUILD_DIR', os.path.join(ROOT, 'build'))
+        os.makedirs(build_dir, exist_ok=True)
+        jobs = os.environ.get('CMAKE_BUILD_PARALLEL_LEVEL', str(os.cpu_count() or 1))
+        configure = ['cmake', ROOT, f'-DPython3_EXECUTABLE={sys.executable}',
+                     f'-DNNP_PACKAGE_DIR={os.path.join(ROOT, "openmm_nnp")}']
+        swig = os.path.join(os.path.dirname(sys.executable), 'swig')
+        if os.path.exists(swig):
+            configure.append(f'-DSWIG_EXECUTABLE={swig}')
+        subprocess.check_call(configure, cwd=build_dir)
+        subprocess.check_call(['cmake', '--build', '.', '--parallel', jobs], cwd=build_dir)
+        subprocess.check_call(['cmake', '--install', '.'], cwd=build_dir)
+        super().run()
+
+
+setup(
+    name='openmm-nnp',
+    version='0.1.0',
+    description='Hybrid NNP/MM molecular dynamics in OpenMM: a compiled TorchScript force with Python builders',
+    packages=['openmm_nnp', 'openmm_nnp.models'],
+    package_data={'openmm_nnp': ['*.so', 'nnp_swig.py', 'nnp_swig.i']},
+    python_requires='>=3.10',
+    install_requires=['openmm>=8.1', 'torch', 'numpy'],
+    cmdclass={'build_py': BuildWithCMake},
+    zip_safe=False,
+)
