@@ -40,10 +40,15 @@ def _model_to_bytes(model):
             scripted = torch.jit.script(model)
         except Exception as e:
             raise ValueError(f"NNPForce: the model {type(model).__name__} could not be compiled with torch.jit.script "
-                             f"({str(e).splitlines()[0]}). Pass a torch.jit.ScriptModule or a TorchScript file.") from e
+                             f"({_first_line(e)}). Pass a torch.jit.ScriptModule or a TorchScript file.") from e
         return _model_to_bytes(scripted)
     raise TypeError(f"NNPForce: model must be a TorchScript file path, a torch.jit.ScriptModule, a torch.nn.Module "
                     f"or bytes, not {type(model).__name__}.")
+
+
+def _first_line(error):
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _check_torchscript(data, what):
@@ -52,7 +57,7 @@ def _check_torchscript(data, what):
         torch.jit.load(io.BytesIO(data))
     except Exception as e:
         raise ValueError(f"NNPForce: {what} is not a TorchScript module that torch.jit.load can read "
-                         f"({str(e).splitlines()[0]}). Save the model with torch.jit.save(torch.jit.script(model), path).") from None
+                         f"({_first_line(e)}). Save the model with torch.jit.save(torch.jit.script(model), path).") from None
 
 
 def _as_nnp_force(force):

@@ -13,6 +13,22 @@ static string firstLine(const string& message) {
     return message.substr(0, message.find('\n'));
 }
 
+// What went wrong inside a model's forward(): for errors raised in the TorchScript interpreter, the
+// line naming the exception (it follows a traceback); otherwise the first line.
+static string modelErrorSummary(const string& message) {
+    if (message.find("failed in the TorchScript interpreter") == string::npos)
+        return firstLine(message);
+    istringstream lines(message);
+    string line, summary;
+    while (getline(lines, line)) {
+        if (line.find("Exception raised from") != string::npos)
+            break;
+        if (line.find_first_not_of(" \t") != string::npos)
+            summary = line;
+    }
+    return summary.empty() ? firstLine(message) : summary;
+}
+
 static torch::ScalarType modelDtype(const torch::jit::Module& module, const string& requested) {
     if (requested == "float32")
         return torch::kFloat32;
@@ -112,7 +128,7 @@ NNPModel::Result NNPModel::evaluate(const torch::Tensor& positionsIn, const torc
         output = module.forward(inputs);
     }
     catch (const std::exception& e) {
-        throw OpenMMException(describe() + ": the model raised an error in forward(): " + firstLine(e.what()));
+        throw OpenMMException(describe() + ": the model raised an error in forward(): " + modelErrorSummary(e.what()));
     }
 
     torch::Tensor energyTensor, forces;

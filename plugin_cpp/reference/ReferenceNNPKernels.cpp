@@ -16,8 +16,6 @@ static ReferencePlatform::PlatformData& platformData(ContextImpl& context) {
 void ReferenceCalcNNPForceKernel::initialize(const System& system, const NNPForce& force, const vector<int>& regionAtoms) {
     atoms = regionAtoms;
     usePeriodic = force.usesPeriodicBoundaryConditions();
-    if (usePeriodic && !system.usesPeriodicBoundaryConditions())
-        throw OpenMMException("NNPForce '" + force.getName() + "': setUsesPeriodicBoundaryConditions(True) was set but the System is not periodic.");
     wholePlan = planWholeRegion(atoms, force.getBonds());
     scaleParameter = force.getScaleParameter();
     scaleDerivative = false;

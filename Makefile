@@ -1,0 +1,37 @@
+# openmm-nnp developer entry points. Everything runs in the virtual environment .venv at the
+# repository root, created on first use; later runs reuse it and the CMake build in build/.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+SHARED := $(abspath ../shared)
+# Model weights cached in ../shared (offline); elsewhere TorchANI downloads them on first use.
+ifneq ($(wildcard $(SHARED)/models/torchani),)
+export TORCHANI_DATA_DIR ?= $(SHARED)/models/torchani
+endif
+
+.PHONY: all venv build test example clean
+
+all: build
+
+# The venv is (re)provisioned when requirements.txt changes. torch is pinned in requirements.txt and
+# used as a constraint, so no package can pull another torch build.
+$(VENV)/.requirements-installed: requirements.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --upgrade pip setuptools wheel
+	$(VPY) -m pip install -c requirements.txt -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.requirements-installed
+
+# Build the C++ plugin against the venv's OpenMM and torch and install the package (editable).
+build: venv
+	$(VPY) -m pip install --no-build-isolation --no-deps -e .
+
+test: build
+	$(VPY) -m pytest tests -v -rs
+
+example: build
+	$(VPY) examples/toluene_water.py
+
+clean:
+	rm -rf build openmm_nnp/*.so openmm_nnp/nnp_swig.py
