@@ -11,8 +11,9 @@ import torch as _torch  # loads libtorch before the kernels that link it
 
 from openmm_nnp.nnp_swig import NNPForce
 from openmm_nnp import force as _force
+from openmm_nnp.potential import NNPotential
 
-__all__ = ['NNPForce']
+__all__ = ['NNPForce', 'NNPotential']
 
 _LIBRARY_DIR = _os.path.dirname(_os.path.abspath(__file__))
 
