@@ -88,7 +88,7 @@ class _BondedKind:
 def _nativeScaledCopy(customClass, expression, perTermParameters, convert):
     """Scaled copy of a native bonded force as a Custom{Bond,Angle,Torsion}Force with the same energy."""
     def make(force, terms, lambdaName, lambdaDefault):
-        custom = customClass(f'(1-{lambdaName})*({expression})')
+        custom = customClass(_scaledExpression(expression, lambdaName))
         for name in perTermParameters:
             getattr(custom, 'addPerBondParameter' if customClass is openmm.CustomBondForce else
                     'addPerAngleParameter' if customClass is openmm.CustomAngleForce else

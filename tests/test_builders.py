@@ -1,0 +1,532 @@
+"""NNPotential.createMixedSystem / createSystem on real systems, checked with numbers.
+
+Exact checks run the Reference platform (double precision) with precision='double' models.
+
+The embedding identity. The mixed system removes every MM interaction among region atoms: bonded terms
+with all atoms in the region, and region-region nonbonded pairs (made exclusions). With PME, an
+exclusion also subtracts the pair's reciprocal-space interaction, so what is removed for a pair at
+distance r < cutoff is exactly its vacuum Coulomb + LJ energy (direct erfc part + erf correction), and
+for r beyond the switching distance the LJ switching enters. When every region pair lies closer than the
+switching distance (checked: toluene 0.5 nm, alanine dipeptide and the B2 guest < 0.8 nm, cutoffs 0.9-1.0
+nm, switching 0.85 nm), the removed energy equals the MM energy of the region alone in vacuum, which the
+tests build independently from the MM System's parameters (no cutoff). Hence
+
+    E_mixed = E_MM(all) - E_MM(region alone, vacuum) + E_NNP(region)
+
+to round-off of the ~1e5-1e6 kJ/mol totals: we require 1e-4 kJ/mol (double precision, PME terms identical
+in both systems and cancel). E_NNP comes from TorchANI called directly, not from openmm-nnp.
+"""
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+if (SHARED / 'models' / 'torchani').is_dir():
+    os.environ.setdefault('TORCHANI_DATA_DIR', str(SHARED / 'models' / 'torchani'))
+os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
+
+from openmm_nnp import NNPForce, NNPotential  # noqa: E402
+
+TOLUENE_DIR = SHARED / 'data' / 'toluene-water'
+ALANINE_PDB = SHARED / 'data' / 'alanine-dipeptide-water' / 'alanine-dipeptide-explicit.pdb'
+
+ENERGY_TOL = 1e-4  # kJ/mol, double precision identities
+FORCE_TOL = 1e-5   # kJ/mol/nm
+
+REFERENCE = openmm.Platform.getPlatformByName('Reference')
+
+
+def needs(path):
+    return pytest.mark.skipif(not path.exists(), reason=f'shared test data {path} not found (expected at <repo>/../shared)')
+
+
+# ---------------------------------------------------------------- helpers
+
+def evaluate(system, positions, groups=-1, parameters=None, platform=REFERENCE, derivatives=False):
+    """(energy kJ/mol, forces [n, 3] kJ/mol/nm, parameter derivatives) of ``system`` at ``positions``."""
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform)
+    context.setPositions(positions)
+    for name, value in (parameters or {}).items():
+        context.setParameter(name, value)
+    state = context.getState(getEnergy=True, getForces=True, getParameterDerivatives=derivatives, groups=groups)
+    result = (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+              state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer),
+              dict(state.getEnergyParameterDerivatives()) if derivatives else None)
+    del context
+    return result
+
+
+def nnp_group_mask(system):
+    return 1 << next(f.getForceGroup() for f in system.getForces() if isinstance(f, NNPForce))
+
+
+_torchani_cache = {}
+
+
+def torchani_energy_forces(name, atomic_numbers, positions_nm):
+    """ANI energy (kJ/mol) and forces (kJ/mol/nm) from TorchANI itself in float64."""
+    import torchani
+    if name not in _torchani_cache:
+        factory = {'ani2x': torchani.models.ANI2x, 'ani1ccx': torchani.models.ANI1ccx, 'ani1x': torchani.models.ANI1x}
+        _torchani_cache[name] = factory[name](periodic_table_index=True).double()
+    model = _torchani_cache[name]
+    species = torch.tensor([list(atomic_numbers)])
+    coordinates = torch.tensor(np.asarray(positions_nm) * 10.0, dtype=torch.float64).unsqueeze(0).requires_grad_(True)
+    energy = model((species, coordinates)).energies.sum()
+    (gradient,) = torch.autograd.grad(energy, coordinates)
+    hartree = torchani.units.hartree2kjoulepermol(1.0)
+    return float(energy) * hartree, -gradient[0].numpy() * hartree * 10.0  # per Angstrom -> per nm
+
+
+def region_alone_system(system, region):
+    """MM System of the region's atoms alone in vacuum (no cutoff), built from ``system``'s parameters:
+    bonded terms with all atoms in the region, and the region's nonbonded particles and exceptions."""
+    index = {atom: k for k, atom in enumerate(region)}
+    alone = openmm.System()
+    for atom in region:
+        alone.addParticle(system.getParticleMass(atom))
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            new = openmm.HarmonicBondForce()
+            for k in range(force.getNumBonds()):
+                i, j, r0, kb = force.getBondParameters(k)
+                if i in index and j in index:
+                    new.addBond(index[i], index[j], r0, kb)
+        elif isinstance(force, openmm.HarmonicAngleForce):
+            new = openmm.HarmonicAngleForce()
+            for k in range(force.getNumAngles()):
+                i, j, l, a0, ka = force.getAngleParameters(k)
+                if all(p in index for p in (i, j, l)):
+                    new.addAngle(index[i], index[j], index[l], a0, ka)
+        elif isinstance(force, openmm.PeriodicTorsionForce):
+            new = openmm.PeriodicTorsionForce()
+            for k in range(force.getNumTorsions()):
+                i, j, l, m, n, phase, kt = force.getTorsionParameters(k)
+                if all(p in index for p in (i, j, l, m)):
+                    new.addTorsion(index[i], index[j], index[l], index[m], n, phase, kt)
+        elif isinstance(force, openmm.NonbondedForce):
+            new = openmm.NonbondedForce()
+            new.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+            for atom in region:
+                new.addParticle(*force.getParticleParameters(atom))
+            for k in range(force.getNumExceptions()):
+                i, j, q, s, e = force.getExceptionParameters(k)
+                if i in index and j in index:
+                    new.addException(index[i], index[j], q, s, e)
+        elif isinstance(force, (openmm.CMMotionRemover,)):
+            continue
+        else:
+            raise AssertionError(f'region_alone_system: unexpected force {force.__class__.__name__}')
+        alone.addForce(new)
+    return alone
+
+
+def max_region_distance(positions, region):
+    x = np.asarray(positions.value_in_unit(unit.nanometer))[region]
+    return float(np.max(np.linalg.norm(x[:, None] - x[None], axis=-1)))
+
+
+# ---------------------------------------------------------------- test systems
+
+def _toluene():
+    prmtop = app.AmberPrmtopFile(str(TOLUENE_DIR / 'toluene-explicit.prm7'))
+    inpcrd = app.AmberInpcrdFile(str(TOLUENE_DIR / 'toluene-explicit.rst7'))
+    system = prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer, constraints=app.HBonds)
+    system.setDefaultPeriodicBoxVectors(*inpcrd.boxVectors)
+    return prmtop.topology, system, inpcrd.positions, 'resname MBN'
+
+
+def _alanine():
+    pdb = app.PDBFile(str(ALANINE_PDB))
+    forcefield = app.ForceField('amber14-all.xml', 'amber14/tip3pfb.xml')
+    system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer,
+                                     constraints=app.HBonds)
+    return pdb.topology, system, pdb.positions, 'resname ACE ALA NME'
+
+
+def _host_guest():
+    from openmmtools.testsystems import HostGuestExplicit
+    test = HostGuestExplicit()
+    return test.topology, test.system, test.positions, 'resname B2'
+
+
+def _vacuum():
+    from openmmtools.testsystems import HostGuestVacuum
+    test = HostGuestVacuum()
+    return test.topology, test.system, test.positions, 'resname B2'
+
+
+BUILDERS = {
+    'toluene-water': pytest.param(_toluene, marks=needs(TOLUENE_DIR)),
+    'alanine-dipeptide-water': pytest.param(_alanine, marks=needs(ALANINE_PDB)),
+    'host-guest-water': pytest.param(_host_guest),
+    'host-guest-vacuum': pytest.param(_vacuum),
+}
+
+
+@pytest.fixture(scope='module')
+def ani_double():
+    return NNPotential('ani2x', precision='double')
+
+
+@pytest.fixture(scope='module', params=list(BUILDERS.values()), ids=list(BUILDERS))
+def case(request, ani_double):
+    """An MM system, its region, the interpolating mixed system (double precision ANI-2x, NNP in force
+    group 5) and the reference numbers: MM and region-alone energies, TorchANI's region energy."""
+    topology, system, positions, selection = request.param()
+    import mdtraj
+    region = [int(i) for i in mdtraj.Topology.from_openmm(topology).select(selection)]
+    system_before = openmm.XmlSerializer.serialize(system)
+    mixed = ani_double.createMixedSystem(topology, system, selection, interpolate=True, forceGroup=5)
+    assert openmm.XmlSerializer.serialize(system) == system_before, 'createMixedSystem modified its input'
+    atoms = list(topology.atoms())
+    x = np.asarray(positions.value_in_unit(unit.nanometer))
+    data = dict(topology=topology, system=system, positions=positions, selection=selection, region=region,
+                mixed=mixed)
+    data['mm'] = evaluate(system, positions)
+    data['alone'] = evaluate(region_alone_system(system, region), [positions[i] for i in region])
+    data['ani'] = torchani_energy_forces('ani2x', [atoms[i].element.atomic_number for i in region], x[region])
+    data['lambda1'] = evaluate(mixed, positions, derivatives=True)
+    return data
+
+
+# ---------------------------------------------------------------- the embedding identity
+
+def test_embedding_identity(case):
+    """E_mixed = E_MM(all) - E_MM(region alone) + E_NNP(region), energies and forces."""
+    region = case['region']
+    nb = [f for f in case['system'].getForces() if isinstance(f, openmm.NonbondedForce)][0]
+    if nb.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff:
+        limit = nb.getSwitchingDistance() if nb.getUseSwitchingFunction() else nb.getCutoffDistance()
+        # Precondition of the identity (see module docstring): all region pairs inside the LJ switch.
+        assert max_region_distance(case['positions'], region) < limit.value_in_unit(unit.nanometer)
+    e_mm, f_mm, _ = case['mm']
+    e_alone, f_alone, _ = case['alone']
+    e_ani, f_ani = case['ani']
+    e_mixed, f_mixed, _ = case['lambda1']
+    expected_forces = f_mm.copy()
+    expected_forces[region] += f_ani - f_alone
+    assert e_mixed == pytest.approx(e_mm - e_alone + e_ani, abs=ENERGY_TOL, rel=0)
+    assert np.abs(f_mixed - expected_forces).max() < FORCE_TOL
+
+
+def test_nnp_part_matches_torchani(case):
+    """The NNPForce alone (its force group) against TorchANI called directly, float64."""
+    e_nnp, f_nnp, _ = evaluate(case['mixed'], case['positions'], groups=1 << 5)
+    e_ani, f_ani = case['ani']
+    region = case['region']
+    assert e_nnp == pytest.approx(e_ani, abs=1e-6 * abs(e_ani))
+    assert np.abs(f_nnp[region] - f_ani).max() < 1e-6
+    outside = np.setdiff1d(np.arange(len(f_nnp)), region)
+    assert np.all(f_nnp[outside] == 0)
+
+
+def test_lambda_endpoints_and_derivative(case, ani_double):
+    """lambda=0 is the MM system, lambda=1 the mixed system (exactly, same platform); dU/dlambda equals
+    finite differences (U is linear in lambda, so the difference quotient is exact) and U_NNP - U_MM(region)."""
+    mixed, positions = case['mixed'], case['positions']
+    e_mm, f_mm, _ = case['mm']
+    e0, f0, d0 = evaluate(mixed, positions, parameters={'lambda_nnp': 0.0}, derivatives=True)
+    assert e0 == pytest.approx(e_mm, abs=1e-6, rel=1e-11)
+    assert np.abs(f0 - f_mm).max() < 1e-6
+
+    plain = ani_double.createMixedSystem(case['topology'], case['system'], case['region'], forceGroup=5)
+    assert not any(isinstance(f, openmm.CustomBondForce) for f in plain.getForces())
+    e_plain, f_plain, _ = evaluate(plain, positions)
+    e1, f1, d1 = case['lambda1']
+    assert e1 == pytest.approx(e_plain, abs=1e-6, rel=1e-11)
+    assert np.abs(f1 - f_plain).max() < 1e-6
+
+    e_a, _, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 0.3})
+    e_b, _, d_mid = evaluate(mixed, positions, parameters={'lambda_nnp': 0.7}, derivatives=True)
+    finite_difference = (e_b - e_a) / 0.4
+    for d in (d0, d1, d_mid):
+        assert d['lambda_nnp'] == pytest.approx(finite_difference, abs=1e-3, rel=1e-9)
+        assert d['lambda_nnp'] == pytest.approx(case['ani'][0] - case['alone'][0], abs=ENERGY_TOL, rel=0)
+
+
+def test_structure_of_mixed_system(case):
+    """Region constraints gone, environment constraints kept; NNPForce has the region's topology bonds, the
+    force group, periodicity of the system; no bonded MM term inside the region is left."""
+    mixed, system, region = case['mixed'], case['system'], set(case['region'])
+    nnp = [f for f in mixed.getForces() if isinstance(f, NNPForce)]
+    assert len(nnp) == 1
+    nnp = nnp[0]
+    assert nnp.getForceGroup() == 5
+    assert list(nnp.getAtoms()) == case['region']
+    assert nnp.usesPeriodicBoundaryConditions() == system.usesPeriodicBoundaryConditions()
+    bonds = {tuple(sorted(b)) for b in nnp.getBonds()}
+    expected = {tuple(sorted((a.index, b.index))) for a, b in case['topology'].bonds()
+                if a.index in region and b.index in region}
+    assert bonds == expected and bonds
+    constraints = [mixed.getConstraintParameters(k)[:2] for k in range(mixed.getNumConstraints())]
+    original = [system.getConstraintParameters(k)[:2] for k in range(system.getNumConstraints())]
+    assert not any(i in region and j in region for i, j in constraints)
+    assert len(constraints) == len([c for c in original if not (c[0] in region and c[1] in region)])
+    for force in mixed.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            assert not any(all(p in region for p in force.getBondParameters(k)[:2]) for k in range(force.getNumBonds()))
+        if isinstance(force, openmm.PeriodicTorsionForce):
+            assert not any(all(p in region for p in force.getTorsionParameters(k)[:4])
+                           for k in range(force.getNumTorsions()))
+
+
+# ---------------------------------------------------------------- precision, createSystem, models
+
+@needs(TOLUENE_DIR)
+def test_single_precision_against_torchani():
+    """precision='single' (float32) on the CPU platform: forces within float32 round-off of TorchANI."""
+    topology, system, positions, selection = _toluene()
+    mixed = NNPotential('ani2x').createMixedSystem(topology, system, selection, forceGroup=3)
+    region = [a.index for a in topology.atoms() if a.residue.name == 'MBN']
+    e, f, _ = evaluate(mixed, positions, groups=1 << 3, platform=openmm.Platform.getPlatformByName('CPU'))
+    x = np.asarray(positions.value_in_unit(unit.nanometer))
+    e_ani, f_ani = torchani_energy_forces('ani2x', [a.element.atomic_number for a in topology.atoms()
+                                                    if a.residue.name == 'MBN'], x[region])
+    # float32 energies of ~7e5 kJ/mol carry ~0.05 kJ/mol of round-off; forces ~1e-2 kJ/mol/nm.
+    assert e == pytest.approx(e_ani, abs=0.2)
+    assert np.abs(f[region] - f_ani).max() < 0.05
+
+
+@needs(TOLUENE_DIR)
+def test_create_system_toluene_vacuum():
+    """createSystem: all atoms NNP, masses from elements, CMMotionRemover, non-periodic; ANI-1ccx vs TorchANI."""
+    pdb = app.PDBFile(str(TOLUENE_DIR / 'toluene.pdb'))
+    system = NNPotential('ANI-1ccx', precision='double').createSystem(pdb.topology)
+    assert system.getNumParticles() == 15 and not system.usesPeriodicBoundaryConditions()
+    assert any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+    assert system.getParticleMass(0).value_in_unit(unit.dalton) == pytest.approx(
+        list(pdb.topology.atoms())[0].element.mass.value_in_unit(unit.dalton))
+    e, f, _ = evaluate(system, pdb.positions)
+    e_ani, f_ani = torchani_energy_forces('ani1ccx', [a.element.atomic_number for a in pdb.topology.atoms()],
+                                          pdb.positions.value_in_unit(unit.nanometer))
+    assert e == pytest.approx(e_ani, rel=1e-9)
+    assert np.abs(f - f_ani).max() < 1e-6
+
+
+class ToyModel(torch.nn.Module):
+    """E = sum of squared distances from the region's first atom (kJ/mol); enough to check the plumbing."""
+
+    def forward(self, positions):
+        return ((positions - positions[0]) ** 2).sum() * 100.0
+
+
+def test_module_and_torchscript_file_models(tmp_path):
+    """A torch.nn.Module and a TorchScript file work as models; their energy is what forward returns."""
+    topology, system, positions, region = _chain_system()
+    x = torch.tensor(np.asarray(positions)[region], dtype=torch.float64)
+    expected = float(ToyModel()(x))
+    path = tmp_path / 'toy.pt'
+    torch.jit.save(torch.jit.script(ToyModel()), str(path))
+    for model in (ToyModel(), str(path), torch.jit.script(ToyModel())):
+        mixed = NNPotential(model, precision='double').createMixedSystem(topology, system, region, forceGroup=2,
+                                                                     allowCutBonds=True)
+        e, _, _ = evaluate(mixed, positions, groups=1 << 2)
+        assert e == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------- every force type, synthetic
+
+def _chain_system():
+    """A vacuum chain of 10 carbons (region: atoms 2-6) with every kind of bonded and nonbonded force.
+    Every term carries a strength parameter so the expected mixed system is the original with the
+    region-internal terms' strengths set to zero."""
+    n = 10
+    region = [2, 3, 4, 5, 6]
+    topology = app.Topology()
+    chain = topology.addChain()
+    residue = topology.addResidue('MOL', chain)
+    atoms = [topology.addAtom(f'C{i}', app.element.carbon, residue) for i in range(n)]
+    for i in range(n - 1):
+        topology.addBond(atoms[i], atoms[i + 1])
+    rng = np.random.default_rng(7)
+    positions = [openmm.Vec3(0.15 * i, 0.05 * math.sin(1.3 * i), 0.04 * math.cos(0.7 * i)) + openmm.Vec3(*rng.normal(0, 0.01, 3))
+                 for i in range(n)]
+    system = openmm.System()
+    for _ in range(n):
+        system.addParticle(12.0)
+    bonds = openmm.HarmonicBondForce()
+    angles = openmm.HarmonicAngleForce()
+    torsions = openmm.PeriodicTorsionForce()
+    rb = openmm.RBTorsionForce()
+    custom_bond = openmm.CustomBondForce('kb*(r-0.1)^2')
+    custom_bond.addPerBondParameter('kb')
+    custom_angle = openmm.CustomAngleForce('ka*cos(theta)^2 + shift')
+    custom_angle.addPerAngleParameter('ka')
+    custom_angle.addGlobalParameter('shift', 0.0)
+    custom_torsion = openmm.CustomTorsionForce('kt*(1-cos(2*theta)); ')
+    custom_torsion.addPerTorsionParameter('kt')
+    compound = openmm.CustomCompoundBondForce(3, 'kc*distance(p1,p3)*angle(p1,p2,p3)')
+    compound.addPerBondParameter('kc')
+    centroid = openmm.CustomCentroidBondForce(2, 'kg*distance(g1,g2)^2')
+    centroid.addPerBondParameter('kg')
+    for i in range(n - 1):
+        bonds.addBond(i, i + 1, 0.15, 1000.0 + i)
+        custom_bond.addBond(i, i + 1, [50.0 + i])
+    for i in range(n - 2):
+        angles.addAngle(i, i + 1, i + 2, 1.9, 100.0 + i)
+        custom_angle.addAngle(i, i + 1, i + 2, [3.0 + i])
+        compound.addBond([i, i + 1, i + 2], [2.0 + 0.1 * i])
+    for i in range(n - 3):
+        torsions.addTorsion(i, i + 1, i + 2, i + 3, 3, 0.3, 2.0 + i)
+        rb.addTorsion(i, i + 1, i + 2, i + 3, 1.0 + i, 0.5, -0.7, 0.2, 0.1 * i, -0.05)
+        custom_torsion.addTorsion(i, i + 1, i + 2, i + 3, [1.5 + i])
+    for i in range(0, n - 1, 2):
+        centroid.addGroup([i, i + 1], [1.0, 2.0])
+    for g in range(centroid.getNumGroups() - 1):
+        centroid.addBond([g, g + 1], [10.0 + g])
+    cmap = openmm.CMAPTorsionForce()
+    size = 12
+    grid = [5 * math.sin(2 * math.pi * i / size) * math.cos(4 * math.pi * j / size) + 0.5 * math.cos(2 * math.pi * (i - j) / size)
+            for j in range(size) for i in range(size)]
+    cmap.addMap(size, grid)
+    cmap.addMap(size, [0.0] * size * size)  # map 1: zero, used to switch terms off in the expectation
+    for i in range(n - 4):
+        cmap.addTorsion(0, i, i + 1, i + 2, i + 3, i + 1, i + 2, i + 3, i + 4)
+    nonbonded = openmm.NonbondedForce()
+    custom_nb = openmm.CustomNonbondedForce('4*eps*((0.3/r)^12-(0.3/r)^6)')
+    custom_nb.addGlobalParameter('eps', 0.4)
+    for i in range(n):
+        nonbonded.addParticle(0.3 * (-1) ** i * (1 if i not in region else 0.5), 0.3, 0.5)
+        custom_nb.addParticle([])
+    nonbonded.createExceptionsFromBonds([(i, i + 1) for i in range(n - 1)], 0.5, 0.5)
+    custom_nb.createExclusionsFromBonds([(i, i + 1) for i in range(n - 1)], 2)
+    for force in (bonds, angles, torsions, rb, custom_bond, custom_angle, custom_torsion, compound, centroid, cmap,
+                  nonbonded, custom_nb):
+        system.addForce(force)
+    return topology, system, positions, region
+
+
+def _switch_off_region_terms(system, region):
+    """The expected mixed MM system: region-internal terms with zero strength, region pairs excluded."""
+    system = copy.deepcopy(system)
+    inside = set(region)
+    for force in system.getForces():
+        name = force.__class__.__name__
+        if name == 'HarmonicBondForce':
+            for k in range(force.getNumBonds()):
+                i, j, r0, kb = force.getBondParameters(k)
+                if i in inside and j in inside:
+                    force.setBondParameters(k, i, j, r0, 0.0)
+        elif name == 'HarmonicAngleForce':
+            for k in range(force.getNumAngles()):
+                *p, a0, ka = force.getAngleParameters(k)
+                if set(p) <= inside:
+                    force.setAngleParameters(k, *p, a0, 0.0)
+        elif name == 'PeriodicTorsionForce':
+            for k in range(force.getNumTorsions()):
+                *p, per, phase, kt = force.getTorsionParameters(k)
+                if set(p) <= inside:
+                    force.setTorsionParameters(k, *p, per, phase, 0.0)
+        elif name == 'RBTorsionForce':
+            for k in range(force.getNumTorsions()):
+                p = force.getTorsionParameters(k)[:4]
+                if set(p) <= inside:
+                    force.setTorsionParameters(k, *p, 0, 0, 0, 0, 0, 0)
+        elif name == 'CMAPTorsionForce':
+            for k in range(force.getNumTorsions()):
+                m, *p = force.getTorsionParameters(k)
+                if set(p) <= inside:
+                    force.setTorsionParameters(k, 1, *p)
+        elif name in ('CustomBondForce', 'CustomAngleForce', 'CustomTorsionForce'):
+            what = {'CustomBondForce': 'Bond', 'CustomAngleForce': 'Angle', 'CustomTorsionForce': 'Torsion'}[name]
+            count = getattr(force, f'getNum{what}s')()
+            for k in range(count):
+                *p, params = getattr(force, f'get{what}Parameters')(k)
+                if set(p) <= inside:
+                    getattr(force, f'set{what}Parameters')(k, *p, [0.0])
+        elif name == 'CustomCompoundBondForce':
+            for k in range(force.getNumBonds()):
+                p, params = force.getBondParameters(k)
+                if set(p) <= inside:
+                    force.setBondParameters(k, p, [0.0])
+        elif name == 'CustomCentroidBondForce':
+            for k in range(force.getNumBonds()):
+                groups, params = force.getBondParameters(k)
+                if all(set(force.getGroupParameters(g)[0]) <= inside for g in groups):
+                    force.setBondParameters(k, groups, [0.0])
+        elif name == 'NonbondedForce':
+            pairs = {tuple(sorted(force.getExceptionParameters(k)[:2])): k for k in range(force.getNumExceptions())}
+            for i in region:
+                for j in region:
+                    if i < j:
+                        if (i, j) in pairs:
+                            force.setExceptionParameters(pairs[(i, j)], i, j, 0.0, 1.0, 0.0)
+                        else:
+                            force.addException(i, j, 0.0, 1.0, 0.0)
+        elif name == 'CustomNonbondedForce':
+            excluded = {tuple(sorted(force.getExclusionParticles(k))) for k in range(force.getNumExclusions())}
+            for i in region:
+                for j in region:
+                    if i < j and (i, j) not in excluded:
+                        force.addExclusion(i, j)
+    return system
+
+
+def test_every_force_type():
+    """All bonded force types (native and custom, CMAP, centroid) and both nonbonded forces: the mixed MM part
+    equals the system with region-internal terms switched off, force by force; lambda=0 equals the original,
+    lambda=1 the mixed system, and dU/dlambda = U_NNP - U_MM(region)."""
+    topology, system, positions, region = _chain_system()
+    for k, force in enumerate(system.getForces()):
+        force.setForceGroup(k)
+    potential = NNPotential(ToyModel(), precision='double')
+    mixed = potential.createMixedSystem(topology, system, region, forceGroup=31, allowCutBonds=True)
+    expected = _switch_off_region_terms(system, region)
+    for k, force in enumerate(system.getForces()):
+        e_mixed, f_mixed, _ = evaluate(mixed, positions, groups=1 << k)
+        e_expected, f_expected, _ = evaluate(expected, positions, groups=1 << k)
+        e_original, _, _ = evaluate(system, positions, groups=1 << k)
+        assert e_mixed == pytest.approx(e_expected, abs=1e-9, rel=1e-12), force.__class__.__name__
+        assert np.abs(f_mixed - f_expected).max() < 1e-8, force.__class__.__name__
+        assert abs(e_original - e_expected) > 1e-3, f'{force.__class__.__name__}: test term has no region part'
+
+    interpolating = potential.createMixedSystem(topology, system, region, forceGroup=31, allowCutBonds=True,
+                                                interpolate=True, lambdaName='lam')
+    e_mm, f_mm, _ = evaluate(system, positions)
+    e_mix, f_mix, _ = evaluate(mixed, positions)
+    e0, f0, _ = evaluate(interpolating, positions, parameters={'lam': 0.0})
+    e1, f1, d1 = evaluate(interpolating, positions, parameters={'lam': 1.0}, derivatives=True)
+    # CMAP is re-expressed as a periodic bicubic spline table (Continuous2DFunction); OpenMM fits both from
+    # the same grid with periodic splines, so they agree to round-off.
+    assert e0 == pytest.approx(e_mm, abs=1e-8, rel=1e-10)
+    assert np.abs(f0 - f_mm).max() < 1e-6
+    assert e1 == pytest.approx(e_mix, abs=1e-8, rel=1e-10)
+    assert np.abs(f1 - f_mix).max() < 1e-8
+    e_nnp = float(ToyModel()(torch.tensor(np.asarray(positions)[region])))
+    assert d1['lam'] == pytest.approx(e_nnp - (e_mm - (e_mix - e_nnp)), abs=1e-7)
+
+
+@pytest.mark.parametrize('method', ['CutoffNonPeriodic', 'CutoffPeriodic', 'Ewald', 'PME'])
+def test_interpolation_nonbonded_methods(method):
+    """lambda=0 reproduces the MM system for every NonbondedForce method, with a switching function, a cutoff
+    shorter than some region pairs (so the beyond-cutoff erf terms matter), and reaction field."""
+    topology, system, positions, region = _chain_system()
+    system = copy.deepcopy(system)
+    for k in reversed(range(system.getNumForces())):
+        if not isinstance(system.getForce(k), openmm.NonbondedForce):
+            system.removeForce(k)
+    nb = system.getForce(0)
+    nb.setNonbondedMethod(getattr(openmm.NonbondedForce, method))
+    nb.setCutoffDistance(0.4)
+    nb.setUseSwitchingFunction(True)
+    nb.setSwitchingDistance(0.33)
+    nb.setUseDispersionCorrection(True)
+    system.setDefaultPeriodicBoxVectors(openmm.Vec3(2.0, 0, 0), openmm.Vec3(0, 2.0, 0), openmm.Vec3(0, 0, 2.0))
+    assert max_region_distance(positions * unit.nanometer, region) > 0.4
+    potential = NNPotential(ToyModel(), precision='double')
+    mixed = potential.createMixedSystem(topology, system, region, interpolate=True, allowCutBonds=True)
+    e_mm, f_mm, _ = evaluate(system, positions)
+    e0, f0, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 0.0})
+    assert e0 == pytest.approx(e_mm, abs=1e-8, rel=1e-10)
+    assert np.abs(f0 - f_mm).max() < 1e-6
