@@ -24,8 +24,10 @@ $(VENV)/.requirements-installed: requirements.txt
 venv: $(VENV)/.requirements-installed
 
 # Build the C++ plugin against the venv's OpenMM and torch and install the package (editable).
+# The CMake step runs on its own first: an editable pip install would hide a failed build.
 build: venv
-	$(VPY) -m pip install --no-build-isolation --no-deps -e .
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VPY) setup.py -q build_cmake
+	OPENMM_NNP_SKIP_CMAKE=1 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
 
 test: build
 	$(VPY) -m pytest tests -v -rs

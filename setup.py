@@ -12,27 +12,47 @@ import os
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import Command, setup
 from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-class BuildWithCMake(build_py):
-    """Configure, build and install the C++ plugin into the package directory before packaging it."""
+def build_cmake():
+    """Configure, build and install the C++ plugin and its SWIG module into openmm_nnp/ (build dir: build/)."""
+    build_dir = os.environ.get('OPENMM_NNP_BUILD_DIR', os.path.join(ROOT, 'build'))
+    os.makedirs(build_dir, exist_ok=True)
+    jobs = os.environ.get('CMAKE_BUILD_PARALLEL_LEVEL', str(os.cpu_count() or 1))
+    configure = ['cmake', ROOT, f'-DPython3_EXECUTABLE={sys.executable}',
+                 f'-DNNP_PACKAGE_DIR={os.path.join(ROOT, "openmm_nnp")}']
+    swig = os.path.join(os.path.dirname(sys.executable), 'swig')
+    if os.path.exists(swig):
+        configure.append(f'-DSWIG_EXECUTABLE={swig}')
+    subprocess.check_call(configure, cwd=build_dir)
+    subprocess.check_call(['cmake', '--build', '.', '--parallel', jobs], cwd=build_dir)
+    subprocess.check_call(['cmake', '--install', '.'], cwd=build_dir)
+
+
+class BuildCMake(Command):
+    """`python setup.py build_cmake`: only the C++ build, failing loudly (editable installs hide build errors)."""
+    user_options = []
+
+    def initialize_options(self):
+        pass
+
+    def finalize_options(self):
+        pass
 
     def run(self):
-        build_dir = os.environ.get('OPENMM_NNP_BUILD_DIR', os.path.join(ROOT, 'build'))
-        os.makedirs(build_dir, exist_ok=True)
-        jobs = os.environ.get('CMAKE_BUILD_PARALLEL_LEVEL', str(os.cpu_count() or 1))
-        configure = ['cmake', ROOT, f'-DPython3_EXECUTABLE={sys.executable}',
-                     f'-DNNP_PACKAGE_DIR={os.path.join(ROOT, "openmm_nnp")}']
-        swig = os.path.join(os.path.dirname(sys.executable), 'swig')
-        if os.path.exists(swig):
-            configure.append(f'-DSWIG_EXECUTABLE={swig}')
-        subprocess.check_call(configure, cwd=build_dir)
-        subprocess.check_call(['cmake', '--build', '.', '--parallel', jobs], cwd=build_dir)
-        subprocess.check_call(['cmake', '--install', '.'], cwd=build_dir)
+        build_cmake()
+
+
+class BuildWithCMake(build_py):
+    """Build the C++ plugin before packaging (skipped when OPENMM_NNP_SKIP_CMAKE=1: the Makefile has just built it)."""
+
+    def run(self):
+        if os.environ.get('OPENMM_NNP_SKIP_CMAKE') != '1':
+            build_cmake()
         super().run()
 
 
@@ -44,6 +64,6 @@ setup(
     package_data={'openmm_nnp': ['*.so', 'nnp_swig.py', 'nnp_swig.i']},
     python_requires='>=3.10',
     install_requires=['openmm>=8.1', 'torch', 'numpy'],
-    cmdclass={'build_py': BuildWithCMake},
+    cmdclass={'build_py': BuildWithCMake, 'build_cmake': BuildCMake},
     zip_safe=False,
 )

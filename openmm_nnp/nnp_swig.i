@@ -61,38 +61,15 @@ namespace std {
     $result = PyBytes_FromStringAndSize($1->data(), $1->size());
 }
 
+/* The Python constructor below replaces the C++ ones. */
+%ignore NNPPlugin::NNPForce::NNPForce(const std::string&, const std::vector<int>&);
+%ignore NNPPlugin::NNPForce::NNPForce(const std::string&);
+%include "NNPForce.h"
+
 namespace NNPPlugin {
 
-class NNPForce : public OpenMM::Force {
-public:
-    NNPForce();
-    const std::string& getModelBytes() const;
-    void setModelBytes(const std::string& modelBytes);
-    const std::vector<int>& getAtoms() const;
-    void setAtoms(const std::vector<int>& atoms);
-    const std::vector<std::pair<int, int> >& getBonds() const;
-    void setBonds(const std::vector<std::pair<int, int> >& bonds);
-    void setUsesPeriodicBoundaryConditions(bool periodic);
-    bool usesPeriodicBoundaryConditions() const;
-    void setOutputsForces(bool outputsForces);
-    bool getOutputsForces() const;
-    int getNumGlobalParameters() const;
-    int addGlobalParameter(const std::string& name, double defaultValue);
-    const std::string& getGlobalParameterName(int index) const;
-    void setGlobalParameterName(int index, const std::string& name);
-    double getGlobalParameterDefaultValue(int index) const;
-    void setGlobalParameterDefaultValue(int index, double defaultValue);
-    void addEnergyParameterDerivative(const std::string& name);
-    int getNumEnergyParameterDerivatives() const;
-    const std::string& getEnergyParameterDerivativeName(int index) const;
-    void setScaleParameter(const std::string& name, double defaultValue = 1.0);
-    const std::string& getScaleParameter() const;
-    double getScaleParameterDefaultValue() const;
-    void setProperty(const std::string& name, const std::string& value);
-    const std::map<std::string, std::string>& getProperties() const;
-
-    %extend {
-        /* Whether a Force (e.g. one returned by System.getForce) is an NNPForce. */
+%extend NNPForce {
+    /* Whether a Force (e.g. one returned by System.getForce) is an NNPForce. */
         static bool isinstance(OpenMM::Force& force) {
             return dynamic_cast<NNPPlugin::NNPForce*>(&force) != NULL;
         }
@@ -103,7 +80,6 @@ public:
                 throw OpenMM::OpenMMException("the Force is not an NNPForce");
             return *nnp;
         }
-    }
     %pythoncode %{
         def __init__(self, model, atoms=None):
             """Create an NNPForce.

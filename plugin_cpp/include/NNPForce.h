@@ -9,7 +9,9 @@
 #include <utility>
 #include <vector>
 
-#if defined(_WIN32) && defined(OPENMM_NNP_BUILDING_LIBRARY)
+#if defined(SWIG)
+#define OPENMM_NNP_EXPORT
+#elif defined(_WIN32) && defined(OPENMM_NNP_BUILDING_LIBRARY)
 #define OPENMM_NNP_EXPORT __declspec(dllexport)
 #elif defined(_WIN32)
 #define OPENMM_NNP_EXPORT __declspec(dllimport)
