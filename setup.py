@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from setuptools import Command, setup
+from setuptools import Command, find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -60,7 +60,7 @@ setup(
     name='openmm-nnp',
     version='0.1.0',
     description='Hybrid NNP/MM molecular dynamics in OpenMM: a compiled TorchScript force with Python builders',
-    packages=['openmm_nnp', 'openmm_nnp.models'],
+    packages=find_packages(include=['openmm_nnp', 'openmm_nnp.*']),
     package_data={'openmm_nnp': ['*.so', 'nnp_swig.py', 'nnp_swig.i']},
     python_requires='>=3.10',
     install_requires=['openmm>=8.1', 'torch', 'numpy'],
