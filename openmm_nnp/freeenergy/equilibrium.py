@@ -1,0 +1,271 @@
+"""Equilibrium λ windows: independent Langevin sampling at each λ, MBAR and TI.
+
+Each window is one task (parallel through Dask or serial); each records, every ``steps_per_sample`` steps,
+the reduced potential of its configuration at every λ and dU/dλ. Analysis: equilibration detection and
+subsampling (pymbar.timeseries on dU/dλ), MBAR for ΔG(λ=0 → 1) with its uncertainty and overlap matrix,
+trapezoidal TI of <dU/dλ> as a cross-check.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+from openmm_nnp.freeenergy import _md, analysis
+from openmm_nnp.freeenergy.parallel import ResultStore, TaskRunner, worker_info
+from openmm_nnp.freeenergy.states import DEFAULT_LAMBDA_NAME, check_lambda_system
+
+logger = logging.getLogger('openmm_nnp.freeenergy')
+
+
+def sample_window(spec):
+    """Task: sample one λ window. Returns reduced potentials at all λ [K, n_samples] and β dU/dλ [n_samples]."""
+    start = time.time()
+    lam = spec['lambdas'][spec['window']]
+    sim = _md.LambdaSimulation(spec, lam)
+    if spec.get('minimize', True):
+        openmm.LocalEnergyMinimizer.minimize(sim.context, 1.0, spec.get('minimize_iterations', 500))
+    sim.set_velocities(spec.get('velocities'))
+    if spec['n_equilibration_steps'] > 0:
+        sim.integrator.step(spec['n_equilibration_steps'])
+    n_samples, n_snapshots = spec['n_samples'], spec.get('n_snapshots', 0)
+    snapshot_at = set(np.linspace(0, n_samples - 1, n_snapshots).round().astype(int).tolist()) if n_snapshots else set()
+    u_kn = np.empty((len(spec['lambdas']), n_samples))
+    dudl = np.empty(n_samples)
+    snapshots = []
+    for n in range(n_samples):
+        sim.integrator.step(spec['steps_per_sample'])
+        u_kn[:, n], dudl[n] = sim.reduced_potentials(spec['linear'])
+        if n in snapshot_at:
+            snapshots.append(sim.snapshot())
+    final = sim.snapshot()
+    return {'window': spec['window'], 'lambda': lam, 'u_kn': u_kn, 'dudl': dudl, 'snapshots': snapshots,
+            'final_positions': final['positions'], 'final_box': final['box'],
+            'worker': worker_info(), 'elapsed_s': time.time() - start}
+
+
+def _validator(lambdas, n_samples, n_snapshots):
+    def validate(name, result):
+        if not isinstance(result, dict) or 'u_kn' not in result or 'dudl' not in result:
+            raise ValueError(f'{name}: incomplete result')
+        if np.shape(result['u_kn']) != (len(lambdas), n_samples) or np.shape(result['dudl']) != (n_samples,):
+            raise ValueError(f'{name}: result has shape {np.shape(result["u_kn"])}, expected '
+                             f'{(len(lambdas), n_samples)}')
+        if len(result['snapshots']) != n_snapshots:
+            raise ValueError(f'{name}: {len(result["snapshots"])} snapshots instead of {n_snapshots}')
+        if not (np.all(np.isfinite(result['u_kn'])) and np.all(np.isfinite(result['dudl']))):
+            raise ValueError(f'{name}: NaN or infinite energies (the simulation blew up: use a smaller time step '
+                             'or minimize the starting structure)')
+    return validate
+
+
+def make_lambdas(lambdas):
+    """An int n gives n evenly spaced values from 0 to 1; a sequence must go from 0 to 1 in increasing order."""
+    if isinstance(lambdas, (int, np.integer)):
+        if lambdas < 2:
+            raise ValueError('At least two λ values (0 and 1) are needed.')
+        return np.linspace(0.0, 1.0, int(lambdas)).tolist()
+    values = [float(x) for x in lambdas]
+    if len(values) < 2 or values[0] != 0.0 or values[-1] != 1.0 or np.any(np.diff(values) <= 0):
+        raise ValueError(f'λ schedule must increase from 0 to 1, got {values}.')
+    return values
+
+
+def check_output_dir(output_dir, settings):
+    """Record the settings in output_dir/protocol.json; refuse to resume into a directory made with others."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, 'protocol.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get('fingerprint') != settings['fingerprint']:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            raise ValueError(f'{output_dir} holds results of a run with other settings (differences: {changed}). '
+                             'Use a new output_dir, or delete it to start over.')
+    else:
+        _write_json(path, settings)
+
+
+def _write_json(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class EquilibriumResult:
+    lambdas: list
+    temperature: float
+    mbar: analysis.FreeEnergy
+    ti: analysis.FreeEnergy
+    overlap_matrix: np.ndarray
+    dudl_mean_kT: np.ndarray
+    dudl_sem_kT: np.ndarray
+    statistical_inefficiency: list
+    n_uncorrelated: list
+    offset_kT: float
+    linear: bool
+    windows: list = dataclasses.field(repr=False, default_factory=list)
+
+    @property
+    def delta_g(self):
+        return self.mbar
+
+    def end_state_snapshots(self):
+        """Snapshots saved at λ = 0 and λ = 1 (for nonequilibrium switching)."""
+        return self.windows[0]['snapshots'], self.windows[-1]['snapshots']
+
+    def to_dict(self):
+        return {'estimator': 'MBAR', 'delta_g': self.mbar.to_dict(), 'ti': self.ti.to_dict(),
+                'lambdas': list(self.lambdas), 'temperature_K': self.temperature,
+                'overlap_matrix': np.asarray(self.overlap_matrix).tolist(),
+                'dudl_mean_kT': np.asarray(self.dudl_mean_kT).tolist(),
+                'dudl_sem_kT': np.asarray(self.dudl_sem_kT).tolist(),
+                'statistical_inefficiency': list(self.statistical_inefficiency),
+                'n_uncorrelated': list(self.n_uncorrelated), 'offset_kT': self.offset_kT,
+                'linear_in_lambda': self.linear}
+
+    def save(self, output_dir, plots=True):
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json(os.path.join(output_dir, 'equilibrium.json'), self.to_dict())
+        if plots:
+            from openmm_nnp.freeenergy import plots as _plots
+            _plots.plot_overlap(self.overlap_matrix, self.lambdas, os.path.join(output_dir, 'overlap_matrix.png'))
+            _plots.plot_dudl(self.lambdas, self.dudl_mean_kT, self.dudl_sem_kT, self.offset_kT,
+                             os.path.join(output_dir, 'dudl.png'))
+
+
+def analyze_windows(windows, lambdas, temperature, offset_kT, linear, discard_equilibration=True):
+    """MBAR and TI from window results (ordered by λ)."""
+    lambdas = np.asarray(lambdas)
+    u_blocks, N_k, means, sems, gs = [], [], [], [], []
+    for window in windows:
+        dudl = np.asarray(window['dudl']) - offset_kT
+        if discard_equilibration:
+            _, g, idx = analysis.decorrelate(dudl)
+        else:
+            from pymbar import timeseries
+            g = 1.0 if np.ptp(dudl) == 0 else float(timeseries.statistical_inefficiency(dudl))
+            idx = np.asarray(timeseries.subsample_correlated_data(dudl, g=g), dtype=int)
+        u = np.asarray(window['u_kn'])[:, idx] - lambdas[:, None] * offset_kT
+        u_blocks.append(u)
+        N_k.append(len(idx))
+        means.append(float(np.mean(dudl[idx])))
+        sems.append(float(np.std(dudl[idx], ddof=1) / np.sqrt(len(idx))) if len(idx) > 1 else float('inf'))
+        gs.append(g)
+    m = analysis.mbar(np.concatenate(u_blocks, axis=1), N_k)
+    ti_value, ti_error = analysis.thermodynamic_integration(lambdas, means, sems)
+    return EquilibriumResult(
+        lambdas=lambdas.tolist(), temperature=temperature,
+        mbar=analysis.FreeEnergy(m['Delta_f'] + offset_kT, m['dDelta_f'], temperature, 'MBAR'),
+        ti=analysis.FreeEnergy(ti_value + offset_kT, ti_error, temperature, 'TI (trapezoid)'),
+        overlap_matrix=np.asarray(m['overlap_matrix']), dudl_mean_kT=np.asarray(means) + offset_kT,
+        dudl_sem_kT=np.asarray(sems), statistical_inefficiency=gs, n_uncorrelated=N_k, offset_kT=offset_kT,
+        linear=linear, windows=windows)
+
+
+def common_settings(system, positions, box_vectors, lambda_name, temperature, timestep, collision_rate, platform,
+                    platform_properties, runner):
+    check_lambda_system(system, lambda_name)
+    positions = _md.to_nm_array(positions)
+    if len(positions) != system.getNumParticles():
+        raise ValueError(f'{len(positions)} positions for a System of {system.getNumParticles()} particles.')
+    if box_vectors is None and system.usesPeriodicBoundaryConditions():
+        box_vectors = system.getDefaultPeriodicBoxVectors()
+    box = _md.box_array(box_vectors) if system.usesPeriodicBoundaryConditions() else None
+    runner = runner if runner is not None else TaskRunner('serial')
+    if platform_properties is None and platform == 'CPU' and runner.parallel:
+        platform_properties = {'Threads': '1'}
+    return {'system_xml': _md.system_xml(system), 'positions': positions, 'box': box,
+            'lambda_name': lambda_name, 'temperature': _md.quantity(temperature, unit.kelvin),
+            'timestep': _md.quantity(timestep, unit.picosecond),
+            'collision_rate': _md.quantity(collision_rate, unit.picosecond ** -1),
+            'platform': platform, 'platform_properties': platform_properties or {}}, runner
+
+
+def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name=DEFAULT_LAMBDA_NAME,
+                    temperature=300 * unit.kelvin, n_samples=500, steps_per_sample=250, n_equilibration_steps=5000,
+                    timestep=2 * unit.femtosecond, collision_rate=1 / unit.picosecond, minimize=True,
+                    box_vectors=None, lambda_dependence='auto', n_snapshots=0, platform='CPU',
+                    platform_properties=None, seed=2024, output_dir=None, runner=None, plots=True,
+                    discard_equilibration=True):
+    """ΔG from λ = 0 (MM) to λ = 1 (NNP/MM) by MBAR over independent λ windows, with TI as a cross-check.
+
+    Parameters
+    ----------
+    system : openmm.System
+        Any System with the global parameter ``lambda_name`` and its energy derivative (e.g.
+        ``NNPotential(...).createMixedSystem(..., interpolate=True)``). A MonteCarloBarostat makes it NPT.
+    positions : starting positions (every window starts from them, minimized at its own λ if ``minimize``)
+    lambdas : int or sequence
+        Number of evenly spaced windows, or the schedule (0 … 1).
+    topology : openmm.app.Topology, optional
+        When given with ``output_dir``, the last frame of each window is written as PDB.
+    n_samples, steps_per_sample, n_equilibration_steps : sampling length of each window.
+    lambda_dependence : 'auto', 'linear' or 'general'
+        'linear' computes the energies at all λ from one energy and dU/dλ (exact for the interpolating mixed
+        System); 'general' evaluates each λ; 'auto' checks linearity at the starting positions.
+    n_snapshots : int
+        Positions and velocities saved per end-state window (for ``run_nonequilibrium(..., equilibrium=...)``).
+    seed : int
+        Window i uses seed + i (integrator and initial velocities).
+    output_dir : str, optional
+        Finished windows are stored there; a rerun with the same settings resumes. Results go to
+        equilibrium.json, overlap_matrix.png and dudl.png.
+    runner : TaskRunner, optional
+        Serial (default) or Dask.
+
+    Returns
+    -------
+    EquilibriumResult
+    """
+    lambdas = make_lambdas(lambdas)
+    if lambda_dependence not in ('auto', 'linear', 'general'):
+        raise ValueError(f"lambda_dependence must be 'auto', 'linear' or 'general', not {lambda_dependence!r}.")
+    if n_samples < 4:
+        raise ValueError('n_samples must be at least 4.')
+    base, runner = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
+                                   collision_rate, platform, platform_properties, runner)
+    offset, linear = _md.probe(system, base['positions'], base['box'], lambda_name, base['temperature'], platform,
+                               base['platform_properties'])
+    if lambda_dependence != 'auto':
+        linear = lambda_dependence == 'linear'
+    settings = {'kind': 'equilibrium', 'lambdas': lambdas, 'n_samples': n_samples,
+                'steps_per_sample': steps_per_sample, 'n_equilibration_steps': n_equilibration_steps,
+                'minimize': bool(minimize), 'linear': linear, 'n_snapshots': n_snapshots, 'seed': seed,
+                'temperature': base['temperature'], 'timestep': base['timestep'],
+                'collision_rate': base['collision_rate'], 'lambda_name': lambda_name}
+    settings['fingerprint'] = _md.fingerprint([settings, base['system_xml'], base['positions'].round(6).tolist()])
+    store = None
+    if output_dir is not None:
+        check_output_dir(output_dir, settings)
+        store = ResultStore(output_dir)
+    tasks = {}
+    for i in range(len(lambdas)):
+        spec = dict(base, lambdas=lambdas, window=i, n_samples=n_samples, steps_per_sample=steps_per_sample,
+                    n_equilibration_steps=n_equilibration_steps, minimize=minimize, linear=linear,
+                    n_snapshots=n_snapshots if i in (0, len(lambdas) - 1) else 0, seed=seed + i)
+        tasks[f'window-{i:03d}'] = (sample_window, spec)
+
+    def validate(name, result):
+        _validator(lambdas, n_samples, tasks[name][1]['n_snapshots'])(name, result)
+
+    results = runner.run(tasks, store, validate, description='λ windows')
+    windows = [results[name] for name in sorted(results)]
+    result = analyze_windows(windows, lambdas, base['temperature'], offset, linear, discard_equilibration)
+    if output_dir is not None:
+        result.save(output_dir, plots)
+        if topology is not None:
+            import openmm.app as app
+            for window in windows:
+                path = os.path.join(output_dir, f'window-{window["window"]:03d}-final.pdb')
+                with open(path, 'w') as f:
+                    app.PDBFile.writeFile(topology, window['final_positions'] * unit.nanometer, f)
+    logger.info('MBAR ΔG = %s; TI ΔG = %s', result.mbar, result.ti)
+    return result
