@@ -321,7 +321,6 @@ class ANI(torch.nn.Module):
         # Self energies (Hartree), summed over the region, as TorchANI adds them.
         self_energies = reference.energy_shifter.self_energies.detach().to(torch.float64)
         self.self_energy = float(sum(float(self_energies[s]) for s in species))
-        self.dtype = dtype
 
     def _possible_features(self, element: int, species_counts: List[int], triu_index: Tensor) -> List[int]:
         """AEV features that can be nonzero for an atom of ``element`` in this region.
@@ -348,10 +347,10 @@ class ANI(torch.nn.Module):
 
     def _displacements(self, positions: Tensor, boxVectors: Optional[Tensor]) -> Tensor:
         """Vectors from each atom to every other atom, [n, n-1, 3], in Angstrom."""
-        pos = positions.to(self.dtype) * self.nm_to_angstrom
+        pos = positions.to(self.radial_shifts.dtype) * self.nm_to_angstrom
         vectors = pos.index_select(0, self.others_flat).view(self.num_atoms, self.num_others, 3) - pos.unsqueeze(1)
         if boxVectors is not None:
-            box = boxVectors.to(self.dtype) * self.nm_to_angstrom
+            box = boxVectors.to(self.radial_shifts.dtype) * self.nm_to_angstrom
             # Minimum image in OpenMM's reduced triclinic form: c, then b, then a.
             vectors = vectors - torch.round(vectors[:, :, 2:3] / box[2, 2]) * box[2]
             vectors = vectors - torch.round(vectors[:, :, 1:2] / box[1, 1]) * box[1]
@@ -373,6 +372,7 @@ class ANI(torch.nn.Module):
         require grad: the gradient is computed analytically, not by autograd."""
         n = self.num_atoms
         vectors = self._displacements(positions, boxVectors)  # [n, n-1, 3], Angstrom
+        dtype = vectors.dtype  # the buffers' type (also after module.to(dtype))
         distances = torch.linalg.vector_norm(vectors, dim=2)  # [n, n-1]
 
         # Radial terms exp(-eta (r - shift)^2) fc(r) (TorchANI's factor 0.25 is folded into
@@ -381,7 +381,7 @@ class ANI(torch.nn.Module):
         radial_gauss = torch.exp(radial_delta * radial_delta * -self.radial_eta)  # [n, n-1, R]
         radial_fc = self._cosine_cutoff(distances, self.radial_cutoff)
         radial_terms = radial_gauss * radial_fc.unsqueeze(2)
-        radial_aev = torch.zeros(n * self.num_species, self.num_radial, dtype=self.dtype, device=positions.device)
+        radial_aev = torch.zeros(n * self.num_species, self.num_radial, dtype=dtype, device=positions.device)
         radial_aev = radial_aev.index_add(0, self.radial_bins, radial_terms.reshape(-1, self.num_radial))
 
         # Angular terms for centre i and each pair of its neighbour slots (a, b).
@@ -427,7 +427,7 @@ class ANI(torch.nn.Module):
         distance_terms = torch.exp(mean_delta * mean_delta * -self.angular_eta)  # [n, pairs, shifts]
         # Feature order as TorchANI: shift-major, section-minor.
         angular_terms = (distance_terms.unsqueeze(3) * angle_terms.unsqueeze(2)).reshape(-1, self.num_angular)
-        angular_aev = torch.zeros(n * self.num_species_pairs, self.num_angular, dtype=self.dtype, device=positions.device)
+        angular_aev = torch.zeros(n * self.num_species_pairs, self.num_angular, dtype=dtype, device=positions.device)
         angular_aev = angular_aev.index_add(0, angular_bins, angular_terms)
 
         aev = torch.cat(
@@ -435,8 +435,8 @@ class ANI(torch.nn.Module):
             dim=1,
         )
 
-        energies = torch.zeros(self.num_members, dtype=self.dtype, device=positions.device)
-        aev_gradient = torch.zeros(n * self.aev_length, dtype=self.dtype, device=positions.device)
+        energies = torch.zeros(self.num_members, dtype=dtype, device=positions.device)
+        aev_gradient = torch.zeros(n * self.aev_length, dtype=dtype, device=positions.device)
         for network in self.networks:
             network_energies, feature_gradient = network(aev, need_gradient)
             energies = energies + network_energies
@@ -445,7 +445,7 @@ class ANI(torch.nn.Module):
         # Self energies last, so the small network terms are summed at full precision.
         energies = energies + self.self_energy
         if not need_gradient:
-            return energies, torch.zeros(0, dtype=self.dtype, device=positions.device)
+            return energies, torch.zeros(0, dtype=dtype, device=positions.device)
 
         # Chain rule from d(energy)/d(AEV) to d(energy)/d(displacement vectors).
         aev_gradient = aev_gradient.view(n, self.aev_length)
@@ -470,9 +470,9 @@ class ANI(torch.nn.Module):
         d_r_a = 0.5 * d_mean_r - d_cos * cos_t / r_a + d_fc_ab * fc_b * self._cosine_cutoff_derivative(r_a, self.angular_cutoff)
         d_r_b = 0.5 * d_mean_r - d_cos * cos_t / r_b + d_fc_ab * fc_a * self._cosine_cutoff_derivative(r_b, self.angular_cutoff)
         # Back to the slots: distances, and the dot products v_a . v_b through a symmetric matrix.
-        d_slot_distances = torch.zeros(n, self.num_slots, dtype=self.dtype, device=positions.device)
+        d_slot_distances = torch.zeros(n, self.num_slots, dtype=dtype, device=positions.device)
         d_slot_distances = d_slot_distances.index_add(1, self.slot_a, d_r_a).index_add(1, self.slot_b, d_r_b)
-        d_dot_matrix = torch.zeros(n, self.num_slots * self.num_slots, dtype=self.dtype, device=positions.device)
+        d_dot_matrix = torch.zeros(n, self.num_slots * self.num_slots, dtype=dtype, device=positions.device)
         d_dot_matrix = d_dot_matrix.index_add(1, self.slot_pair_flat, d_dots).view(n, self.num_slots, self.num_slots)
         d_slot_vectors = torch.bmm(d_dot_matrix + d_dot_matrix.transpose(1, 2), slot_vectors)
         d_slot_vectors = d_slot_vectors + (d_slot_distances / slot_distances).unsqueeze(2) * slot_vectors
@@ -483,7 +483,7 @@ class ANI(torch.nn.Module):
         d_vectors = d_vectors + (d_distances / distances).unsqueeze(2) * vectors
 
         # vectors[i, j] = x[others[i, j]] - x[i] (the minimum-image shift is constant).
-        gradient = torch.zeros(n, 3, dtype=self.dtype, device=positions.device)
+        gradient = torch.zeros(n, 3, dtype=dtype, device=positions.device)
         gradient = gradient.index_add(0, self.others_flat, d_vectors.reshape(-1, 3)) - d_vectors.sum(dim=1)
         return energies, gradient * self.nm_to_angstrom
 
@@ -496,7 +496,7 @@ class ANI(torch.nn.Module):
             energy = energies.mean() * self.hartree_to_kj_per_mol
             gradient = gradient * self.hartree_to_kj_per_mol
             # Same value (the added term is exactly zero); its autograd gradient is `gradient`.
-            return energy + ((positions - positions.detach()).to(self.dtype) * gradient).sum()
+            return energy + ((positions - positions.detach()).to(gradient.dtype) * gradient).sum()
         energies, _ = self._evaluate(positions, boxVectors, False)
         return energies.mean() * self.hartree_to_kj_per_mol
 

@@ -1,0 +1,450 @@
+"""openmm_nnp.models.ANI against TorchANI, TorchScript/torch.export, and through NNPForce.
+
+Reference values come from TorchANI's own models (torchani.models.ANI1x/ANI1ccx/ANI2x, atomic
+numbers as species) in float64, energies converted with torchani.units.HARTREE_TO_KJOULEPERMOL
+and forces from autograd.
+
+Tolerances:
+* float64 energies: 1e-6 kJ/mol absolute (totals are ~1e6 kJ/mol; observed differences are
+  0 to ~2e-10, summation-order round-off).
+* float64 forces, our analytic gradient: 1e-7 of the largest force component. PyTorch's CELU
+  backward uses single-precision coefficients even for float64 tensors, so TorchANI's autograd
+  forces deviate from the exact derivative of its own energy by ~1e-8 relative; ours is the exact
+  derivative. Forces from autograd through our module (energies_per_member) match TorchANI's to
+  1e-10 relative, since they share that backward.
+* float32: energy relative error 1e-6 (float32 spacing at 1e6 kJ/mol is 0.06-0.125 kJ/mol),
+  forces 1e-3 of the largest component (observed ~1e-4).
+"""
+
+import functools
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from openmm_nnp.models import ANI
+from openmm_nnp.models.ani import load_torchani_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOLUENE_PDB = REPO_ROOT.parent / "shared" / "data" / "toluene-water" / "toluene.pdb"
+
+
+# ---------------------------------------------------------------------------------------------
+# Molecules: (atomic numbers, positions [n, 3] in nm as float64 numpy arrays)
+
+
+def _cb7_b2_pdb():
+    import openmmtools
+
+    return os.path.join(os.path.dirname(openmmtools.__file__), "data", "cb7-b2", "complex-vacuum.pdb")
+
+
+@functools.lru_cache(maxsize=None)
+def _pdb_residue(path, residue_name):
+    import openmm.app as app
+    import openmm.unit as unit
+
+    pdb = app.PDBFile(str(path))
+    positions = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    atoms = [a for a in pdb.topology.atoms() if a.residue.name == residue_name]
+    assert atoms, f"no residue {residue_name} in {path}"
+    return [a.element.atomic_number for a in atoms], positions[[a.index for a in atoms]]
+
+
+def _halobenzene():
+    """2-chloro-4-fluoro-5-nitrobenzenethiol built from standard bond lengths (H C N O F S Cl)."""
+    ring_radius = 1.39
+    atoms, coordinates = [], []
+
+    def add(z, xyz):
+        atoms.append(z)
+        coordinates.append(xyz)
+
+    def radial(angle_deg, distance):
+        a = math.radians(angle_deg)
+        return np.array([math.cos(a), math.sin(a), 0.0]) * distance
+
+    for k in range(6):
+        add(6, radial(60 * k, ring_radius))
+    sulfur = radial(0, ring_radius + 1.77)
+    add(16, sulfur)
+    add(1, sulfur + radial(-84, 1.34))  # C-S-H 96 degrees
+    add(17, radial(60, ring_radius + 1.74))
+    add(1, radial(120, ring_radius + 1.08))
+    add(9, radial(180, ring_radius + 1.35))
+    nitrogen = radial(240, ring_radius + 1.47)
+    add(7, nitrogen)
+    add(8, nitrogen + radial(240 + 62, 1.22))  # O-N-O 124 degrees
+    add(8, nitrogen + radial(240 - 62, 1.22))
+    add(1, radial(300, ring_radius + 1.08))
+    coordinates = np.array(coordinates)
+    # A small deterministic distortion so that no symmetry hides errors.
+    coordinates += np.random.default_rng(7).normal(scale=0.03, size=coordinates.shape)
+    return atoms, coordinates / 10.0
+
+
+def molecule(name):
+    if name == "b2":  # the 30-atom guest of openmmtools' CB7:B2 host-guest system
+        return _pdb_residue(_cb7_b2_pdb(), "B2")
+    if name == "cb7":  # the 126-atom host: exercises the nearest-neighbour-slot path
+        return _pdb_residue(_cb7_b2_pdb(), "CUC")
+    if name == "toluene":
+        if not TOLUENE_PDB.exists():
+            pytest.skip(f"{TOLUENE_PDB} not found (shared test data)")
+        return _pdb_residue(TOLUENE_PDB, "MBN")
+    if name == "halobenzene":
+        return _halobenzene()
+    raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# TorchANI reference
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_cached(model_name, atomic_numbers, positions_bytes, box_bytes):
+    import torchani
+
+    reference = load_torchani_model(model_name)  # float64, cached per process
+    positions = torch.tensor(np.frombuffer(positions_bytes).reshape(-1, 3))
+    coordinates = (positions * 10).unsqueeze(0).requires_grad_()
+    species = torch.tensor([list(atomic_numbers)])
+    if box_bytes is None:
+        output = reference((species, coordinates))
+        members = reference((species, coordinates.detach()), ensemble_values=True).energies[:, 0]
+    else:
+        cell = torch.tensor(np.frombuffer(box_bytes).reshape(3, 3)) * 10
+        pbc = torch.tensor([True, True, True])
+        output = reference((species, coordinates), cell=cell, pbc=pbc)
+        members = reference((species, coordinates.detach()), cell=cell, pbc=pbc, ensemble_values=True).energies[:, 0]
+    to_kj = torchani.units.HARTREE_TO_KJOULEPERMOL
+    energy = output.energies[0] * to_kj
+    (gradient,) = torch.autograd.grad(energy, coordinates)
+    energy = energy.detach()
+    forces = -gradient[0] * 10  # kJ/mol/nm
+    return energy.item(), forces.numpy(), (members.detach() * to_kj).numpy()
+
+
+def reference(model_name, atomic_numbers, positions, box=None):
+    """TorchANI float64: (energy kJ/mol, forces kJ/mol/nm [n, 3], member energies kJ/mol [8])."""
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    box_bytes = None if box is None else np.ascontiguousarray(box, dtype=np.float64).tobytes()
+    return _reference_cached(model_name, tuple(atomic_numbers), positions.tobytes(), box_bytes)
+
+
+def energy_and_forces(model, positions, box=None, dtype=torch.float64):
+    """Energy and forces from forward() with positions that require grad (the NNPForce way)."""
+    x = torch.tensor(positions, dtype=dtype, requires_grad=True)
+    b = None if box is None else torch.tensor(box, dtype=dtype)
+    energy = model(x, b)
+    (gradient,) = torch.autograd.grad(energy, x)
+    return energy.item(), -gradient.double().numpy()
+
+
+def autograd_energy_and_forces(model, positions, box=None, dtype=torch.float64):
+    """Energy and forces by plain autograd through the energy-only computation."""
+    x = torch.tensor(positions, dtype=dtype, requires_grad=True)
+    b = None if box is None else torch.tensor(box, dtype=dtype)
+    energy = model.energies_per_member(x, b).mean()
+    (gradient,) = torch.autograd.grad(energy, x)
+    return energy.item(), -gradient.double().numpy()
+
+
+def max_relative_force_error(forces, reference_forces):
+    return np.abs(forces - reference_forces).max() / np.abs(reference_forces).max()
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with TorchANI
+
+CASES = [
+    ("ani2x", "b2"),
+    ("ani2x", "toluene"),
+    ("ani2x", "halobenzene"),
+    ("ani2x", "cb7"),
+    ("ani1x", "b2"),
+    ("ani1x", "toluene"),
+    ("ani1ccx", "b2"),
+    ("ani1ccx", "toluene"),
+]
+
+
+def test_molecules_cover_every_ani2x_element():
+    elements = set()
+    for name in ("b2", "toluene", "halobenzene", "cb7"):
+        elements |= set(molecule(name)[0])
+    assert elements == {1, 6, 7, 8, 9, 16, 17}
+
+
+@pytest.mark.parametrize("model_name, molecule_name", CASES)
+def test_float64_matches_torchani(model_name, molecule_name):
+    numbers, positions = molecule(molecule_name)
+    ref_energy, ref_forces, _ = reference(model_name, numbers, positions)
+    model = ANI(model_name, numbers, dtype=torch.float64)
+
+    energy, forces = energy_and_forces(model, positions)
+    assert abs(energy - ref_energy) <= 1e-6
+    assert max_relative_force_error(forces, ref_forces) <= 1e-7
+
+    energy, forces = autograd_energy_and_forces(model, positions)
+    assert abs(energy - ref_energy) <= 1e-6
+    assert max_relative_force_error(forces, ref_forces) <= 1e-10
+
+
+@pytest.mark.parametrize("model_name, molecule_name", CASES)
+def test_float32_matches_torchani(model_name, molecule_name):
+    numbers, positions = molecule(molecule_name)
+    ref_energy, ref_forces, _ = reference(model_name, numbers, positions)
+    model = ANI(model_name, numbers)  # float32 by default
+    energy, forces = energy_and_forces(model, positions, dtype=torch.float32)
+    assert model(torch.tensor(positions, dtype=torch.float32)).dtype == torch.float32
+    assert abs(energy - ref_energy) <= 1e-6 * abs(ref_energy)
+    assert max_relative_force_error(forces, ref_forces) <= 1e-3
+
+
+def _wrapped(positions, box):
+    """Positions with every atom put into the unit cell (molecules end up split)."""
+    fractional = positions @ np.linalg.inv(box)
+    return (fractional - np.floor(fractional)) @ box
+
+
+PERIODIC_CASES = {
+    # Cubic box just over twice the 0.51 nm cutoff; the guest (~1.1 nm long) is centred on a
+    # corner, so it is split over all faces and also sees its own periodic images.
+    "cubic": ("b2", np.eye(3) * 1.05, "corner"),
+    # Reduced triclinic box (a, b, c rows with bx <= ax/2, cx <= ax/2, cy <= by/2).
+    "triclinic": ("halobenzene", np.array([[1.1, 0.0, 0.0], [0.45, 1.05, 0.0], [-0.4, 0.45, 1.05]]), "corner"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PERIODIC_CASES))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_periodic_matches_torchani(case, dtype):
+    molecule_name, box, _ = PERIODIC_CASES[case]
+    numbers, positions = molecule(molecule_name)
+    positions = _wrapped(positions - positions.mean(axis=0), box)
+    ref_energy, ref_forces, _ = reference("ani2x", numbers, positions, box)
+    model = ANI("ani2x", numbers, dtype=dtype)
+    energy, forces = energy_and_forces(model, positions, box, dtype=dtype)
+    if dtype == torch.float64:
+        assert abs(energy - ref_energy) <= 1e-6
+        assert max_relative_force_error(forces, ref_forces) <= 1e-7
+    else:
+        assert abs(energy - ref_energy) <= 1e-6 * abs(ref_energy)
+        assert max_relative_force_error(forces, ref_forces) <= 1e-3
+    # The box matters: the split molecule without periodicity is a different (absurd) energy.
+    unwrapped_energy, _ = energy_and_forces(model, positions, None, dtype=dtype)
+    assert abs(unwrapped_energy - energy) > 100.0
+
+
+def test_periodic_images_within_cutoff_are_seen():
+    # Small cubic box: the guest interacts with its own images, so the periodic energy differs
+    # from the isolated molecule's even though every atom keeps its whole-molecule position.
+    numbers, positions = molecule("b2")
+    box = np.eye(3) * 1.05
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    periodic, _ = energy_and_forces(model, positions, box)
+    isolated, _ = energy_and_forces(model, positions)
+    ref_energy, _, _ = reference("ani2x", numbers, positions, box)
+    assert abs(periodic - ref_energy) <= 1e-6
+    assert abs(periodic - isolated) > 0.1  # 0.196 kJ/mol: a weak contact with the images
+
+
+@pytest.mark.parametrize("model_name, molecule_name", [("ani2x", "halobenzene"), ("ani1x", "b2")])
+def test_ensemble_members_and_std_match_torchani(model_name, molecule_name):
+    numbers, positions = molecule(molecule_name)
+    _, _, ref_members = reference(model_name, numbers, positions)
+    model = ANI(model_name, numbers, dtype=torch.float64)
+    x = torch.tensor(positions)
+    members = model.energies_per_member(x).numpy()
+    assert members.shape == (8,)
+    assert np.abs(members - ref_members).max() <= 1e-6
+    expected_std = float(torch.tensor(ref_members).std())  # Bessel-corrected, as TorchANI's QBC
+    assert expected_std > 1e-3  # the members do disagree
+    assert abs(model.ensemble_std(x).item() - expected_std) <= 1e-6
+    scripted = torch.jit.script(model)
+    assert abs(scripted.ensemble_std(x).item() - expected_std) <= 1e-6
+    assert np.abs(scripted.energies_per_member(x).numpy() - ref_members).max() <= 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# Nearest-neighbour slots (regions larger than maxAngularNeighbors + 1)
+
+
+def test_neighbour_slots_equal_all_pairs_when_large_enough():
+    numbers, positions = molecule("b2")  # up to 24 atoms within 3.5 A of one atom
+    dense = ANI("ani2x", numbers, dtype=torch.float64)
+    slots = ANI("ani2x", numbers, dtype=torch.float64, maxAngularNeighbors=26)
+    assert not dense.select_nearest and slots.select_nearest
+    e_dense, f_dense = energy_and_forces(dense, positions)
+    e_slots, f_slots = energy_and_forces(slots, positions)
+    assert abs(e_dense - e_slots) <= 1e-8
+    assert np.abs(f_dense - f_slots).max() <= 1e-9 * np.abs(f_dense).max()
+
+
+def test_too_few_neighbour_slots_is_an_error():
+    numbers, positions = molecule("b2")
+    model = ANI("ani2x", numbers, maxAngularNeighbors=10)
+    with pytest.raises(RuntimeError, match="maxAngularNeighbors"):
+        model(torch.tensor(positions, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# TorchScript and torch.export
+
+
+@pytest.mark.parametrize("molecule_name", ["b2", "cb7"])
+def test_script_export_and_eager_agree(molecule_name):
+    numbers, positions = molecule(molecule_name)
+    model = ANI("ani2x", numbers)
+    x = torch.tensor(positions, dtype=torch.float32)
+    box = torch.eye(3) * 4.0
+    eager = model(x).item()
+    eager_box = model(x, box).item()
+
+    scripted = torch.jit.script(model)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    exported = torch.export.export(model, (x,)).module()
+    exported_box = torch.export.export(model, (x, box)).module()
+
+    tolerance = 1e-6 * abs(eager)
+    for module in (scripted, loaded):
+        assert abs(module(x).item() - eager) <= tolerance
+        assert abs(module(x, box).item() - eager_box) <= tolerance
+    assert abs(exported(x).item() - eager) <= tolerance
+    assert abs(exported_box(x, box).item() - eager_box) <= tolerance
+
+    # Forces through the saved TorchScript module equal the eager module's.
+    _, eager_forces = energy_and_forces(model, positions, dtype=torch.float32)
+    _, loaded_forces = energy_and_forces(loaded, positions, dtype=torch.float32)
+    assert max_relative_force_error(loaded_forces, eager_forces) <= 1e-5
+
+
+def test_value_does_not_depend_on_requires_grad():
+    numbers, positions = molecule("halobenzene")
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    plain = model(torch.tensor(positions)).item()
+    with_grad = model(torch.tensor(positions, requires_grad=True)).item()
+    assert plain == with_grad
+
+
+def test_module_to_float64_after_construction():
+    numbers, positions = molecule("toluene")
+    ref_energy, ref_forces, _ = reference("ani2x", numbers, positions)
+    model = ANI("ani2x", numbers).to(torch.float64)
+    energy, forces = energy_and_forces(model, positions)
+    assert model(torch.tensor(positions)).dtype == torch.float64
+    # The weights went through float32 once (with AEV constants folded in): ~1e-7 relative.
+    assert abs(energy - ref_energy) <= 1e-6 * abs(ref_energy)
+    assert max_relative_force_error(forces, ref_forces) <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_unsupported_elements_are_named():
+    with pytest.raises(ValueError, match=r"'ani1x'.*\bS\b.*Cl.*supports H, C, N, O"):
+        ANI("ani1x", [6, 1, 16, 17])
+    with pytest.raises(ValueError, match=r"Fe.*H, C, N, O, S, F, Cl"):
+        ANI("ani2x", [6, 26])
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"Unknown ANI model 'ani3x'.*ani1x, ani1ccx, ani2x"):
+        ANI("ani3x", [1, 1])
+
+
+def test_model_name_spellings():
+    numbers, positions = molecule("toluene")
+    x = torch.tensor(positions)
+    energies = {name: ANI(name, numbers, dtype=torch.float64)(x).item() for name in ("ani2x", "ANI-2x", "ANI2x")}
+    assert len(set(energies.values())) == 1
+
+
+def test_bad_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        ANI("ani2x", [1, 1], dtype=torch.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the plugin's NNPForce
+
+
+def _openmm_nnp():
+    try:
+        import openmm_nnp
+
+        openmm_nnp.NNPForce
+    except Exception as error:  # the compiled plugin is not built
+        pytest.skip(f"openmm_nnp (compiled plugin) not importable: {error}")
+    return openmm_nnp
+
+
+def _nnp_state(system, positions, platform_name, box=None):
+    import openmm
+    import openmm.unit as unit
+
+    platform = openmm.Platform.getPlatformByName(platform_name)
+    properties = {"Threads": "2"} if platform_name == "CPU" else {}
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, properties)
+    if box is not None:
+        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+    context.setPositions(positions)
+    state = context.getState(getEnergy=True, getForces=True)
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    return energy, np.asarray(forces)
+
+
+@pytest.mark.parametrize(
+    "platform_name, dtype, energy_tolerance, force_tolerance",
+    [
+        # Reference passes float64 positions to a float64 model: identical computation.
+        ("Reference", torch.float64, 1e-8, 1e-10),
+        # CPU with a float32 model: same float32 computation; positions may be rounded differently.
+        ("CPU", torch.float32, 1e-6, 1e-4),
+    ],
+)
+@pytest.mark.parametrize("periodic", [False, True])
+def test_nnp_force_matches_model(platform_name, dtype, energy_tolerance, force_tolerance, periodic):
+    openmm_nnp = _openmm_nnp()
+    import openmm
+
+    # Host + guest; the guest is the NNP region, listed in reverse order.
+    host_numbers, host_positions = molecule("cb7")
+    guest_numbers, guest_positions = molecule("b2")
+    positions = np.concatenate([host_positions, guest_positions])
+    numbers = host_numbers + guest_numbers
+    region = list(range(len(numbers) - 1, len(host_numbers) - 1, -1))
+    box = None
+    if periodic:
+        # A box where the guest sees its images; its atoms are wrapped into the box (split).
+        box = np.eye(3) * 1.05
+        positions[len(host_numbers):] = _wrapped(guest_positions, box)
+
+    model = ANI("ani2x", [numbers[i] for i in region], dtype=dtype)
+    system = openmm.System()
+    for _ in numbers:
+        system.addParticle(12.0)
+    force = openmm_nnp.NNPForce(torch.jit.script(model), region)
+    if periodic:
+        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+        force.setUsesPeriodicBoundaryConditions(True)
+    system.addForce(force)
+    energy, forces = _nnp_state(system, positions, platform_name, box)
+
+    expected_energy, expected_forces = energy_and_forces(model, positions[region], box, dtype=dtype)
+    assert abs(energy - expected_energy) <= energy_tolerance * abs(expected_energy)
+    assert max_relative_force_error(forces[region], expected_forces) <= force_tolerance
+    assert np.all(forces[: len(host_numbers)] == 0.0)
+    if periodic and dtype == torch.float64:
+        whole_isolated_energy, _ = energy_and_forces(model, guest_positions[::-1].copy(), None, dtype=dtype)
+        assert abs(energy - whole_isolated_energy) > 0.1
