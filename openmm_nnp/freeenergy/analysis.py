@@ -124,6 +124,9 @@ def bar(w_forward, w_reverse, n_bootstrap=200, seed=0):
     if not (np.all(np.isfinite(w_F)) and np.all(np.isfinite(w_R))):
         raise ValueError('Work values contain NaN or infinity: a switching trajectory blew up. Use more switching '
                          'steps or a smaller time step.')
+    if np.ptp(w_F) == 0 and np.ptp(w_R) == 0 and abs(w_F[0] + w_R[0]) <= 1e-9 * max(1.0, abs(w_F[0])):
+        # Deterministic work (U(1) - U(0) is a constant): ΔG is that constant, exactly.
+        return {'Delta_f': float(w_F[0]), 'dDelta_f': 0.0, 'dDelta_f_analytic': 0.0, 'n_bootstrap': 0}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         main = pymbar_bar(w_F, w_R, compute_uncertainty=True)
