@@ -184,8 +184,6 @@ class NNPotential:
             if atoms is not None:
                 raise ValueError("Pass the region once, as 'atoms' or as 'region', not both.")
             atoms = region
-        if isinstance(atoms, set):
-            atoms = sorted(atoms)
         atomIndices = _region.selectRegion(topology, atoms)
         _region.validateRegion(topology, system, atomIndices, self._supportedElements(), self._requiresNeutral(),
                                allowCutBonds, self._modelDescription())

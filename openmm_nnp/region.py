@@ -50,8 +50,10 @@ def selectRegion(topology, atoms):
                              'would be empty. Check the residue or atom names (e.g. print the residue names of '
                              'the topology).')
         return [int(i) for i in selected]
+    if isinstance(atoms, (set, frozenset)):
+        atoms = sorted(atoms)
     indices = []
-    for i in np.asarray(atoms, dtype=object).reshape(-1) if not isinstance(atoms, range) else atoms:
+    for i in np.asarray(atoms, dtype=object).reshape(-1):
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
             raise ValueError(f'NNP region atoms must be integer particle indices, got {i!r} '
                              f'({type(i).__name__}). Pass indices or an MDTraj selection string.')

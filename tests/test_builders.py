@@ -521,6 +521,31 @@ def test_every_force_type():
     assert d1['lam'] == pytest.approx(e_nnp - (e_mm - (e_mix - e_nnp)), abs=1e-7)
 
 
+def test_custom_nonbonded_interaction_groups():
+    """A CustomNonbondedForce restricted to interaction groups: region pairs excluded, and lambda=0 (whose copy
+    keeps only the groups' region-region parts) reproduces the MM energy."""
+    topology, system, positions, region = _chain_system()
+    for k in reversed(range(system.getNumForces())):
+        if not isinstance(system.getForce(k), openmm.CustomNonbondedForce):
+            system.removeForce(k)
+    system.getForce(0).addInteractionGroup([0, 1, 2, 3, 4], [3, 4, 5, 6, 7, 8, 9])
+    system.getForce(0).addInteractionGroup([5], [6, 9])
+    potential = NNPotential(ToyModel(), precision='double')
+    mixed = potential.createMixedSystem(topology, system, region, interpolate=True, allowCutBonds=True, forceGroup=1)
+    e_mm, f_mm, _ = evaluate(system, positions)
+    e0, f0, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 0.0})
+    e1, _, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 1.0}, groups=1)
+    # Expected mixed MM energy: only group pairs with at least one atom outside the region.
+    x = np.asarray(positions)
+    pairs = {tuple(sorted((i, j))) for i in [0, 1, 2, 3, 4] for j in [3, 4, 5, 6, 7, 8, 9] if i != j}
+    pairs |= {(5, 6), (5, 9)}
+    pairs = [(i, j) for i, j in pairs if abs(i - j) > 2 and not (i in region and j in region)]  # minus exclusions
+    r = np.array([np.linalg.norm(x[i] - x[j]) for i, j in pairs])
+    assert e1 == pytest.approx(np.sum(4 * 0.4 * ((0.3 / r) ** 12 - (0.3 / r) ** 6)), rel=1e-10)
+    assert e0 == pytest.approx(e_mm, abs=1e-10, rel=1e-10)
+    assert np.abs(f0 - f_mm).max() < 1e-8
+
+
 @pytest.mark.parametrize('method', ['CutoffNonPeriodic', 'CutoffPeriodic', 'Ewald', 'PME'])
 def test_interpolation_nonbonded_methods(method):
     """lambda=0 reproduces the MM system for every NonbondedForce method, with a switching function, a cutoff
