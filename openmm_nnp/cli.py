@@ -1,0 +1,213 @@
+"""The ``openmm-nnp`` command line: prepare, run and endstate.
+
+    openmm-nnp prepare --protein receptor.pdb --ligand ligand.sdf -o prepared
+    openmm-nnp run prepared/complex --time 10 -o run1          (region from prepare: resname LIG)
+    openmm-nnp run system.prmtop system.rst7 --region 'resname MBN' --steps 5000 -o run2
+    openmm-nnp run -o run2 --resume
+    openmm-nnp endstate prepared/solvent -o correction
+
+Each subcommand is a thin layer over openmm_nnp.prepare, openmm_nnp.simulate and openmm_nnp.freeenergy.
+Bad inputs end with one line 'openmm-nnp <command>: error: <problem and fix>' and exit code 2 (--debug shows
+the traceback).
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from openmm_nnp.errors import InputError
+
+_MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H C N O), or a TorchScript file "
+                '(positions in nm -> energy in kJ/mol). ANI models are for neutral molecules only.')
+
+
+def _useSharedWeights():
+    """Point TorchANI at the weights next to a source checkout (../shared/models/torchani) when present."""
+    shared = Path(__file__).resolve().parents[1].parent / 'shared' / 'models' / 'torchani'
+    if 'TORCHANI_DATA_DIR' not in os.environ and shared.is_dir():
+        os.environ['TORCHANI_DATA_DIR'] = str(shared)
+    os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
+
+
+def _addModelOptions(parser):
+    parser.add_argument('--region', help="NNP region: an MDTraj selection ('resname LIG') or atom indices "
+                        "('0-14', '0,3,5'). Default: the region written by `prepare`.")
+    parser.add_argument('--model', default='ani2x', help=_MODELS_HELP)
+    parser.add_argument('--precision', default='single', choices=['single', 'double'],
+                        help='floating point precision of the NNP (default single)')
+    parser.add_argument('--platform', default='CPU', help='OpenMM platform: CPU (default) or Reference')
+    parser.add_argument('--threads', type=int, help='CPU threads for OpenMM and the NNP (default: all)')
+    parser.add_argument('--cutoff', type=float, default=1.0,
+                        help='nonbonded cutoff in nm for Amber inputs (default 1.0; PME when periodic)')
+
+
+def buildParser():
+    parser = argparse.ArgumentParser(prog='openmm-nnp', description='Hybrid NNP/MM molecular dynamics with OpenMM.')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks for errors')
+    commands = parser.add_subparsers(dest='command', metavar='{prepare,run,endstate}')
+    commands.required = True
+
+    p = commands.add_parser('prepare', help='build a solvated protein-ligand complex and/or ligand-in-water system',
+                            description='Fix the protein (PDBFixer), parameterize the ligand (GAFF2 + AM1-BCC with '
+                            'AmberTools), build with amber14 + TIP3P, solvate, and write system.xml, system.pdb, '
+                            'region.txt and prepared.json for each leg (OUTPUT/complex, OUTPUT/solvent).')
+    p.add_argument('--ligand', required=True, help='ligand SDF or MOL2 with 3D coordinates and all hydrogens')
+    p.add_argument('--protein', help='protein PDB/mmCIF (without it only the ligand-in-water leg is built)')
+    p.add_argument('-o', '--output', required=True, help='output folder')
+    p.add_argument('--ph', type=float, default=7.0, help='pH for protein hydrogens (default 7.0)')
+    p.add_argument('--padding', type=float, default=1.0,
+                   help='solvent padding in nm: box edge = solute diameter + padding (default 1.0)')
+    p.add_argument('--ionic-strength', type=float, default=0.15, help='NaCl in mol/L, plus neutralizing ions '
+                   '(default 0.15)')
+    p.add_argument('--box-shape', default='cube', choices=['cube', 'dodecahedron', 'octahedron'])
+    p.add_argument('--ligand-charge', type=int, help='net charge of the ligand (default: from its formal charges)')
+    p.add_argument('--ligand-resname', default='LIG', help='residue name of the ligand (default LIG)')
+    p.add_argument('--forcefield', nargs='+', default=['amber14-all.xml', 'amber14/tip3p.xml'],
+                   help='OpenMM force field files for protein, water and ions (default amber14-all.xml '
+                   'amber14/tip3p.xml)')
+    p.add_argument('--hydrogen-mass', type=float, help='repartition hydrogen masses to this value in amu')
+    p.add_argument('--no-solvent-leg', action='store_true', help='with --protein, skip the ligand-in-water leg')
+    p.add_argument('--charge-method', default='bcc', choices=['bcc', 'gas'],
+                   help="antechamber charges: 'bcc' = AM1-BCC (default), 'gas' = Gasteiger (fast, for testing)")
+
+    r = commands.add_parser('run', help='minimize, equilibrate and run NNP/MM Langevin dynamics',
+                            description='Load a system, put the NNP region under the NNP, minimize, equilibrate and '
+                            'run Langevin dynamics with a DCD/XTC trajectory, a CSV energy log, checkpoints, plots '
+                            'and a summary. Inputs: a folder from `prepare`, a System XML + PDB, or an Amber '
+                            'prmtop + inpcrd.')
+    r.add_argument('inputs', nargs='*', help='prepared folder, or system.xml + structure.pdb, or prmtop + inpcrd')
+    r.add_argument('-o', '--output', default='nnp-run', help='output folder (default nnp-run)')
+    _addModelOptions(r)
+    length = r.add_mutually_exclusive_group()
+    length.add_argument('--time', type=float, help='production length in ps')
+    length.add_argument('--steps', type=int, help='production length in steps (default 1000)')
+    equilibration = r.add_mutually_exclusive_group()
+    equilibration.add_argument('--equilibration', type=float, help='equilibration in ps before production (default 0)')
+    equilibration.add_argument('--equilibration-steps', type=int, help='equilibration in steps')
+    r.add_argument('--timestep', type=float, default=1.0, help='time step in fs (default 1.0: the NNP region is '
+                   'unconstrained)')
+    r.add_argument('--temperature', type=float, default=300.0, help='K (default 300)')
+    r.add_argument('--friction', type=float, default=1.0, help='Langevin friction in 1/ps (default 1)')
+    r.add_argument('--pressure', type=float, help='bar: add a Monte Carlo barostat (default: NVT)')
+    r.add_argument('--no-minimize', action='store_true', help='skip energy minimization')
+    r.add_argument('--minimize-iterations', type=int, default=500, help='(default 500)')
+    r.add_argument('--report-interval', type=int, default=100,
+                   help='steps between trajectory frames and energy log lines (default 100)')
+    r.add_argument('--checkpoint-interval', type=int, default=1000, help='steps between checkpoints (default 1000)')
+    r.add_argument('--trajectory-format', default='dcd', choices=['dcd', 'xtc'])
+    r.add_argument('--mts', type=int, metavar='N', help='multiple time steps: MM every step, the NNP correction '
+                   'U_NNP - U_MM(region) every N steps (MTSLangevinIntegrator)')
+    r.add_argument('--seed', type=int, help='random seed for velocities and the integrator (default: random)')
+    r.add_argument('--resume', action='store_true', help='continue the run in --output from its last checkpoint '
+                   '(--steps/--time then set a new production length)')
+    r.add_argument('--no-plots', action='store_true', help='do not write energies.png / ensemble_std.png')
+    r.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+    e = commands.add_parser('endstate', help='free-energy correction from MM to NNP/MM for the region',
+                            description='Compute the free energy of switching the region from MM (lambda = 0) to '
+                            'NNP/MM (lambda = 1): equilibrium lambda windows with MBAR/TI, or nonequilibrium '
+                            'switching with BAR. Results, plots and resumable task files go to --output.')
+    e.add_argument('inputs', nargs='+', help='prepared folder, or system.xml + structure.pdb, or prmtop + inpcrd')
+    e.add_argument('-o', '--output', default='nnp-endstate', help='output folder (default nnp-endstate); a rerun '
+                   'with the same settings resumes')
+    _addModelOptions(e)
+    e.add_argument('--method', default='equilibrium', choices=['equilibrium', 'nonequilibrium'])
+    e.add_argument('--lambdas', type=int, default=11, help='equilibrium: number of lambda windows (default 11)')
+    e.add_argument('--samples', type=int, default=500, help='equilibrium: samples per window (default 500)')
+    e.add_argument('--steps-per-sample', type=int, default=250, help='equilibrium: steps between samples')
+    e.add_argument('--switches', type=int, default=50, help='nonequilibrium: switches per direction (default 50)')
+    e.add_argument('--switching-steps', type=int, default=1000, help='nonequilibrium: steps per switch')
+    e.add_argument('--equilibration-steps', type=int, default=5000, help='steps before sampling (default 5000)')
+    e.add_argument('--timestep', type=float, default=1.0, help='fs (default 1.0)')
+    e.add_argument('--temperature', type=float, default=300.0, help='K (default 300)')
+    e.add_argument('--seed', type=int, default=2024)
+    e.add_argument('--no-plots', action='store_true')
+    return parser
+
+
+def _stepsFromTime(timePs, timestepFs, mts):
+    steps = int(round(timePs * 1000.0 / timestepFs))
+    if mts:
+        steps = int(round(steps / mts)) * mts
+    return steps
+
+
+def commandPrepare(args):
+    from openmm_nnp.prepare import prepare
+    legs = prepare(args.ligand, args.output, protein=args.protein, solventLeg=not args.no_solvent_leg, pH=args.ph,
+                   padding=args.padding, ionicStrength=args.ionic_strength, ligandCharge=args.ligand_charge,
+                   residueName=args.ligand_resname, forcefields=tuple(args.forcefield), boxShape=args.box_shape,
+                   hydrogenMass=args.hydrogen_mass, chargeMethod=args.charge_method)
+    return 0 if legs else 1
+
+
+def commandRun(args):
+    from openmm_nnp.simulate import RunSettings, runSimulation
+    if args.resume:
+        if args.inputs:
+            raise InputError('With --resume, give only --output: the run folder holds the inputs it was started with.')
+        steps = args.steps
+        if args.time is not None:
+            info = json.loads((Path(args.output) / 'run.json').read_text()) if (Path(args.output) / 'run.json').is_file() else None
+            if info is None:
+                raise InputError(f"'{args.output}' holds no run to resume (no run.json). Start it without --resume.")
+            steps = _stepsFromTime(args.time, info['settings']['timestep'], info['settings']['mts'])
+        settings = RunSettings(steps=steps) if steps is not None else None
+        runSimulation(settings, args.output, resume=True, plots=not args.no_plots, progress=not args.no_progress)
+        return 0
+    if not args.inputs:
+        raise InputError('No input given: pass a folder from `openmm-nnp prepare`, a system XML and a PDB, or an '
+                         'Amber prmtop and inpcrd (or --resume with --output to continue a run).')
+    steps = args.steps if args.steps is not None else (
+        _stepsFromTime(args.time, args.timestep, args.mts) if args.time is not None else 1000)
+    if args.equilibration_steps is not None:
+        equilibrationSteps = args.equilibration_steps
+    elif args.equilibration is not None:
+        equilibrationSteps = _stepsFromTime(args.equilibration, args.timestep, args.mts)
+    else:
+        equilibrationSteps = 0
+    settings = RunSettings(
+        inputs=[str(Path(p).resolve()) for p in args.inputs], region=args.region, model=args.model,
+        precision=args.precision, platform=args.platform, temperature=args.temperature, friction=args.friction,
+        timestep=args.timestep, steps=steps, equilibrationSteps=equilibrationSteps, minimize=not args.no_minimize,
+        minimizeIterations=args.minimize_iterations, reportInterval=args.report_interval,
+        checkpointInterval=args.checkpoint_interval, trajectoryFormat=args.trajectory_format, mts=args.mts,
+        pressure=args.pressure, seed=args.seed, threads=args.threads, nonbondedCutoff=args.cutoff)
+    runSimulation(settings, args.output, resume=False, plots=not args.no_plots, progress=not args.no_progress)
+    return 0
+
+
+def commandEndstate(args):
+    from openmm_nnp.simulate import endstateCorrection
+    endstateCorrection(args.inputs, args.output, region=args.region, model=args.model, precision=args.precision,
+                       platform=args.platform, threads=args.threads, nonbondedCutoff=args.cutoff,
+                       method=args.method, lambdas=args.lambdas, samples=args.samples,
+                       stepsPerSample=args.steps_per_sample, switches=args.switches,
+                       switchingSteps=args.switching_steps, equilibrationSteps=args.equilibration_steps,
+                       timestep=args.timestep, temperature=args.temperature, seed=args.seed, plots=not args.no_plots)
+    return 0
+
+
+def main(argv=None):
+    parser = buildParser()
+    args = parser.parse_args(argv)
+    _useSharedWeights()
+    handlers = {'prepare': commandPrepare, 'run': commandRun, 'endstate': commandEndstate}
+    try:
+        return handlers[args.command](args)
+    except (InputError, ValueError, FileNotFoundError) as e:
+        # ValueError: the library's validation (region, elements, charge) explains the problem and the fix.
+        if args.debug:
+            raise
+        print(f'openmm-nnp {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'\nopenmm-nnp {args.command}: interrupted. A run continues from its last checkpoint with --resume.',
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
