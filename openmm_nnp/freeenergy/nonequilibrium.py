@@ -12,6 +12,7 @@ import os
 import time
 
 import numpy as np
+import openmm
 import openmm.unit as unit
 
 from openmm_nnp.freeenergy import _md, analysis
@@ -22,37 +23,48 @@ from openmm_nnp.freeenergy.states import DEFAULT_LAMBDA_NAME
 
 
 def switch(spec):
-    """Task: one switching trajectory from ``spec['snapshot']``. Returns the work in kT (and its profile)."""
+    """Task: switching trajectories from each of ``spec['snapshots']`` (one Context for all of them, since creating a
+    Context with an NNP costs seconds). Returns the works in kT and their profiles."""
     start = time.time()
     forward = spec['direction'] == 'forward'
     lam0, lam1 = (0.0, 1.0) if forward else (1.0, 0.0)
-    snapshot = spec['snapshot']
-    sim = _md.LambdaSimulation(dict(spec, positions=snapshot['positions'], box=snapshot['box']), lam0)
-    sim.set_velocities(snapshot['velocities'])
+    first = spec['snapshots'][0]
+    sim = _md.LambdaSimulation(dict(spec, positions=first['positions'], box=first['box']), lam0)
     n = spec['switching_steps']
     schedule = np.linspace(lam0, lam1, n + 1)
-    work = 0.0
-    profile = np.empty(n)
-    for k in range(n):
-        if spec['linear']:
-            _, dudl = sim.energy_and_derivative()
-            work += (schedule[k + 1] - schedule[k]) * dudl
-            sim.set_lambda(schedule[k + 1])
-        else:
-            before = sim.energy_and_derivative()[0]
-            work += sim.energy_at(schedule[k + 1]) - before
-        profile[k] = work
-        sim.integrator.step(1)
-    return {'direction': spec['direction'], 'index': spec['index'], 'work': float(work), 'work_profile': profile,
+    works, profiles = [], []
+    for snapshot in spec['snapshots']:
+        sim.set_lambda(lam0)
+        if snapshot['box'] is not None:
+            sim.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in snapshot['box']])
+        sim.context.setPositions(snapshot['positions'] * unit.nanometer)
+        sim.set_velocities(snapshot['velocities'])
+        work = 0.0
+        profile = np.empty(n)
+        for k in range(n):
+            if spec['linear']:
+                _, dudl = sim.energy_and_derivative()
+                work += (schedule[k + 1] - schedule[k]) * dudl
+                sim.set_lambda(schedule[k + 1])
+            else:
+                before = sim.energy_and_derivative()[0]
+                work += sim.energy_at(schedule[k + 1]) - before
+            profile[k] = work
+            sim.integrator.step(1)
+        works.append(float(work))
+        profiles.append(profile)
+    return {'direction': spec['direction'], 'works': works, 'work_profiles': profiles,
             'worker': worker_info(), 'elapsed_s': time.time() - start}
 
 
-def _validate_switch(name, result):
-    if not isinstance(result, dict) or 'work' not in result:
-        raise ValueError(f'{name}: incomplete result')
-    if not np.isfinite(result['work']):
-        raise ValueError(f'{name}: the work is {result["work"]} (the trajectory blew up: use more switching steps '
-                         'or a smaller time step)')
+def _switch_validator(expected):
+    def validate(name, result):
+        if not isinstance(result, dict) or 'works' not in result or len(result['works']) != expected[name]:
+            raise ValueError(f'{name}: incomplete result')
+        if not np.all(np.isfinite(result['works'])):
+            raise ValueError(f'{name}: non-finite work (a trajectory blew up: use more switching steps or a smaller '
+                             'time step)')
+    return validate
 
 
 @dataclasses.dataclass
@@ -110,7 +122,7 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
                        equilibrium=None, n_chains=1, n_equilibration_steps=5000, steps_between_snapshots=500,
                        timestep=1 * unit.femtosecond, collision_rate=1 / unit.picosecond, minimize=True,
                        box_vectors=None, lambda_dependence='auto', platform='CPU', platform_properties=None,
-                       seed=4048, output_dir=None, runner=None, plots=True, n_bootstrap=200):
+                       seed=4048, output_dir=None, runner=None, plots=True, n_bootstrap=200, switches_per_task=10):
     """ΔG(λ = 0 → 1) from nonequilibrium switching: BAR over forward and reverse work, or forward Jarzynski.
 
     Parameters
@@ -125,6 +137,8 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
     equilibrium : EquilibriumResult, optional
         Take starting configurations from its end-state snapshots (``run_equilibrium(..., n_snapshots=...)``)
         instead of sampling the end states here.
+    switches_per_task : int
+        Switches run one after the other in one task (one Context: creating a Context with an NNP is slow).
     n_chains : int
         Independent end-state sampling tasks per direction (more parallelism); each saves
         n_switches / n_chains snapshots, ``steps_between_snapshots`` apart, after ``n_equilibration_steps``.
@@ -149,7 +163,8 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
                 'steps_between_snapshots': steps_between_snapshots, 'minimize': bool(minimize), 'linear': linear,
                 'seed': seed, 'temperature': base['temperature'], 'timestep': base['timestep'],
                 'collision_rate': base['collision_rate'], 'lambda_name': lambda_name,
-                'from_equilibrium': equilibrium is not None}
+                'from_equilibrium': equilibrium is not None,
+                'switches_per_task': switches_per_task}
     settings['fingerprint'] = _md.fingerprint([settings, base['system_xml'], base['positions'].round(6).tolist()])
     store = None
     if output_dir is not None:
@@ -183,17 +198,20 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
                                  for s in sampled[name]['snapshots']]
 
     # Switching.
-    tasks = {}
+    tasks, expected = {}, {}
     for d, direction in enumerate(ends):
         snapshots = starts[direction]
         chosen = np.linspace(0, len(snapshots) - 1, n_switches).round().astype(int)
-        for i, s in enumerate(chosen):
-            spec = dict(base, direction=direction, index=i, snapshot=snapshots[s], switching_steps=switching_steps,
-                        linear=linear, seed=seed + 100000 + 10000 * d + i)
-            tasks[f'switch-{direction}-{i:04d}'] = (switch, spec)
-    done = runner.run(tasks, store, _validate_switch, description='switches')
-    forward = [done[n]['work'] for n in sorted(done) if n.startswith('switch-forward')]
-    reverse = [done[n]['work'] for n in sorted(done) if n.startswith('switch-reverse')]
+        for c, first in enumerate(range(0, n_switches, switches_per_task)):
+            group = [snapshots[s] for s in chosen[first:first + switches_per_task]]
+            spec = dict(base, direction=direction, snapshots=group, switching_steps=switching_steps,
+                        linear=linear, seed=seed + 100000 + 10000 * d + c)
+            name = f'switch-{direction}-{c:04d}'
+            tasks[name] = (switch, spec)
+            expected[name] = len(group)
+    done = runner.run(tasks, store, _switch_validator(expected), description='switching tasks')
+    forward = [w for n in sorted(done) if n.startswith('switch-forward') for w in done[n]['works']]
+    reverse = [w for n in sorted(done) if n.startswith('switch-reverse') for w in done[n]['works']]
     result = analyze_work(forward, reverse, base['temperature'], offset, switching_steps, n_bootstrap, seed)
     if output_dir is not None:
         result.save(output_dir, plots)
