@@ -286,6 +286,24 @@ def test_neighbour_slots_equal_all_pairs_when_large_enough():
     assert np.abs(f_dense - f_slots).max() <= 1e-9 * np.abs(f_dense).max()
 
 
+@pytest.mark.parametrize("molecule_name", ["b2", "cb7"])
+def test_compacted_triples_all_candidates_and_fallback_agree(molecule_name):
+    numbers, positions = molecule(molecule_name)
+    # default budget (153 per atom) holds the triples inside the cutoff (b2: 3440, cb7: 12028);
+    # a huge budget means all candidates; a budget of 1000 is exceeded, so the call falls back
+    # to all candidates.
+    budgets = {"compacted": None, "all candidates": 10**9, "fallback": 1000}
+    results = {}
+    for label, budget in budgets.items():
+        model = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=budget)
+        results[label] = energy_and_forces(model, positions)
+    assert ANI("ani2x", numbers, maxAngularTriples=None).triple_budget < ANI("ani2x", numbers).num_candidates
+    energy, forces = results["all candidates"]
+    for label in ("compacted", "fallback"):
+        assert abs(results[label][0] - energy) <= 1e-8
+        assert max_relative_force_error(results[label][1], forces) <= 1e-10
+
+
 def test_too_few_neighbour_slots_is_an_error():
     numbers, positions = molecule("b2")
     model = ANI("ani2x", numbers, maxAngularNeighbors=10)
@@ -297,33 +315,30 @@ def test_too_few_neighbour_slots_is_an_error():
 # TorchScript and torch.export
 
 
-@pytest.mark.parametrize("molecule_name", ["b2", "cb7"])
-def test_script_export_and_eager_agree(molecule_name):
+@pytest.mark.parametrize("molecule_name, periodic", [("b2", False), ("cb7", True)])
+def test_script_export_and_eager_agree(molecule_name, periodic):
+    # b2: all-pairs slots, no box; cb7 (126 atoms): nearest-neighbour slots, with a box.
     numbers, positions = molecule(molecule_name)
     model = ANI("ani2x", numbers)
     x = torch.tensor(positions, dtype=torch.float32)
-    box = torch.eye(3) * 4.0
-    eager = model(x).item()
-    eager_box = model(x, box).item()
+    inputs = (x, torch.eye(3) * 4.0) if periodic else (x,)
+    eager = model(*inputs).item()
 
     scripted = torch.jit.script(model)
     buffer = io.BytesIO()
     torch.jit.save(scripted, buffer)
     buffer.seek(0)
     loaded = torch.jit.load(buffer)
-    exported = torch.export.export(model, (x,)).module()
-    exported_box = torch.export.export(model, (x, box)).module()
+    exported = torch.export.export(model, inputs).module()
 
     tolerance = 1e-6 * abs(eager)
-    for module in (scripted, loaded):
-        assert abs(module(x).item() - eager) <= tolerance
-        assert abs(module(x, box).item() - eager_box) <= tolerance
-    assert abs(exported(x).item() - eager) <= tolerance
-    assert abs(exported_box(x, box).item() - eager_box) <= tolerance
+    for module in (scripted, loaded, exported):
+        assert abs(module(*inputs).item() - eager) <= tolerance
 
     # Forces through the saved TorchScript module equal the eager module's.
-    _, eager_forces = energy_and_forces(model, positions, dtype=torch.float32)
-    _, loaded_forces = energy_and_forces(loaded, positions, dtype=torch.float32)
+    box = inputs[1].numpy() if periodic else None
+    _, eager_forces = energy_and_forces(model, positions, box, dtype=torch.float32)
+    _, loaded_forces = energy_and_forces(loaded, positions, box, dtype=torch.float32)
     assert max_relative_force_error(loaded_forces, eager_forces) <= 1e-5
 
 

@@ -139,12 +139,16 @@ class _ElementEnsemble(torch.nn.Module):
         weight = (weight * feature_scales.to(torch.float64).view(1, -1, 1))[:, feature_indices, :]
         self.first_width = int(weight.shape[2])
         self.register_buffer("weight1", weight.permute(1, 0, 2).reshape(weight.shape[1], -1).to(dtype).contiguous())
+        # Transposed copies for back-propagation (contiguous operands make faster matmuls).
+        self.register_buffer("weight1_t", self.weight1.t().contiguous())
         self.register_buffer("bias1", bias.reshape(-1).to(dtype).contiguous())
         weight, bias = stacked(1)
         self.register_buffer("weight2", weight.to(dtype).contiguous())
+        self.register_buffer("weight2_t", weight.transpose(1, 2).to(dtype).contiguous())
         self.register_buffer("bias2", bias.unsqueeze(1).to(dtype).contiguous())
         weight, bias = stacked(2)
         self.register_buffer("weight3", weight.to(dtype).contiguous())
+        self.register_buffer("weight3_t", weight.transpose(1, 2).to(dtype).contiguous())
         self.register_buffer("bias3", bias.unsqueeze(1).to(dtype).contiguous())
         # Output layer; sum over atoms first: sum_a (h_a . w + b) = (sum_a h_a) . w + n b
         weight, bias = stacked(3)
@@ -162,9 +166,9 @@ class _ElementEnsemble(torch.nn.Module):
             return energies, torch.zeros(0, dtype=aev.dtype, device=aev.device)
         # Back-propagate d(mean over members)/d(outputs) = 1/members.
         grad = (self.weight4 * (1.0 / self.num_members)).unsqueeze(1) * _celu_derivative(h3)
-        grad = torch.bmm(grad, self.weight3.transpose(1, 2)) * _celu_derivative(h2)
-        grad = torch.bmm(grad, self.weight2.transpose(1, 2)) * _celu_derivative(h1)
-        grad = torch.mm(grad.transpose(0, 1).reshape(self.num_atoms, -1), self.weight1.t())
+        grad = torch.bmm(grad, self.weight3_t) * _celu_derivative(h2)
+        grad = torch.bmm(grad, self.weight2_t) * _celu_derivative(h1)
+        grad = torch.mm(grad.transpose(0, 1).reshape(self.num_atoms, -1), self.weight1_t)
         return energies, grad
 
 
@@ -182,6 +186,11 @@ class ANI(torch.nn.Module):
     maxAngularNeighbors : int, optional
         Angular neighbour slots per atom (see module docstring). Regions with at most
         ``maxAngularNeighbors + 1`` atoms use all atom pairs. Default 40.
+    maxAngularTriples : int, optional
+        Size of the compacted list of angular triples (centre, neighbour pair) inside the
+        cutoff. Default ``153 * n`` (every atom with 18 neighbours inside 3.5 A). If a
+        structure has more, that call uses all candidate triples instead: same result,
+        slower. (torch.export always captures the all-candidates computation.)
 
     ``forward(positions, boxVectors=None)`` takes positions [n, 3] in nm and optionally
     OpenMM box vectors [3, 3] in nm (reduced triclinic form, rows a, b, c); with a box,
@@ -196,6 +205,7 @@ class ANI(torch.nn.Module):
         atomicNumbers: Sequence[int],
         dtype: torch.dtype = torch.float32,
         maxAngularNeighbors: Optional[int] = None,
+        maxAngularTriples: Optional[int] = None,
     ):
         super().__init__()
         if dtype not in (torch.float32, torch.float64):
@@ -237,8 +247,8 @@ class ANI(torch.nn.Module):
         self.register_buffer("angular_shifts", angular.shifts.detach().to(dtype).reshape(-1))
         sections = angular.sections.detach().to(torch.float64).reshape(-1)
         num_shifts, num_sections = int(self.angular_shifts.numel()), int(sections.numel())
-        # [cos(theta'), sin(theta'), 1] @ section_matrix = 1 + cos(theta' - section)
-        section_matrix = torch.stack([torch.cos(sections), torch.sin(sections), torch.ones_like(sections)])
+        # Rows cos(section), sin(section): cos(theta' - section) from cos(theta'), sin(theta').
+        section_matrix = torch.stack([torch.cos(sections), torch.sin(sections)])
         self.register_buffer("section_matrix", section_matrix.to(dtype))
         self.num_shifts = num_shifts
         self.num_sections = num_sections
@@ -279,10 +289,18 @@ class ANI(torch.nn.Module):
         self.num_slot_pairs = int(slot_a.numel())
         self.register_buffer("slot_a", slot_a.contiguous())
         self.register_buffer("slot_b", slot_b.contiguous())
-        self.register_buffer("slot_pair_flat", (slot_a * self.num_slots + slot_b).contiguous())
         self.register_buffer("other_species", other_species.contiguous())
         self.register_buffer("triu_index_flat", triu_index.reshape(-1).contiguous())
-        # Angular AEV bin of each (centre, slot pair), used when slots are static.
+        # Candidate triples: every (centre, slot pair), flattened centre-major. For each, the
+        # flat [n * slots] index of its two slots.
+        self.num_candidates = num_atoms * self.num_slot_pairs
+        centres = torch.arange(num_atoms).repeat_interleave(self.num_slot_pairs)
+        pairs = torch.arange(self.num_slot_pairs).repeat(num_atoms)
+        self.register_buffer("candidate_index", torch.arange(self.num_candidates))
+        self.register_buffer("candidate_a", centres * self.num_slots + slot_a[pairs])
+        self.register_buffer("candidate_b", centres * self.num_slots + slot_b[pairs])
+        # Angular AEV bin of each candidate (centre * species pairs + species pair); static
+        # unless the slots are chosen by distance.
         atom_offsets = torch.arange(num_atoms).unsqueeze(1) * num_species_pairs
         if not self.select_nearest and self.num_slot_pairs > 0:
             pair_species = triu_index[other_species[:, slot_a], other_species[:, slot_b]]
@@ -291,6 +309,11 @@ class ANI(torch.nn.Module):
             static_bins = torch.zeros(0, dtype=torch.long)
         self.register_buffer("static_angular_bins", static_bins)
         self.register_buffer("angular_bin_offsets", atom_offsets)
+        budget = 153 * num_atoms if maxAngularTriples is None else int(maxAngularTriples)
+        if budget < 1:
+            raise ValueError("maxAngularTriples must be positive")
+        self.triple_budget = min(budget, self.num_candidates)
+        self.register_buffer("budget_positions", torch.arange(self.triple_budget))
 
         # Networks: one stacked ensemble per element present.
         ensemble = reference.potentials["nnp"].neural_networks
@@ -357,6 +380,14 @@ class ANI(torch.nn.Module):
             vectors = vectors - torch.round(vectors[:, :, 0:1] / box[0, 0]) * box[0]
         return vectors
 
+    def _may_compact(self) -> bool:
+        """Data-dependent triple compaction is fine in eager mode and TorchScript, not
+        while torch.export / torch.compile trace the module."""
+        if not torch.jit.is_scripting():
+            if torch.compiler.is_compiling():
+                return False
+        return True
+
     def _cosine_cutoff(self, distances: Tensor, cutoff: float) -> Tensor:
         # 0.5 cos(pi r / Rc) + 0.5 for r < Rc, else 0. Clamping r at Rc gives cos(pi) = -1,
         # i.e. exactly 0 with zero autograd gradient beyond the cutoff.
@@ -384,7 +415,7 @@ class ANI(torch.nn.Module):
         radial_aev = torch.zeros(n * self.num_species, self.num_radial, dtype=dtype, device=positions.device)
         radial_aev = radial_aev.index_add(0, self.radial_bins, radial_terms.reshape(-1, self.num_radial))
 
-        # Angular terms for centre i and each pair of its neighbour slots (a, b).
+        # Angular terms for centre i and pairs (a, b) of its neighbour slots.
         slots = torch.zeros(0, dtype=torch.long, device=positions.device)
         if self.select_nearest:
             slots = torch.topk(distances, self.num_slots, dim=1, largest=False, sorted=False).indices
@@ -402,31 +433,51 @@ class ANI(torch.nn.Module):
                 (slot_species.index_select(1, self.slot_a) * self.num_species
                  + slot_species.index_select(1, self.slot_b)).reshape(-1),
             ).view(n, self.num_slot_pairs)
-            angular_bins = (self.angular_bin_offsets + pair_species).reshape(-1)
+            candidate_bins = (self.angular_bin_offsets + pair_species).reshape(-1)
         else:
             slot_vectors = vectors
             slot_distances = distances
-            angular_bins = self.static_angular_bins
-        slot_fc = self._cosine_cutoff(slot_distances, self.angular_cutoff)
-        dots = torch.bmm(slot_vectors, slot_vectors.transpose(1, 2)).reshape(n, -1)
-        dots = dots.index_select(1, self.slot_pair_flat)  # [n, pairs]
-        r_a = slot_distances.index_select(1, self.slot_a)
-        r_b = slot_distances.index_select(1, self.slot_b)
-        fc_a = slot_fc.index_select(1, self.slot_a)
-        fc_b = slot_fc.index_select(1, self.slot_b)
+            candidate_bins = self.static_angular_bins
+        flat_vectors = slot_vectors.reshape(-1, 3)
+        flat_distances = slot_distances.reshape(-1)
+        flat_fc = self._cosine_cutoff(flat_distances, self.angular_cutoff)
+
+        # Only triples with both slots inside the cutoff contribute. If they fit in the
+        # budget, compact them (static size, zero-weight padding); else use all candidates.
+        selected = self.candidate_index
+        present = torch.ones(self.num_candidates, dtype=dtype, device=positions.device)
+        if self.triple_budget < self.num_candidates and self._may_compact():
+            within = (flat_distances < self.angular_cutoff).to(torch.long)
+            pair_within = within.index_select(0, self.candidate_a) * within.index_select(0, self.candidate_b)
+            count = int(pair_within.sum())
+            if count <= self.triple_budget:
+                position = torch.cumsum(pair_within, 0) - 1
+                target = torch.where(pair_within > 0, position, torch.full_like(position, self.triple_budget))
+                selected = torch.zeros(self.triple_budget + 1, dtype=torch.long, device=positions.device)
+                selected = selected.scatter(0, target, self.candidate_index)[: self.triple_budget]
+                present = (self.budget_positions < count).to(dtype)
+        index_a = self.candidate_a.index_select(0, selected)
+        index_b = self.candidate_b.index_select(0, selected)
+        angular_bins = candidate_bins.index_select(0, selected)
+        vector_a = flat_vectors.index_select(0, index_a)
+        vector_b = flat_vectors.index_select(0, index_b)
+        r_a = flat_distances.index_select(0, index_a)
+        r_b = flat_distances.index_select(0, index_b)
+        fc_a = flat_fc.index_select(0, index_a) * present  # padding entries get weight 0
+        fc_b = flat_fc.index_select(0, index_b)
         fc_ab = fc_a * fc_b
         # ANI's angle is theta' = acos(0.95 cos(theta)); 1 + cos(theta' - section) =
         # 1 + cos(theta') cos(section) + sin(theta') sin(section), with sin(theta') >= 0.
         # (TorchANI's 2 ((1 + cos)/2)^zeta = 2^(1-zeta) (1 + cos)^zeta; the constant is in the networks.)
-        cos_t = dots * (0.95 / (r_a * r_b))
+        cos_t = (vector_a * vector_b).sum(dim=1) * (0.95 / (r_a * r_b))
         sin_t = torch.sqrt(1.0 - cos_t * cos_t)
-        angle_base = torch.matmul(torch.stack([cos_t, sin_t, torch.ones_like(cos_t)], dim=2), self.section_matrix)
-        angle_power = angle_base ** self.angular_zeta  # [n, pairs, sections]
-        angle_terms = angle_power * fc_ab.unsqueeze(2)
-        mean_delta = (0.5 * (r_a + r_b)).unsqueeze(2) - self.angular_shifts
-        distance_terms = torch.exp(mean_delta * mean_delta * -self.angular_eta)  # [n, pairs, shifts]
+        angle_base = 1.0 + cos_t.unsqueeze(1) * self.section_matrix[0] + sin_t.unsqueeze(1) * self.section_matrix[1]
+        angle_power = angle_base ** self.angular_zeta  # [triples, sections]
+        angle_terms = angle_power * fc_ab.unsqueeze(1)
+        mean_delta = (0.5 * (r_a + r_b)).unsqueeze(1) - self.angular_shifts
+        distance_terms = torch.exp(mean_delta * mean_delta * -self.angular_eta)  # [triples, shifts]
         # Feature order as TorchANI: shift-major, section-minor.
-        angular_terms = (distance_terms.unsqueeze(3) * angle_terms.unsqueeze(2)).reshape(-1, self.num_angular)
+        angular_terms = (distance_terms.unsqueeze(2) * angle_terms.unsqueeze(1)).reshape(-1, self.num_angular)
         angular_aev = torch.zeros(n * self.num_species_pairs, self.num_angular, dtype=dtype, device=positions.device)
         angular_aev = angular_aev.index_add(0, angular_bins, angular_terms)
 
@@ -458,24 +509,26 @@ class ANI(torch.nn.Module):
 
         # Angular: term[k, z] = D_k(mean r) A_z(cos) with A_z = base_z^zeta fc_a fc_b.
         angular_gradient = aev_gradient[:, self.radial_length :].reshape(n * self.num_species_pairs, self.num_angular)
-        angular_gradient = angular_gradient.index_select(0, angular_bins).view(n, self.num_slot_pairs, self.num_shifts, self.num_sections)
-        d_distance_terms = (angular_gradient * angle_terms.unsqueeze(2)).sum(dim=3)  # [n, pairs, shifts]
-        d_angle_terms = (angular_gradient * distance_terms.unsqueeze(3)).sum(dim=2)  # [n, pairs, sections]
-        d_mean_r = (d_distance_terms * distance_terms * mean_delta).sum(dim=2) * (-2.0 * self.angular_eta)
-        d_fc_ab = (d_angle_terms * angle_power).sum(dim=2)
-        d_base = d_angle_terms * angle_power / angle_base * (self.angular_zeta * fc_ab).unsqueeze(2)
+        angular_gradient = angular_gradient.index_select(0, angular_bins).view(-1, self.num_shifts, self.num_sections)
+        d_distance_terms = torch.bmm(angular_gradient, angle_terms.unsqueeze(2)).squeeze(2)  # [triples, shifts]
+        d_angle_terms = torch.bmm(distance_terms.unsqueeze(1), angular_gradient).squeeze(1)  # [triples, sections]
+        d_mean_r = (d_distance_terms * distance_terms * mean_delta).sum(dim=1) * (-2.0 * self.angular_eta)
+        d_fc_ab = (d_angle_terms * angle_power).sum(dim=1)
+        d_base = d_angle_terms * angle_power / angle_base * (self.angular_zeta * fc_ab).unsqueeze(1)
         # d base / d cos' = cos(section) - cos'/sin' sin(section)
-        d_cos = (d_base * self.section_matrix[0]).sum(dim=2) - cos_t / sin_t * (d_base * self.section_matrix[1]).sum(dim=2)
+        d_cos = (d_base * self.section_matrix[0]).sum(dim=1) - cos_t / sin_t * (d_base * self.section_matrix[1]).sum(dim=1)
         d_dots = d_cos * (0.95 / (r_a * r_b))
-        d_r_a = 0.5 * d_mean_r - d_cos * cos_t / r_a + d_fc_ab * fc_b * self._cosine_cutoff_derivative(r_a, self.angular_cutoff)
-        d_r_b = 0.5 * d_mean_r - d_cos * cos_t / r_b + d_fc_ab * fc_a * self._cosine_cutoff_derivative(r_b, self.angular_cutoff)
-        # Back to the slots: distances, and the dot products v_a . v_b through a symmetric matrix.
-        d_slot_distances = torch.zeros(n, self.num_slots, dtype=dtype, device=positions.device)
-        d_slot_distances = d_slot_distances.index_add(1, self.slot_a, d_r_a).index_add(1, self.slot_b, d_r_b)
-        d_dot_matrix = torch.zeros(n, self.num_slots * self.num_slots, dtype=dtype, device=positions.device)
-        d_dot_matrix = d_dot_matrix.index_add(1, self.slot_pair_flat, d_dots).view(n, self.num_slots, self.num_slots)
-        d_slot_vectors = torch.bmm(d_dot_matrix + d_dot_matrix.transpose(1, 2), slot_vectors)
-        d_slot_vectors = d_slot_vectors + (d_slot_distances / slot_distances).unsqueeze(2) * slot_vectors
+        flat_dfc = self._cosine_cutoff_derivative(flat_distances, self.angular_cutoff)
+        d_r_a = 0.5 * d_mean_r - d_cos * cos_t / r_a + d_fc_ab * fc_b * flat_dfc.index_select(0, index_a) * present
+        d_r_b = 0.5 * d_mean_r - d_cos * cos_t / r_b + d_fc_ab * fc_a * flat_dfc.index_select(0, index_b)
+        # Back to the slots: their distances, and the dot products v_a . v_b.
+        d_flat_distances = torch.zeros(n * self.num_slots, dtype=dtype, device=positions.device)
+        d_flat_distances = d_flat_distances.index_add(0, index_a, d_r_a).index_add(0, index_b, d_r_b)
+        d_flat_vectors = torch.zeros(n * self.num_slots, 3, dtype=dtype, device=positions.device)
+        d_dots = d_dots.unsqueeze(1)
+        d_flat_vectors = d_flat_vectors.index_add(0, index_a, d_dots * vector_b).index_add(0, index_b, d_dots * vector_a)
+        d_slot_vectors = d_flat_vectors.view(n, self.num_slots, 3)
+        d_slot_vectors = d_slot_vectors + (d_flat_distances.view(n, self.num_slots) / slot_distances).unsqueeze(2) * slot_vectors
         if self.select_nearest:
             d_vectors = torch.zeros_like(vectors).scatter_add(1, slots.unsqueeze(2).expand(n, self.num_slots, 3), d_slot_vectors)
         else:

@@ -1,0 +1,209 @@
+"""Benchmark openmm_nnp.models.ANI against TorchScript-compiled TorchANI, and NNP/MM MD speed.
+
+Run:  .venv/bin/python benchmarks/bench_ani.py [--threads 2] [--calls 100] [--no-md]
+
+1. Energy + forces (one forward + backward) of ANI-2x, float32, CPU, for
+   * the 30-atom B2 guest of openmmtools' HostGuestExplicit (CB7:B2 in water),
+   * the guest plus its 15 nearest water molecules (75 atoms, a typical solvated region).
+   Both implementations see the same inputs; calls are interleaved round by round so
+   that load from other processes affects both alike; the median is reported.
+2. If ``openmm_nnp.NNPForce`` is importable: MD steps/s of HostGuestExplicit on the CPU
+   platform, MM only and NNP/MM (guest described by ANI-2x through NNPForce).
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+import numpy as np
+import torch
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch and OpenMM CPU threads")
+    parser.add_argument("--calls", type=int, default=100, help="timed calls per implementation")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls first (TorchScript profiling runs)")
+    parser.add_argument("--md-steps", type=int, default=200, help="timed MD steps per system")
+    parser.add_argument("--no-md", action="store_true", help="skip the MD part")
+    return parser.parse_args()
+
+
+def host_guest():
+    import openmmtools.testsystems
+
+    testsystem = openmmtools.testsystems.HostGuestExplicit()
+    residues = list(testsystem.topology.residues())
+    guest = [residue for residue in residues if residue.name == "B2"]
+    assert len(guest) == 1, "expected one B2 guest residue"
+    guest_atoms = [atom.index for atom in guest[0].atoms()]
+    return testsystem, guest_atoms
+
+
+def nearest_waters(testsystem, center_atoms, count):
+    """Atom indices of the `count` water molecules closest (minimum image) to center_atoms."""
+    from openmm import unit
+
+    positions = testsystem.positions.value_in_unit(unit.nanometer)
+    positions = np.asarray(positions)
+    box = np.array(
+        [v.value_in_unit(unit.nanometer) for v in testsystem.system.getDefaultPeriodicBoxVectors()]
+    )
+    lengths = np.diag(box)  # HostGuestExplicit has a rectangular box
+    waters = [r for r in testsystem.topology.residues() if r.name == "HOH"]
+    center = positions[center_atoms]
+    distances = []
+    for water in waters:
+        oxygen = [a.index for a in water.atoms() if a.element.symbol == "O"][0]
+        delta = center - positions[oxygen]
+        delta -= lengths * np.round(delta / lengths)
+        distances.append(np.min(np.linalg.norm(delta, axis=1)))
+    chosen = [waters[i] for i in np.argsort(distances)[:count]]
+    return [a.index for w in chosen for a in w.atoms()]
+
+
+def interleaved_median_ms(functions, calls, warmup):
+    for f in functions.values():
+        for _ in range(warmup):
+            f()
+    times = {name: [] for name in functions}
+    for _ in range(calls):
+        for name, f in functions.items():
+            start = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def bench_models(testsystem, regions, args):
+    import torchani
+    from openmm import unit
+    from openmm_nnp.models import ANI
+    from openmm_nnp.models.ani import load_torchani_model
+
+    load_torchani_model("ani2x")  # sets TORCHANI_DATA_DIR to the shared cache if present
+    torchani_model = torch.jit.script(torchani.models.ANI2x(periodic_table_index=True))
+    all_positions = np.asarray(testsystem.positions.value_in_unit(unit.nanometer))
+    numbers = [atom.element.atomic_number for atom in testsystem.topology.atoms()]
+    print(f"Energy + forces, ANI-2x float32, {torch.get_num_threads()} threads, median of {args.calls} calls")
+    print(f"{'region':<32}{'atoms':>6}{'ours ms':>10}{'TorchANI ms':>13}{'speed-up':>10}")
+    for label, atoms in regions:
+        positions = torch.tensor(all_positions[atoms], dtype=torch.float32)
+        species = torch.tensor([[numbers[i] for i in atoms]])
+        ours = torch.jit.script(ANI("ani2x", [numbers[i] for i in atoms]))
+
+        def run_ours():
+            x = positions.clone().requires_grad_()
+            ours(x).backward()
+
+        def run_torchani():
+            x = (positions * 10).unsqueeze(0).requires_grad_()
+            torchani_model((species, x)).energies.sum().backward()
+
+        result = interleaved_median_ms({"ours": run_ours, "torchani": run_torchani}, args.calls, args.warmup)
+        print(
+            f"{label:<32}{len(atoms):>6}{result['ours']:>10.2f}{result['torchani']:>13.2f}"
+            f"{result['torchani'] / result['ours']:>9.1f}x"
+        )
+
+
+def mixed_system(system, region):
+    """Copy of system with the MM interactions inside region removed (for NNP/MM).
+
+    Bonded terms whose atoms all lie in the region are dropped, and every region pair
+    gets a zero NonbondedForce exception (replacing any existing 1-4 exception).
+    """
+    import openmm
+
+    region_set = set(region)
+    mixed = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    for force in mixed.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for i in range(force.getNumBonds()):
+                p1, p2, length, k = force.getBondParameters(i)
+                if p1 in region_set and p2 in region_set:
+                    force.setBondParameters(i, p1, p2, length, 0.0)
+        elif isinstance(force, openmm.HarmonicAngleForce):
+            for i in range(force.getNumAngles()):
+                p1, p2, p3, angle, k = force.getAngleParameters(i)
+                if {p1, p2, p3} <= region_set:
+                    force.setAngleParameters(i, p1, p2, p3, angle, 0.0)
+        elif isinstance(force, openmm.PeriodicTorsionForce):
+            for i in range(force.getNumTorsions()):
+                p1, p2, p3, p4, n, phase, k = force.getTorsionParameters(i)
+                if {p1, p2, p3, p4} <= region_set:
+                    force.setTorsionParameters(i, p1, p2, p3, p4, n, phase, 0.0)
+        elif isinstance(force, openmm.NonbondedForce):
+            for a, i in enumerate(region):
+                for j in region[a + 1:]:
+                    force.addException(i, j, 0.0, 1.0, 0.0, True)
+    return mixed
+
+
+def bench_md(testsystem, guest_atoms, args):
+    import openmm
+    from openmm import unit
+
+    try:
+        import openmm_nnp
+
+        openmm_nnp.NNPForce
+    except Exception as error:  # the compiled plugin is not built/importable
+        print(f"\nMD benchmark skipped: openmm_nnp.NNPForce is not available ({error})")
+        return
+    from openmm_nnp.models import ANI
+
+    if hasattr(openmm_nnp, "NNPotential") and hasattr(openmm_nnp.NNPotential, "createMixedSystem"):
+        # The package's builder (uses openmm_nnp.models.ANI, float32). Keep the guest's X-H
+        # constraints so that both systems run with the same 2 fs step.
+        potential = openmm_nnp.NNPotential("ani2x")
+        nnp_system = potential.createMixedSystem(
+            testsystem.topology, testsystem.system, guest_atoms, removeConstraints=False
+        )
+        how = "NNPotential('ani2x').createMixedSystem"
+    else:
+        numbers = [atom.element.atomic_number for atom in testsystem.topology.atoms()]
+        model = torch.jit.script(ANI("ani2x", [numbers[i] for i in guest_atoms]))
+        nnp_system = mixed_system(testsystem.system, guest_atoms)
+        nnp_force = openmm_nnp.NNPForce(model, guest_atoms)
+        nnp_force.setUsesPeriodicBoundaryConditions(True)
+        nnp_system.addForce(nnp_force)
+        how = "NNPForce + guest MM terms removed by this script"
+
+    platform = openmm.Platform.getPlatformByName("CPU")
+    properties = {"Threads": str(args.threads)}
+    rates = {}
+    for label, system in (("MM only", testsystem.system), ("NNP/MM (guest ANI-2x)", nnp_system)):
+        integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+        context = openmm.Context(system, integrator, platform, properties)
+        context.setPositions(testsystem.positions)
+        context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+        integrator.step(20)  # warm-up (TorchScript profiling runs, neighbour lists)
+        context.getState(getEnergy=True)
+        start = time.perf_counter()
+        integrator.step(args.md_steps)
+        context.getState(getEnergy=True)  # make sure all steps are done
+        rates[label] = args.md_steps / (time.perf_counter() - start)
+        del context, integrator
+    print(f"\nMD of HostGuestExplicit ({testsystem.system.getNumParticles()} atoms), CPU platform, "
+          f"{args.threads} threads, {args.md_steps} steps of 2 fs; NNP/MM system from {how}")
+    for label, rate in rates.items():
+        print(f"{label:<28}{rate:10.1f} steps/s  ({1e3 / rate:7.2f} ms/step)")
+    mm, nnp = rates["MM only"], rates["NNP/MM (guest ANI-2x)"]
+    print(f"NNP/MM step time / MM-only step time: {mm / nnp:.2f}")
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    testsystem, guest_atoms = host_guest()
+    solvated = guest_atoms + nearest_waters(testsystem, guest_atoms, 15)
+    bench_models(testsystem, [("B2 guest", guest_atoms), ("B2 guest + 15 nearest waters", solvated)], args)
+    if not args.no_md:
+        bench_md(testsystem, guest_atoms, args)
+
+
+if __name__ == "__main__":
+    main()
