@@ -397,7 +397,7 @@ def buildSolvatedSystem(topology, positions, ligand, outputDir, forcefields=DEFA
     minimumEdge = 2 * nonbondedCutoff + 0.2
     diameter = _soluteDiameter(positions)
     if max(diameter + padding, 2 * padding) < minimumEdge:
-        newPadding = round(max(minimumEdge - diameter, minimumEdge / 2), 3)
+        newPadding = round(min(minimumEdge - diameter, minimumEdge / 2), 3)
         notes = list(notes) + [f'padding raised from {padding:g} to {newPadding:g} nm so the box edge is at least '
                                f'2 x cutoff + 0.2 nm = {minimumEdge:g} nm']
         padding = newPadding

@@ -609,8 +609,9 @@ class Simulation:
     def _report(self, step, speed):
         state = self.context.getState(getPositions=True, getEnergy=True)
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-        self.trajectory.writeModel(positions * unit.nanometer, periodicBoxVectors=box * unit.nanometer if self.periodic else None)
+        boxVectors = state.getPeriodicBoxVectors()
+        box = np.array(boxVectors.value_in_unit(unit.nanometer))
+        self.trajectory.writeModel(state.getPositions(), periodicBoxVectors=boxVectors if self.periodic else None)
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         temperature = 2 * kinetic / (self.dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
