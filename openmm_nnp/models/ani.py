@@ -107,8 +107,10 @@ class _ElementEnsemble(torch.nn.Module):
         atom_indices: List[int],
         feature_indices: List[int],
         feature_scales: Tensor,
+        feature_order: Tensor,
         linears: List[List[torch.nn.Linear]],
-        aev_length: int,
+        num_region_atoms: int,
+        radial_length: int,
         dtype: torch.dtype,
     ):
         # linears[m][l] is layer l of member m (nn.Linear with weight [out, in]).
@@ -116,6 +118,7 @@ class _ElementEnsemble(torch.nn.Module):
         # first layer only keeps the matching input rows (the others multiply zeros).
         # feature_scales: constant factors of the AEV features that the AEV code leaves
         # out; they are folded into the first layer's input rows instead.
+        # feature_order[j]: TorchANI's index of our AEV feature j (layouts differ).
         super().__init__()
         num_members = len(linears)
         if any(len(layers) != 4 for layers in linears):
@@ -124,8 +127,17 @@ class _ElementEnsemble(torch.nn.Module):
         self.num_atoms = len(atom_indices)
         self.register_buffer("atom_indices", torch.tensor(atom_indices, dtype=torch.long))
         self.register_buffer("feature_indices", torch.tensor(feature_indices, dtype=torch.long))
-        # Where this element's [atoms, features] gradient block goes in the flat [n * F] AEV gradient.
-        flat = torch.tensor(atom_indices).unsqueeze(1) * aev_length + torch.tensor(feature_indices).unsqueeze(0)
+        # Where this element's [atoms, features] gradient goes in the flat AEV gradient, which
+        # holds all atoms' radial features [n, radial], then all angular ones [n, angular].
+        aev_length = feature_order.numel()
+        atoms_t = torch.tensor(atom_indices).unsqueeze(1)
+        features_t = torch.tensor(feature_indices).unsqueeze(0)
+        is_radial = features_t < radial_length
+        flat = torch.where(
+            is_radial,
+            atoms_t * radial_length + features_t,
+            num_region_atoms * radial_length + atoms_t * (aev_length - radial_length) + (features_t - radial_length),
+        )
         self.register_buffer("gradient_index", flat.reshape(-1))
 
         def stacked(layer: int):
@@ -136,19 +148,15 @@ class _ElementEnsemble(torch.nn.Module):
 
         # First layer: all members read the same AEVs, so it is one [in, members*out] matmul.
         weight, bias = stacked(0)
-        weight = (weight * feature_scales.to(torch.float64).view(1, -1, 1))[:, feature_indices, :]
+        weight = (weight * feature_scales.to(torch.float64).view(1, -1, 1))[:, feature_order, :][:, feature_indices, :]
         self.first_width = int(weight.shape[2])
         self.register_buffer("weight1", weight.permute(1, 0, 2).reshape(weight.shape[1], -1).to(dtype).contiguous())
-        # Transposed copies for back-propagation (contiguous operands make faster matmuls).
-        self.register_buffer("weight1_t", self.weight1.t().contiguous())
         self.register_buffer("bias1", bias.reshape(-1).to(dtype).contiguous())
         weight, bias = stacked(1)
         self.register_buffer("weight2", weight.to(dtype).contiguous())
-        self.register_buffer("weight2_t", weight.transpose(1, 2).to(dtype).contiguous())
         self.register_buffer("bias2", bias.unsqueeze(1).to(dtype).contiguous())
         weight, bias = stacked(2)
         self.register_buffer("weight3", weight.to(dtype).contiguous())
-        self.register_buffer("weight3_t", weight.transpose(1, 2).to(dtype).contiguous())
         self.register_buffer("bias3", bias.unsqueeze(1).to(dtype).contiguous())
         # Output layer; sum over atoms first: sum_a (h_a . w + b) = (sum_a h_a) . w + n b
         weight, bias = stacked(3)
@@ -166,9 +174,9 @@ class _ElementEnsemble(torch.nn.Module):
             return energies, torch.zeros(0, dtype=aev.dtype, device=aev.device)
         # Back-propagate d(mean over members)/d(outputs) = 1/members.
         grad = (self.weight4 * (1.0 / self.num_members)).unsqueeze(1) * _celu_derivative(h3)
-        grad = torch.bmm(grad, self.weight3_t) * _celu_derivative(h2)
-        grad = torch.bmm(grad, self.weight2_t) * _celu_derivative(h1)
-        grad = torch.mm(grad.transpose(0, 1).reshape(self.num_atoms, -1), self.weight1_t)
+        grad = torch.bmm(grad, self.weight3.transpose(1, 2)) * _celu_derivative(h2)
+        grad = torch.bmm(grad, self.weight2.transpose(1, 2)) * _celu_derivative(h1)
+        grad = torch.mm(grad.transpose(0, 1).reshape(self.num_atoms, -1), self.weight1.t())
         return energies, grad
 
 
@@ -299,6 +307,9 @@ class ANI(torch.nn.Module):
         self.register_buffer("candidate_index", torch.arange(self.num_candidates))
         self.register_buffer("candidate_a", centres * self.num_slots + slot_a[pairs])
         self.register_buffer("candidate_b", centres * self.num_slots + slot_b[pairs])
+        self.register_buffer(
+            "candidate_pair", (centres * self.num_slots + slot_a[pairs]) * self.num_slots + slot_b[pairs]
+        )
         # Angular AEV bin of each candidate (centre * species pairs + species pair); static
         # unless the slots are chosen by distance.
         atom_offsets = torch.arange(num_atoms).unsqueeze(1) * num_species_pairs
@@ -326,6 +337,15 @@ class ANI(torch.nn.Module):
         radial_length = num_species * num_radial
         feature_scales = torch.full((radial_length + num_species_pairs * num_angular,), 2.0 ** (1.0 - self.angular_zeta), dtype=torch.float64)
         feature_scales[:radial_length] = 0.25
+        # Our angular features are section-major within each species-pair block (cheaper
+        # gradient contractions); TorchANI's are shift-major. Map ours to theirs.
+        shift_index = torch.arange(num_shifts).repeat(num_sections)  # ours: section * shifts + shift
+        section_index = torch.arange(num_sections).repeat_interleave(num_shifts)
+        within_block = shift_index * num_sections + section_index
+        feature_order = torch.cat(
+            [torch.arange(radial_length)]
+            + [radial_length + p * num_angular + within_block for p in range(num_species_pairs)]
+        )
         networks = []
         for element, z in enumerate(model_numbers):
             atoms = [i for i, s in enumerate(species) if s == element]
@@ -338,7 +358,11 @@ class ANI(torch.nn.Module):
                 if not isinstance(net.activation, torchani.nn.TightCELU):
                     raise ValueError(f"unsupported activation {net.activation} in {self.model_name}")
                 linears.append(list(net.layers) + [net.final_layer])
-            networks.append(_ElementEnsemble(atoms, features, feature_scales, linears, self.aev_length, dtype))
+            networks.append(
+                _ElementEnsemble(
+                    atoms, features, feature_scales, feature_order, linears, num_atoms, self.radial_length, dtype
+                )
+            )
         self.networks = torch.nn.ModuleList(networks)
 
         # Self energies (Hartree), summed over the region, as TorchANI adds them.
@@ -476,8 +500,8 @@ class ANI(torch.nn.Module):
         angle_terms = angle_power * fc_ab.unsqueeze(1)
         mean_delta = (0.5 * (r_a + r_b)).unsqueeze(1) - self.angular_shifts
         distance_terms = torch.exp(mean_delta * mean_delta * -self.angular_eta)  # [triples, shifts]
-        # Feature order as TorchANI: shift-major, section-minor.
-        angular_terms = (distance_terms.unsqueeze(2) * angle_terms.unsqueeze(1)).reshape(-1, self.num_angular)
+        # Feature order: section-major, shift-minor (the networks' input rows are permuted to match).
+        angular_terms = (angle_terms.unsqueeze(2) * distance_terms.unsqueeze(1)).reshape(-1, self.num_angular)
         angular_aev = torch.zeros(n * self.num_species_pairs, self.num_angular, dtype=dtype, device=positions.device)
         angular_aev = angular_aev.index_add(0, angular_bins, angular_terms)
 
@@ -487,7 +511,7 @@ class ANI(torch.nn.Module):
         )
 
         energies = torch.zeros(self.num_members, dtype=dtype, device=positions.device)
-        aev_gradient = torch.zeros(n * self.aev_length, dtype=dtype, device=positions.device)
+        aev_gradient = torch.zeros(n * self.aev_length, dtype=dtype, device=positions.device)  # radial block, angular block
         for network in self.networks:
             network_energies, feature_gradient = network(aev, need_gradient)
             energies = energies + network_energies
@@ -499,19 +523,18 @@ class ANI(torch.nn.Module):
             return energies, torch.zeros(0, dtype=dtype, device=positions.device)
 
         # Chain rule from d(energy)/d(AEV) to d(energy)/d(displacement vectors).
-        aev_gradient = aev_gradient.view(n, self.aev_length)
         # Radial: d/dr [g(r) fc(r)] with g = exp(-eta (r - s)^2).
-        radial_gradient = aev_gradient[:, : self.radial_length].reshape(n * self.num_species, self.num_radial)
+        radial_gradient = aev_gradient[: n * self.radial_length].view(n * self.num_species, self.num_radial)
         radial_gradient = radial_gradient.index_select(0, self.radial_bins).view(n, self.num_others, self.num_radial)
         radial_gradient = radial_gradient * radial_gauss
         d_distances = (radial_gradient * radial_delta).sum(dim=2) * (-2.0 * self.radial_eta) * radial_fc
         d_distances = d_distances + radial_gradient.sum(dim=2) * self._cosine_cutoff_derivative(distances, self.radial_cutoff)
 
-        # Angular: term[k, z] = D_k(mean r) A_z(cos) with A_z = base_z^zeta fc_a fc_b.
-        angular_gradient = aev_gradient[:, self.radial_length :].reshape(n * self.num_species_pairs, self.num_angular)
-        angular_gradient = angular_gradient.index_select(0, angular_bins).view(-1, self.num_shifts, self.num_sections)
-        d_distance_terms = torch.bmm(angular_gradient, angle_terms.unsqueeze(2)).squeeze(2)  # [triples, shifts]
-        d_angle_terms = torch.bmm(distance_terms.unsqueeze(1), angular_gradient).squeeze(1)  # [triples, sections]
+        # Angular: term[z, k] = A_z(cos) D_k(mean r) with A_z = base_z^zeta fc_a fc_b.
+        angular_gradient = aev_gradient[n * self.radial_length :].view(n * self.num_species_pairs, self.num_angular)
+        angular_gradient = angular_gradient.index_select(0, angular_bins).view(-1, self.num_sections, self.num_shifts)
+        d_distance_terms = (angular_gradient * angle_terms.unsqueeze(2)).sum(dim=1)  # [triples, shifts]
+        d_angle_terms = torch.bmm(angular_gradient, distance_terms.unsqueeze(2)).squeeze(2)  # [triples, sections]
         d_mean_r = (d_distance_terms * distance_terms * mean_delta).sum(dim=1) * (-2.0 * self.angular_eta)
         d_fc_ab = (d_angle_terms * angle_power).sum(dim=1)
         d_base = d_angle_terms * angle_power / angle_base * (self.angular_zeta * fc_ab).unsqueeze(1)
@@ -524,10 +547,11 @@ class ANI(torch.nn.Module):
         # Back to the slots: their distances, and the dot products v_a . v_b.
         d_flat_distances = torch.zeros(n * self.num_slots, dtype=dtype, device=positions.device)
         d_flat_distances = d_flat_distances.index_add(0, index_a, d_r_a).index_add(0, index_b, d_r_b)
-        d_flat_vectors = torch.zeros(n * self.num_slots, 3, dtype=dtype, device=positions.device)
-        d_dots = d_dots.unsqueeze(1)
-        d_flat_vectors = d_flat_vectors.index_add(0, index_a, d_dots * vector_b).index_add(0, index_b, d_dots * vector_a)
-        d_slot_vectors = d_flat_vectors.view(n, self.num_slots, 3)
+        # d/dv_a of sum_pairs w_ab v_a . v_b = sum_b (W + W^T)_ab v_b per centre, W [slots, slots].
+        pair_index = self.candidate_pair.index_select(0, selected)
+        d_dot_matrix = torch.zeros(n * self.num_slots * self.num_slots, dtype=dtype, device=positions.device)
+        d_dot_matrix = d_dot_matrix.index_add(0, pair_index, d_dots).view(n, self.num_slots, self.num_slots)
+        d_slot_vectors = torch.bmm(d_dot_matrix + d_dot_matrix.transpose(1, 2), slot_vectors)
         d_slot_vectors = d_slot_vectors + (d_flat_distances.view(n, self.num_slots) / slot_distances).unsqueeze(2) * slot_vectors
         if self.select_nearest:
             d_vectors = torch.zeros_like(vectors).scatter_add(1, slots.unsqueeze(2).expand(n, self.num_slots, 3), d_slot_vectors)
