@@ -386,6 +386,29 @@ def test_scale_multiplies_parameter_derivatives():
     assert derivatives['lam'] == pytest.approx(unscaled, rel=1e-12)
 
 
+def test_scale_parameter_is_a_global_parameter_not_passed_to_the_model():
+    """The scale parameter is listed with the global parameters (tools such as openmmtools set defaults
+    through that list) but the model receives only the others, in order."""
+    force = NNPForce(ParameterModel())
+    force.addGlobalParameter('k', 2.0)
+    force.setScaleParameter('lam', 0.5)
+    force.addGlobalParameter('c', 0.5)
+    names = [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())]
+    assert names == ['k', 'lam', 'c']
+    force.setGlobalParameterDefaultValue(1, 0.25)
+    assert force.getScaleParameterDefaultValue() == 0.25
+    system = make_system(3)
+    system.addForce(force)
+    positions = random_positions(3, seed=14)
+    unscaled = 2.0 * (positions ** 2).sum() + 0.25 * positions[:, 0].sum()
+    assert evaluate(system, positions, 'Reference')[0] == pytest.approx(0.25 * unscaled, rel=1e-12)
+    # A new scale parameter replaces the old one; an empty name removes scaling.
+    force.setScaleParameter('mu', 1.0)
+    assert [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())] == ['k', 'c', 'mu']
+    force.setScaleParameter('')
+    assert [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())] == ['k', 'c']
+
+
 def test_scale_parameter_shared_with_other_forces_accumulates_derivative():
     """dU/dlambda of a system sums the contributions of every force that depends on lambda."""
     n = 4
@@ -700,7 +723,7 @@ def test_bad_properties_and_parameter_names():
     with pytest.raises(openmm.OpenMMException, match='dtype'):
         force.setProperty('dtype', 'float16')
     force.setScaleParameter('lam')
-    with pytest.raises(openmm.OpenMMException, match='scale parameter'):
+    with pytest.raises(openmm.OpenMMException, match='it is the scale parameter'):
         force.addGlobalParameter('lam', 1.0)
     force.setProperty('numThreads', 'many')
     system = make_system(2)

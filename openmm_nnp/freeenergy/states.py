@@ -21,47 +21,14 @@ from openmmtools.states import CompoundThermodynamicState, GlobalParameterState,
 DEFAULT_LAMBDA_NAME = 'lambda_nnp'
 
 
-class _ScaleParameterView:
-    """An NNPForce's scale parameter seen through the global-parameter API that openmmtools uses.
-
-    NNPForce.getNumGlobalParameters() lists the parameters passed to the model, not the scale parameter, so
-    openmmtools would neither set its default value nor know which force group it changes.
-    """
-
-    def __init__(self, force):
-        self._force = force
-
-    def getNumGlobalParameters(self):
-        return 1
-
-    def getGlobalParameterName(self, index):
-        return self._force.getScaleParameter()
-
-    def getGlobalParameterDefaultValue(self, index):
-        return self._force.getScaleParameterDefaultValue()
-
-    def setGlobalParameterDefaultValue(self, index, value):
-        self._force.setScaleParameter(self._force.getScaleParameter(), value)
-
-    def getForceGroup(self):
-        return self._force.getForceGroup()
-
-
 class NNPAlchemicalState(GlobalParameterState):
     """Controls ``lambda_nnp``, the MM (0) to NNP/MM (1) parameter of ``createMixedSystem(interpolate=True)``.
 
-    Besides the global parameters of OpenMM's forces it controls the scale parameter of NNPForce.
+    NNPForce lists its scale parameter among its global parameters, so openmmtools finds and sets it
+    like any other force's.
     """
 
     lambda_nnp = GlobalParameterState.GlobalParameter('lambda_nnp', standard_value=1.0)
-
-    @classmethod
-    def _get_system_controlled_parameters(cls, system, parameters_name_suffix):
-        yield from super()._get_system_controlled_parameters(system, parameters_name_suffix)
-        searched = cls._get_controlled_parameters(parameters_name_suffix)
-        for force in system.getForces():
-            if hasattr(force, 'getScaleParameter') and force.getScaleParameter() in searched:
-                yield _ScaleParameterView(force), force.getScaleParameter(), 0
 
     def set_alchemical_parameters(self, value):
         """Set λ (the name openmmtools' alchemical tools use)."""

@@ -47,7 +47,8 @@ NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& dev
         device(device), numAtoms(numAtoms), usePeriodic(force.usesPeriodicBoundaryConditions()),
         outputsForces(force.getOutputsForces()), passNoneForBox(false), forceName(force.getName()) {
     for (int i = 0; i < force.getNumGlobalParameters(); i++)
-        parameterNames.push_back(force.getGlobalParameterName(i));
+        if (force.getGlobalParameterName(i) != force.getScaleParameter())
+            parameterNames.push_back(force.getGlobalParameterName(i));
     try {
         istringstream in(force.getModelBytes());
         module = torch::jit::load(in, device);

@@ -36,9 +36,9 @@ public:
      * Evaluate the model.
      * @param positions       [n,3] positions in nm of the region, in getDtype()
      * @param box             [3,3] box vectors in nm (ignored unless the force is periodic)
-     * @param parameters      values of the global parameters, in the order they were added
+     * @param parameters      values of the model's global parameters (all but the scale parameter), in the order they were added
      * @param includeForces   whether forces are needed
-     * @param derivativeMask  for each global parameter, whether dE/dparam is needed
+     * @param derivativeMask  for each of those parameters, whether dE/dparam is needed
      */
     Result evaluate(const torch::Tensor& positions, const torch::Tensor& box, const std::vector<double>& parameters,
                     bool includeForces, const std::vector<bool>& derivativeMask);

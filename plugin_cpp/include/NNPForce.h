@@ -36,7 +36,9 @@ namespace NNPPlugin {
  * first atom when it has no bonds, so a molecule that straddles the box boundary is never torn apart.
  *
  * An optional scale parameter (setScaleParameter) multiplies energy and forces by the value of a
- * global parameter; the derivative of the energy with respect to it is the unscaled model energy.
+ * global parameter; the derivative of the energy with respect to it is the unscaled model energy. It is
+ * listed among the global parameters (so tools that set global parameters see it) but is not passed to
+ * the model: the model receives the other global parameters, in the order they were added.
  */
 class OPENMM_NNP_EXPORT NNPForce : public OpenMM::Force {
 public:
@@ -68,8 +70,9 @@ public:
     void setOutputsForces(bool outputsForces);
     bool getOutputsForces() const;
 
+    /** The number of global parameters, the scale parameter (if any) included. */
     int getNumGlobalParameters() const;
-    /** Add a global parameter that is passed to the model as a scalar tensor argument. */
+    /** Add a global parameter; every global parameter except the scale parameter is passed to the model. */
     int addGlobalParameter(const std::string& name, double defaultValue);
     const std::string& getGlobalParameterName(int index) const;
     void setGlobalParameterName(int index, const std::string& name);
@@ -85,8 +88,9 @@ public:
     const std::string& getEnergyParameterDerivativeName(int index) const;
 
     /**
-     * Scale energy and forces by the global parameter `name` (not passed to the model). An empty name
-     * removes the scaling.
+     * Scale energy and forces by the global parameter `name`, which is added to the global parameters
+     * (or, if it is one already, given this default value) and is not passed to the model. A previous
+     * scale parameter is removed; an empty name removes the scaling.
      */
     void setScaleParameter(const std::string& name, double defaultValue = 1.0);
     const std::string& getScaleParameter() const;
@@ -116,7 +120,6 @@ private:
     std::vector<GlobalParameterInfo> globalParameters;
     std::vector<std::string> energyParameterDerivatives;
     std::string scaleParameter;
-    double scaleParameterDefault;
     std::map<std::string, std::string> properties;
 };
 

@@ -20,7 +20,8 @@ void ReferenceCalcNNPForceKernel::initialize(const System& system, const NNPForc
     scaleParameter = force.getScaleParameter();
     scaleDerivative = false;
     for (int i = 0; i < force.getNumGlobalParameters(); i++)
-        parameterNames.push_back(force.getGlobalParameterName(i));
+        if (force.getGlobalParameterName(i) != scaleParameter)
+            parameterNames.push_back(force.getGlobalParameterName(i));
     derivativeMask.assign(parameterNames.size(), false);
     for (int i = 0; i < force.getNumEnergyParameterDerivatives(); i++) {
         const string& name = force.getEnergyParameterDerivativeName(i);

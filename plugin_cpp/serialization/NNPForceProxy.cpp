@@ -23,7 +23,6 @@ void NNPForceProxy::serialize(const void* object, SerializationNode& node) const
     node.setBoolProperty("usesPeriodic", force.usesPeriodicBoundaryConditions());
     node.setBoolProperty("outputsForces", force.getOutputsForces());
     node.setStringProperty("scaleParameter", force.getScaleParameter());
-    node.setDoubleProperty("scaleParameterDefault", force.getScaleParameterDefaultValue());
     node.createChildNode("Model").setStringProperty("encoding", "base64").setIntProperty("size", force.getModelBytes().size())
         .setStringProperty("data", base64Encode(force.getModelBytes()));
     SerializationNode& atoms = node.createChildNode("Atoms");
@@ -71,7 +70,13 @@ void* NNPForceProxy::deserialize(const SerializationNode& node) const {
         force->setBonds(bonds);
         for (auto& parameter : node.getChildNode("GlobalParameters").getChildren())
             force->addGlobalParameter(parameter.getStringProperty("name"), parameter.getDoubleProperty("default"));
-        force->setScaleParameter(node.getStringProperty("scaleParameter"), node.getDoubleProperty("scaleParameterDefault"));
+        // The scale parameter is one of the global parameters read above; this marks it as such.
+        string scale = node.getStringProperty("scaleParameter");
+        for (int i = 0; i < force->getNumGlobalParameters(); i++)
+            if (force->getGlobalParameterName(i) == scale)
+                force->setScaleParameter(scale, force->getGlobalParameterDefaultValue(i));
+        if (force->getScaleParameter() != scale)
+            throw OpenMMException("NNPForce: the scale parameter '" + scale + "' in the XML is not among its global parameters.");
         for (auto& derivative : node.getChildNode("EnergyParameterDerivatives").getChildren())
             force->addEnergyParameterDerivative(derivative.getStringProperty("name"));
         for (auto& property : node.getChildNode("Properties").getChildren())

@@ -9,7 +9,7 @@ using namespace NNPPlugin;
 using namespace OpenMM;
 using namespace std;
 
-NNPForce::NNPForce() : usePeriodic(false), outputsForces(false), scaleParameterDefault(1.0) {
+NNPForce::NNPForce() : usePeriodic(false), outputsForces(false) {
 }
 
 NNPForce::NNPForce(const string& file, const vector<int>& atoms) : NNPForce() {
@@ -79,11 +79,12 @@ int NNPForce::getNumGlobalParameters() const {
 }
 
 int NNPForce::addGlobalParameter(const string& name, double defaultValue) {
-    if (name == scaleParameter)
-        throw OpenMMException("NNPForce: '" + name + "' is already the scale parameter of this force; a global parameter cannot be both.");
+    if (name.empty())
+        throw OpenMMException("NNPForce: a global parameter needs a name.");
     for (auto& param : globalParameters)
         if (param.name == name)
-            throw OpenMMException("NNPForce: the global parameter '" + name + "' was already added.");
+            throw OpenMMException("NNPForce: the global parameter '" + name + "' was already added" +
+                                  (name == scaleParameter ? " (it is the scale parameter)." : "."));
     globalParameters.push_back({name, defaultValue});
     return globalParameters.size() - 1;
 }
@@ -130,11 +131,21 @@ const string& NNPForce::getEnergyParameterDerivativeName(int index) const {
 }
 
 void NNPForce::setScaleParameter(const string& name, double defaultValue) {
-    for (auto& param : globalParameters)
-        if (param.name == name)
-            throw OpenMMException("NNPForce: '" + name + "' is a global parameter passed to the model; the scale parameter must be a different one.");
+    if (!scaleParameter.empty() && scaleParameter != name)
+        for (size_t i = 0; i < globalParameters.size(); i++)
+            if (globalParameters[i].name == scaleParameter) {
+                globalParameters.erase(globalParameters.begin() + i);
+                break;
+            }
     scaleParameter = name;
-    scaleParameterDefault = defaultValue;
+    if (name.empty())
+        return;
+    for (auto& param : globalParameters)
+        if (param.name == name) {
+            param.defaultValue = defaultValue;
+            return;
+        }
+    globalParameters.push_back({name, defaultValue});
 }
 
 const string& NNPForce::getScaleParameter() const {
@@ -142,7 +153,10 @@ const string& NNPForce::getScaleParameter() const {
 }
 
 double NNPForce::getScaleParameterDefaultValue() const {
-    return scaleParameterDefault;
+    for (auto& param : globalParameters)
+        if (param.name == scaleParameter)
+            return param.defaultValue;
+    return 1.0;
 }
 
 void NNPForce::setProperty(const string& name, const string& value) {

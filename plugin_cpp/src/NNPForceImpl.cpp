@@ -34,7 +34,7 @@ void NNPForceImpl::initialize(ContextImpl& context) {
             throw OpenMMException("NNPForce: the bond (" + to_string(bond.first) + ", " + to_string(bond.second) + ") given with setBonds() joins a particle outside the region; bonds must join two region atoms.");
     for (int i = 0; i < owner.getNumEnergyParameterDerivatives(); i++) {
         const string& name = owner.getEnergyParameterDerivativeName(i);
-        bool known = (name == owner.getScaleParameter());
+        bool known = false;
         for (int j = 0; j < owner.getNumGlobalParameters(); j++)
             known |= (name == owner.getGlobalParameterName(j));
         if (!known)
@@ -56,8 +56,6 @@ map<string, double> NNPForceImpl::getDefaultParameters() {
     map<string, double> parameters;
     for (int i = 0; i < owner.getNumGlobalParameters(); i++)
         parameters[owner.getGlobalParameterName(i)] = owner.getGlobalParameterDefaultValue(i);
-    if (!owner.getScaleParameter().empty())
-        parameters[owner.getScaleParameter()] = owner.getScaleParameterDefaultValue();
     return parameters;
 }
 

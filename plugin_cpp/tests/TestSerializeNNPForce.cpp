@@ -37,7 +37,8 @@ static void testRoundTrip(size_t modelSize) {
     CHECK(copy->getAtoms() == force.getAtoms());
     CHECK(copy->getBonds() == force.getBonds());
     CHECK(copy->usesPeriodicBoundaryConditions() && copy->getOutputsForces());
-    CHECK(copy->getNumGlobalParameters() == 2);
+    CHECK(copy->getNumGlobalParameters() == 3);
+    CHECK(copy->getGlobalParameterName(2) == "lambda_nnp" && copy->getGlobalParameterDefaultValue(2) == 0.75);
     CHECK(copy->getGlobalParameterName(1) == "beta" && copy->getGlobalParameterDefaultValue(1) == -3.5);
     CHECK(copy->getGlobalParameterName(0) == "alpha" && copy->getGlobalParameterDefaultValue(0) == 0.25);
     CHECK(copy->getNumEnergyParameterDerivatives() == 2);
