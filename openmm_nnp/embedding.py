@@ -352,6 +352,25 @@ def _customNonbondedScaledCopy(force, region, lambdaName, lambdaDefault):
     return scaled
 
 
+def _checkConstrainedBondsHaveTerms(system, constraints):
+    """With interpolation, lambda = 0 must be the MM System: a region constraint that is removed must leave
+    a bond term behind, or the atoms it held would be unbound at lambda = 0. Force-field loaders omit the
+    bond terms of constrained bonds (constraints=HBonds), so check."""
+    bonded = set()
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for k in range(force.getNumBonds()):
+                i, j = force.getBondParameters(k)[:2]
+                bonded.add((min(i, j), max(i, j)))
+    missing = [(i, j) for i, j in constraints if (min(i, j), max(i, j)) not in bonded]
+    if missing:
+        shown = ', '.join(f'{i}-{j}' for i, j in missing[:5]) + (', ...' if len(missing) > 5 else '')
+        raise ValueError(f'interpolate=True would remove {len(missing)} constraint(s) inside the region that have no '
+                         f'HarmonicBondForce term ({shown}), so at lambda = 0 those atoms would be unbound and the '
+                         'System would not be the MM System. Build the MM System with constraints=None (rigidWater=True '
+                         'keeps water rigid), or pass removeConstraints=False to keep the region constraints.')
+
+
 def globalParameterNames(system):
     names = set()
     for force in system.getForces():
@@ -385,10 +404,14 @@ def embedRegion(system, region, removeConstraints=True, lambdaName=None, lambdaD
     while newSystem.getNumForces() > 0:
         newSystem.removeForce(newSystem.getNumForces() - 1)
     if removeConstraints:
+        removed = []
         for k in reversed(range(newSystem.getNumConstraints())):
             i, j, _ = newSystem.getConstraintParameters(k)
             if i in inside and j in inside:
                 newSystem.removeConstraint(k)
+                removed.append((i, j))
+        if lambdaName is not None:
+            _checkConstrainedBondsHaveTerms(system, removed)
 
     added = []
     for force in system.getForces():

@@ -35,7 +35,7 @@ if (SHARED / 'models' / 'torchani').is_dir():
     os.environ.setdefault('TORCHANI_DATA_DIR', str(SHARED / 'models' / 'torchani'))
 os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
 
-from openmm_nnp import NNPForce, NNPotential  # noqa: E402
+from openmm_nnp import NNPForce, NNPotential, embedding  # noqa: E402
 
 TOLUENE_DIR = SHARED / 'data' / 'toluene-water'
 ALANINE_PDB = SHARED / 'data' / 'alanine-dipeptide-water' / 'alanine-dipeptide-explicit.pdb'
@@ -190,7 +190,10 @@ def case(request, ani_double):
     import mdtraj
     region = [int(i) for i in mdtraj.Topology.from_openmm(topology).select(selection)]
     system_before = openmm.XmlSerializer.serialize(system)
-    mixed = ani_double.createMixedSystem(topology, system, selection, interpolate=True, forceGroup=5)
+    # The MM systems constrain bonds to hydrogen without bond terms: keep those constraints so that lambda = 0
+    # is still the MM system (removing them is refused, see test_interpolation_refuses_unbound_constraints).
+    mixed = ani_double.createMixedSystem(topology, system, selection, interpolate=True, forceGroup=5,
+                                         removeConstraints=False)
     assert openmm.XmlSerializer.serialize(system) == system_before, 'createMixedSystem modified its input'
     atoms = list(topology.atoms())
     x = np.asarray(positions.value_in_unit(unit.nanometer))
@@ -281,8 +284,11 @@ def test_structure_of_mixed_system(case):
     expected = {tuple(sorted((a.index, b.index))) for a, b in case['topology'].bonds()
                 if a.index in region and b.index in region}
     assert bonds == expected and bonds
-    constraints = [mixed.getConstraintParameters(k)[:2] for k in range(mixed.getNumConstraints())]
+    # Constraints: kept on request (the interpolating system here), else the region's are removed.
     original = [system.getConstraintParameters(k)[:2] for k in range(system.getNumConstraints())]
+    assert [mixed.getConstraintParameters(k)[:2] for k in range(mixed.getNumConstraints())] == original
+    embedded = embedding.embedRegion(system, case['region'])
+    constraints = [embedded.getConstraintParameters(k)[:2] for k in range(embedded.getNumConstraints())]
     assert not any(i in region and j in region for i, j in constraints)
     assert len(constraints) == len([c for c in original if not (c[0] in region and c[1] in region)])
     for force in mixed.getForces():
@@ -626,7 +632,8 @@ def test_serialization_and_reload(toluene_single, tmp_path):
     """The (interpolating) mixed system survives XmlSerializer: same energies and forces, NNPForce settings and
     lambda derivative, and it runs after reload."""
     topology, system, positions, _ = toluene_single
-    mixed = NNPotential('ani2x').createMixedSystem(topology, system, 'resname MBN', interpolate=True, forceGroup=2)
+    mixed = NNPotential('ani2x').createMixedSystem(topology, system, 'resname MBN', interpolate=True, forceGroup=2,
+                                                   removeConstraints=False)
     path = tmp_path / 'mixed.xml'
     path.write_text(openmm.XmlSerializer.serialize(mixed))
     reloaded = openmm.XmlSerializer.deserialize(path.read_text())
@@ -777,3 +784,18 @@ def test_keep_constraints():
     kept = potential.createMixedSystem(topology, system, region, allowCutBonds=True, removeConstraints=False)
     assert [removed.getConstraintParameters(k)[:2] for k in range(removed.getNumConstraints())] == [[0, 1]]
     assert kept.getNumConstraints() == 2
+
+
+@needs(TOLUENE_DIR)
+def test_interpolation_refuses_unbound_constraints():
+    """With constraints=HBonds the force field leaves no bond term for X-H bonds: removing the region's
+    constraints would leave those hydrogens unbound at lambda = 0, so interpolate=True refuses (plain
+    mixed systems may remove them: the NNP binds the hydrogens)."""
+    topology, system, _, selection = _toluene()
+    potential = NNPotential(ToyModel())
+    with pytest.raises(ValueError, match='constraints=None'):
+        potential.createMixedSystem(topology, system, selection, interpolate=True)
+    kept = potential.createMixedSystem(topology, system, selection, interpolate=True, removeConstraints=False)
+    assert kept.getNumConstraints() == system.getNumConstraints()
+    mixed = potential.createMixedSystem(topology, system, selection)
+    assert mixed.getNumConstraints() == system.getNumConstraints() - 8
