@@ -25,6 +25,6 @@ fi
 if [ -f "$OUT/run/run.json" ]; then
   $OPENMM_NNP run --resume -o "$OUT/run"
 else
-  $OPENMM_NNP run "$OUT/prepared/complex" --time "$TIME" --equilibration-steps 50 --report-interval 50 \
+  $OPENMM_NNP run "$OUT/prepared/complex" --time "$TIME" --equilibration-steps 50 --report-interval 50 --minimize-iterations 100 \
       --checkpoint-interval 100 -o "$OUT/run"
 fi
