@@ -64,7 +64,8 @@ def nearest_waters(testsystem, center_atoms, count):
     return [a.index for w in chosen for a in w.atoms()]
 
 
-def interleaved_median_ms(functions, calls, warmup):
+def interleaved_times_ms(functions, calls, warmup):
+    """Median and minimum wall time (ms) of each function, calls interleaved round by round."""
     for f in functions.values():
         for _ in range(warmup):
             f()
@@ -74,7 +75,7 @@ def interleaved_median_ms(functions, calls, warmup):
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+    return {name: (1e3 * float(np.median(t)), 1e3 * float(np.min(t))) for name, t in times.items()}
 
 
 def bench_models(testsystem, regions, args):
@@ -87,8 +88,9 @@ def bench_models(testsystem, regions, args):
     torchani_model = torch.jit.script(torchani.models.ANI2x(periodic_table_index=True))
     all_positions = np.asarray(testsystem.positions.value_in_unit(unit.nanometer))
     numbers = [atom.element.atomic_number for atom in testsystem.topology.atoms()]
-    print(f"Energy + forces, ANI-2x float32, {torch.get_num_threads()} threads, median of {args.calls} calls")
-    print(f"{'region':<32}{'atoms':>6}{'ours ms':>10}{'TorchANI ms':>13}{'speed-up':>10}")
+    print(f"Energy + forces, ANI-2x float32, {torch.get_num_threads()} threads, {args.calls} calls each "
+          f"(load average {os.getloadavg()[0]:.1f}); median [minimum]")
+    print(f"{'region':<30}{'atoms':>6}{'ours ms':>17}{'TorchANI ms':>17}{'speed-up':>16}")
     for label, atoms in regions:
         positions = torch.tensor(all_positions[atoms], dtype=torch.float32)
         species = torch.tensor([[numbers[i] for i in atoms]])
@@ -102,10 +104,11 @@ def bench_models(testsystem, regions, args):
             x = (positions * 10).unsqueeze(0).requires_grad_()
             torchani_model((species, x)).energies.sum().backward()
 
-        result = interleaved_median_ms({"ours": run_ours, "torchani": run_torchani}, args.calls, args.warmup)
+        result = interleaved_times_ms({"ours": run_ours, "torchani": run_torchani}, args.calls, args.warmup)
+        (ours_median, ours_min), (ref_median, ref_min) = result["ours"], result["torchani"]
         print(
-            f"{label:<32}{len(atoms):>6}{result['ours']:>10.2f}{result['torchani']:>13.2f}"
-            f"{result['torchani'] / result['ours']:>9.1f}x"
+            f"{label:<30}{len(atoms):>6}{ours_median:>9.2f} [{ours_min:5.2f}]{ref_median:>9.2f} [{ref_min:5.2f}]"
+            f"{ref_median / ours_median:>8.1f}x [{ref_min / ours_min:4.1f}x]"
         )
 
 
@@ -188,7 +191,8 @@ def bench_md(testsystem, guest_atoms, args):
         rates[label] = args.md_steps / (time.perf_counter() - start)
         del context, integrator
     print(f"\nMD of HostGuestExplicit ({testsystem.system.getNumParticles()} atoms), CPU platform, "
-          f"{args.threads} threads, {args.md_steps} steps of 2 fs; NNP/MM system from {how}")
+          f"{args.threads} threads, {args.md_steps} steps of 2 fs (load average {os.getloadavg()[0]:.1f}); "
+          f"NNP/MM system from {how}")
     for label, rate in rates.items():
         print(f"{label:<28}{rate:10.1f} steps/s  ({1e3 / rate:7.2f} ms/step)")
     mm, nnp = rates["MM only"], rates["NNP/MM (guest ANI-2x)"]

@@ -287,21 +287,18 @@ def test_neighbour_slots_equal_all_pairs_when_large_enough():
 
 
 @pytest.mark.parametrize("molecule_name", ["b2", "cb7"])
-def test_compacted_triples_all_candidates_and_fallback_agree(molecule_name):
+def test_compacted_triples_and_all_candidates_agree(molecule_name):
     numbers, positions = molecule(molecule_name)
-    # default budget (153 per atom) holds the triples inside the cutoff (b2: 3440, cb7: 12028);
-    # a huge budget means all candidates; a budget of 1000 is exceeded, so the call falls back
-    # to all candidates.
-    budgets = {"compacted": None, "all candidates": 10**9, "fallback": 1000}
-    results = {}
-    for label, budget in budgets.items():
-        model = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=budget)
-        results[label] = energy_and_forces(model, positions)
-    assert ANI("ani2x", numbers, maxAngularTriples=None).triple_budget < ANI("ani2x", numbers).num_candidates
-    energy, forces = results["all candidates"]
-    for label in ("compacted", "fallback"):
-        assert abs(results[label][0] - energy) <= 1e-8
-        assert max_relative_force_error(results[label][1], forces) <= 1e-10
+    # Default: the triples inside the cutoff (b2: 3440, cb7: 12028) are packed into a short
+    # list. maxAngularTriples=1 cannot hold them, so every call uses all candidates.
+    compacted = ANI("ani2x", numbers, dtype=torch.float64)
+    all_candidates = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=1)
+    assert compacted.triple_tiers and max(compacted.triple_tiers) < compacted.num_candidates
+    assert all_candidates.triple_tiers == [1]
+    energy, forces = energy_and_forces(compacted, positions)
+    expected_energy, expected_forces = energy_and_forces(all_candidates, positions)
+    assert abs(energy - expected_energy) <= 1e-8
+    assert max_relative_force_error(forces, expected_forces) <= 1e-10
 
 
 def test_too_few_neighbour_slots_is_an_error():

@@ -18,9 +18,10 @@ differs is the execution strategy, chosen for MD of one fixed set of atoms:
   which forward() asserts.
 * Only candidates with both neighbours inside the angular cutoff contribute (a few
   thousand of the ~12,000 for a 30-atom molecule). In eager mode and TorchScript they
-  are packed (cumsum + scatter) into a list of static length ``maxAngularTriples``,
-  padded with zero-weight entries; a structure with more such triples is computed over
-  all candidates instead (same result, slower). Under torch.export the all-candidates
+  are packed (cumsum + scatter) into a list whose length is the shortest of a few fixed
+  sizes (40, 60, 90, ... triples per atom) that holds them, padded with zero-weight
+  entries; a structure with more than ``maxAngularTriples`` is computed over all
+  candidates instead (same result, slower). Under torch.export the all-candidates
   computation is captured, so the exported graph has no data-dependent control flow.
 * Features that can never be nonzero (species or species pairs absent from the region)
   are dropped from each element's first layer; constant factors of the AEV terms are
@@ -96,6 +97,14 @@ def _element_symbol(atomic_number: int) -> str:
 def _celu(x: Tensor) -> Tensor:
     # ANI's activation: CELU with alpha = 0.1
     return torch.nn.functional.celu(x, alpha=0.1)
+
+
+def _exp_clamped(x: Tensor) -> Tensor:
+    # exp(max(x, -80)). CPU exp takes a ~10x slower path where the result underflows
+    # float32 (x < -87), which happens for most distant pairs. exp(-80) = 1.8e-35, so a
+    # Gaussian term changes by at most that (against terms of order 1; beyond the cutoff
+    # it is multiplied by an exact zero anyway).
+    return torch.exp(torch.clamp(x, min=-80.0))
 
 
 def _celu_derivative(activation: Tensor) -> Tensor:
@@ -206,9 +215,11 @@ class ANI(torch.nn.Module):
         ``maxAngularNeighbors + 1`` atoms use all atom pairs. Default 40.
     maxAngularTriples : int, optional
         Size of the compacted list of angular triples (centre, neighbour pair) inside the
-        cutoff. Default ``153 * n`` (every atom with 18 neighbours inside 3.5 A). If a
-        structure has more, that call uses all candidate triples instead: same result,
-        slower. (torch.export always captures the all-candidates computation.)
+        cutoff. Default ``200 * n`` (as if every atom had 20 neighbours inside 3.5 A;
+        molecules have ~50-120 triples per atom). Each call packs its triples into the
+        shortest of the lengths 40 n, 60 n, 90 n, ... (x1.5) up to this maximum that holds
+        them; a structure with more uses all candidate triples: same result, slower.
+        (torch.export always captures the all-candidates computation.)
 
     ``forward(positions, boxVectors=None)`` takes positions [n, 3] in nm and optionally
     OpenMM box vectors [3, 3] in nm (reduced triclinic form, rows a, b, c); with a box,
@@ -335,11 +346,21 @@ class ANI(torch.nn.Module):
             static_bins = torch.zeros(0, dtype=torch.long)
         self.register_buffer("static_angular_bins", static_bins)
         self.register_buffer("angular_bin_offsets", atom_offsets)
-        budget = 153 * num_atoms if maxAngularTriples is None else int(maxAngularTriples)
+        budget = 200 * num_atoms if maxAngularTriples is None else int(maxAngularTriples)
         if budget < 1:
             raise ValueError("maxAngularTriples must be positive")
         self.triple_budget = min(budget, self.num_candidates)
-        self.register_buffer("budget_positions", torch.arange(self.triple_budget))
+        # Compacted list lengths on offer: 40 n, 60 n, 90 n, ... (x1.5) up to the budget.
+        # A call uses the shortest that holds its triples (typically 50-120 per atom),
+        # so padding stays below ~50 %.
+        tiers: List[int] = []
+        size = 40 * num_atoms
+        while size < self.triple_budget:
+            tiers.append(size)
+            size = (size * 3) // 2
+        if self.triple_budget < self.num_candidates:
+            tiers.append(self.triple_budget)
+        self.triple_tiers = tiers
 
         # Networks: one stacked ensemble per element present.
         ensemble = reference.potentials["nnp"].neural_networks
@@ -433,7 +454,7 @@ class ANI(torch.nn.Module):
         return 0.5 * torch.cos(torch.clamp(distances, max=cutoff) * (math.pi / cutoff)) + 0.5
 
     def _cosine_cutoff_derivative(self, distances: Tensor, cutoff: float) -> Tensor:
-        derivative = torch.sin(distances * (math.pi / cutoff)) * (-0.5 * math.pi / cutoff)
+        derivative = torch.sin(torch.clamp(distances, max=cutoff) * (math.pi / cutoff)) * (-0.5 * math.pi / cutoff)
         return torch.where(distances < cutoff, derivative, torch.zeros_like(derivative))
 
     def _evaluate(self, positions: Tensor, boxVectors: Optional[Tensor], need_gradient: bool) -> Tuple[Tensor, Tensor]:
@@ -448,7 +469,7 @@ class ANI(torch.nn.Module):
         # Radial terms exp(-eta (r - shift)^2) fc(r) (TorchANI's factor 0.25 is folded into
         # the networks), binned by the neighbour's element.
         radial_delta = distances.unsqueeze(2) - self.radial_shifts
-        radial_gauss = torch.exp(radial_delta * radial_delta * -self.radial_eta)  # [n, n-1, R]
+        radial_gauss = _exp_clamped(radial_delta * radial_delta * -self.radial_eta)  # [n, n-1, R]
         radial_fc = self._cosine_cutoff(distances, self.radial_cutoff)
         radial_terms = radial_gauss * radial_fc.unsqueeze(2)
         radial_aev = torch.zeros(n * self.num_species, self.num_radial, dtype=dtype, device=positions.device)
@@ -481,20 +502,25 @@ class ANI(torch.nn.Module):
         flat_distances = slot_distances.reshape(-1)
         flat_fc = self._cosine_cutoff(flat_distances, self.angular_cutoff)
 
-        # Only triples with both slots inside the cutoff contribute. If they fit in the
-        # budget, compact them (static size, zero-weight padding); else use all candidates.
+        # Only triples with both slots inside the cutoff contribute. Pack them into the
+        # shortest list length on offer that holds them (zero-weight padding); if none
+        # does, use all candidates.
         selected = self.candidate_index
         present = torch.ones(self.num_candidates, dtype=dtype, device=positions.device)
-        if self.triple_budget < self.num_candidates and self._may_compact():
+        if len(self.triple_tiers) > 0 and self._may_compact():
             within = (flat_distances < self.angular_cutoff).to(torch.long)
             pair_within = within.index_select(0, self.candidate_a) * within.index_select(0, self.candidate_b)
             count = int(pair_within.sum())
-            if count <= self.triple_budget:
+            size = -1
+            for tier in self.triple_tiers:
+                if size < 0 and count <= tier:
+                    size = tier
+            if size > 0:
                 position = torch.cumsum(pair_within, 0) - 1
-                target = torch.where(pair_within > 0, position, torch.full_like(position, self.triple_budget))
-                selected = torch.zeros(self.triple_budget + 1, dtype=torch.long, device=positions.device)
-                selected = selected.scatter(0, target, self.candidate_index)[: self.triple_budget]
-                present = (self.budget_positions < count).to(dtype)
+                target = torch.where(pair_within > 0, position, torch.full_like(position, size))
+                selected = torch.zeros(size + 1, dtype=torch.long, device=positions.device)
+                selected = selected.scatter(0, target, self.candidate_index)[:size]
+                present = (torch.arange(size, device=positions.device) < count).to(dtype)
         index_a = self.candidate_a.index_select(0, selected)
         index_b = self.candidate_b.index_select(0, selected)
         angular_bins = candidate_bins.index_select(0, selected)
@@ -514,7 +540,7 @@ class ANI(torch.nn.Module):
         angle_power = angle_base ** self.angular_zeta  # [triples, sections]
         angle_terms = angle_power * fc_ab.unsqueeze(1)
         mean_delta = (0.5 * (r_a + r_b)).unsqueeze(1) - self.angular_shifts
-        distance_terms = torch.exp(mean_delta * mean_delta * -self.angular_eta)  # [triples, shifts]
+        distance_terms = _exp_clamped(mean_delta * mean_delta * -self.angular_eta)  # [triples, shifts]
         # Feature order: section-major, shift-minor (the networks' input rows are permuted to match).
         angular_terms = (angle_terms.unsqueeze(2) * distance_terms.unsqueeze(1)).reshape(-1, self.num_angular)
         angular_aev = torch.zeros(n * self.num_species_pairs, self.num_angular, dtype=dtype, device=positions.device)
