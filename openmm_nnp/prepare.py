@@ -275,7 +275,8 @@ def _ligandResidue(topology, residueName):
 def addLigandBondedTerms(system, topology, ligand, constraints=app.HBonds):
     """Copy the ligand's bonds, angles, torsions and constraints from its prmtop into ``system`` (in place)."""
     prmtop = app.AmberPrmtopFile(str(ligand.prmtop))
-    ligandSystem = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=constraints, rigidWater=True)
+    ligandSystem = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=constraints, rigidWater=True,
+                                       flexibleConstraints=True)
     residue = _ligandResidue(topology, ligand.residueName)
     mapping = [a.index for a in residue.atoms()]
     ligandNames = [a.name for a in prmtop.topology.atoms()]
@@ -407,8 +408,10 @@ def buildSolvatedSystem(topology, positions, ligand, outputDir, forcefields=DEFA
     except ValueError as e:
         raise InputError(f'Solvation failed: {e}. If a residue has no template, the force field does not cover '
                          'it: check the protein PDB (PDBFixer keeps only standard residues) and the ligand.') from None
+    # flexibleConstraints: constrained bonds keep their bond terms, so that the MM description of the region
+    # is complete once its constraints are removed (lambda = 0 of the end-state protocol, the MTS layout).
     options = {'nonbondedMethod': app.PME, 'nonbondedCutoff': nonbondedCutoff * unit.nanometer, 'rigidWater': True,
-               'ewaldErrorTolerance': 5e-4}
+               'ewaldErrorTolerance': 5e-4, 'flexibleConstraints': True}
     if hydrogenMass:
         options['hydrogenMass'] = hydrogenMass * unit.amu
     system = createSystemWithLigand(forcefield, modeller.topology, ligand, constraints=app.HBonds, **options)

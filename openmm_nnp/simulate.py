@@ -160,7 +160,10 @@ def _loadAmber(prmtopPath, inpcrdPath, nonbondedCutoff):
     periodic = inpcrd.boxVectors is not None
     method = app.PME if periodic else app.NoCutoff
     options = {'nonbondedCutoff': nonbondedCutoff * unit.nanometer} if periodic else {}
-    system = prmtop.createSystem(nonbondedMethod=method, constraints=app.HBonds, rigidWater=True, **options)
+    # flexibleConstraints keeps bond terms for constrained bonds: the region's MM terms stay complete when its
+    # constraints are removed (end-state protocol at lambda = 0, MTS layout).
+    system = prmtop.createSystem(nonbondedMethod=method, constraints=app.HBonds, rigidWater=True,
+                                 flexibleConstraints=True, **options)
     if periodic:
         system.setDefaultPeriodicBoxVectors(*inpcrd.boxVectors)
         prmtop.topology.setPeriodicBoxVectors(inpcrd.boxVectors)
