@@ -64,6 +64,7 @@ setup(
     package_data={'openmm_nnp': ['*.so', 'nnp_swig.py', 'nnp_swig.i']},
     python_requires='>=3.10',
     install_requires=['openmm>=8.1', 'torch', 'numpy'],
+    entry_points={'console_scripts': ['openmm-nnp = openmm_nnp.cli:main']},
     cmdclass={'build_py': BuildWithCMake, 'build_cmake': BuildCMake},
     zip_safe=False,
 )
