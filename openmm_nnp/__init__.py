@@ -7,7 +7,7 @@ Importing this package loads the compiled plugin: the NNPForce class and XML ser
 import os as _os
 
 import openmm as _openmm
-import torch as _torch  # loads libtorch before the kernels that link it
+import torch as _torch  # noqa: F401  (loads libtorch before the kernels that link it)
 
 from openmm_nnp.nnp_swig import NNPForce
 from openmm_nnp import force as _force

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from openmm_nnp.errors import InputError
+from openmm_nnp.models._torchani_data import use_shared_torchani_data
 
 _MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H C N O), or a TorchScript file "
                 '(positions in nm -> energy in kJ/mol). ANI models are for neutral molecules only.')
@@ -25,9 +26,7 @@ _MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H
 
 def _useSharedWeights():
     """Point TorchANI at the weights next to a source checkout (../shared/models/torchani) when present."""
-    shared = Path(__file__).resolve().parents[1].parent / 'shared' / 'models' / 'torchani'
-    if 'TORCHANI_DATA_DIR' not in os.environ and shared.is_dir():
-        os.environ['TORCHANI_DATA_DIR'] = str(shared)
+    use_shared_torchani_data()
     os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
 
 

@@ -486,7 +486,7 @@ def prepare(ligand, outputDir, protein=None, solventLeg=None, pH=7.0, padding=1.
                                               outputDir / 'complex', leg='complex', notes=notes, **common)
         log(f'  {legs["complex"]["num_atoms"]} atoms -> {outputDir / "complex"}')
     if protein is None or solventLeg is not False:
-        log(f'Solvating the ligand alone (solvent leg) ...')
+        log('Solvating the ligand alone (solvent leg) ...')
         legs['solvent'] = buildSolvatedSystem(parameters.topology, parameters.positions, parameters,
                                               outputDir / 'solvent', leg='solvent', **common)
         log(f'  {legs["solvent"]["num_atoms"]} atoms -> {outputDir / "solvent"}')

@@ -6,10 +6,11 @@ fallback where that module is unavailable and the reference it is checked agains
 """
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import torch
+
+from openmm_nnp.models._torchani_data import use_shared_torchani_data
 
 ANI_MODELS = {'ani1x': 'ANI1x', 'ani1ccx': 'ANI1ccx', 'ani2x': 'ANI2x'}
 
@@ -19,8 +20,6 @@ ANI_ELEMENTS = {
     'ani1ccx': {'H', 'C', 'N', 'O'},
     'ani2x': {'H', 'C', 'N', 'O', 'F', 'S', 'Cl'},
 }
-
-_SHARED_TORCHANI_DIR = Path(__file__).resolve().parents[1].parent / 'shared' / 'models' / 'torchani'
 
 
 def canonicalANIName(name):
@@ -35,8 +34,7 @@ def loadTorchANI(name, dtype=torch.float64):
     Uses the weights in <repo>/../shared/models/torchani when that cache exists and TORCHANI_DATA_DIR
     is unset; otherwise TorchANI looks in its usual place and downloads them on first use.
     """
-    if not os.environ.get('TORCHANI_DATA_DIR') and _SHARED_TORCHANI_DIR.is_dir():
-        os.environ['TORCHANI_DATA_DIR'] = str(_SHARED_TORCHANI_DIR)
+    use_shared_torchani_data()
     os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
     import torchani
     key = canonicalANIName(name)

@@ -2,7 +2,6 @@
 
 import openmm
 import openmm.app as app
-import openmm.unit as unit
 
 _SUPPORTED = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.PeriodicTorsionForce,
               openmm.NonbondedForce, openmm.CMMotionRemover, openmm.MonteCarloBarostat)
