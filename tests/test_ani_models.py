@@ -214,17 +214,17 @@ def _wrapped(positions, box):
 
 PERIODIC_CASES = {
     # Cubic box just over twice the 0.51 nm cutoff; the guest (~1.1 nm long) is centred on a
-    # corner, so it is split over all faces and also sees its own periodic images.
-    "cubic": ("b2", np.eye(3) * 1.05, "corner"),
+    # corner (see the test), so it is split over all faces and also sees its own images.
+    "cubic": ("b2", np.eye(3) * 1.05),
     # Reduced triclinic box (a, b, c rows with bx <= ax/2, cx <= ax/2, cy <= by/2).
-    "triclinic": ("halobenzene", np.array([[1.1, 0.0, 0.0], [0.45, 1.05, 0.0], [-0.4, 0.45, 1.05]]), "corner"),
+    "triclinic": ("halobenzene", np.array([[1.1, 0.0, 0.0], [0.45, 1.05, 0.0], [-0.4, 0.45, 1.05]])),
 }
 
 
 @pytest.mark.parametrize("case", sorted(PERIODIC_CASES))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_periodic_matches_torchani(case, dtype):
-    molecule_name, box, _ = PERIODIC_CASES[case]
+    molecule_name, box = PERIODIC_CASES[case]
     numbers, positions = molecule(molecule_name)
     positions = _wrapped(positions - positions.mean(axis=0), box)
     ref_energy, ref_forces, _ = reference("ani2x", numbers, positions, box)
