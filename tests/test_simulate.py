@@ -79,10 +79,11 @@ def test_resume_after_a_crash_discards_output_past_the_checkpoint(tmp_path):
 def test_resume_on_cpu_with_pme(tmp_path):
     """CPU platform, periodic water box with PME, one thread.
 
-    Measured: with one thread, two runs from the same inputs agree bit for bit up to the checkpoint; after
-    loadCheckpoint the CPU platform's trajectory differs in the last float32 bit (1e-7 nm after a few steps),
-    so --resume on CPU continues the same trajectory to rounding, not bit for bit (Reference: bit for bit).
-    With two threads even two straight runs differ at that level."""
+    OpenMM's CPU platform does not promise deterministic forces: two straight runs from the same inputs
+    usually agree bit for bit, but not always (seen here: the last float32 bit differs already in the
+    first frame, on a quiet machine; with two threads such differences are common). So --resume on CPU
+    continues the same trajectory to rounding (1e-5 nm, 1e-4 relative in the log), not bit for bit; the
+    Reference platform is bit for bit (test above)."""
     pytest.importorskip('pdbfixer')
     from test_prepare import ETHANOL_SDF
     (tmp_path / 'ethanol.sdf').write_text(ETHANOL_SDF)
@@ -94,7 +95,7 @@ def test_resume_on_cpu_with_pme(tmp_path):
     _run(['run', *common, '--steps', '9', '-o', str(tmp_path / 'straight')])
     _run(['run', *common, '--steps', '3', '-o', str(tmp_path / 'split')])
     _run(['run', '--resume', '--steps', '9', '--no-plots', '--no-progress', '-o', str(tmp_path / 'split')])
-    _compare(tmp_path / 'straight', tmp_path / 'split', exactFrames=1)
+    _compare(tmp_path / 'straight', tmp_path / 'split', exactFrames=0)
 
 
 def test_mts_layout_splits_mm_and_nnp_correction():

@@ -233,6 +233,9 @@ class ANI(torch.nn.Module):
     a measure of the ensemble's disagreement; both are TorchScript-exported methods.
     """
 
+    # Declared for TorchScript, which cannot infer the element type of an empty list (small regions).
+    triple_tiers: List[int]
+
     def __init__(
         self,
         name: str,
