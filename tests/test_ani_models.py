@@ -460,3 +460,18 @@ def test_nnp_force_matches_model(platform_name, dtype, energy_tolerance, force_t
     if periodic and dtype == torch.float64:
         whole_isolated_energy, _ = energy_and_forces(model, guest_positions[::-1].copy(), None, dtype=dtype)
         assert abs(energy - whole_isolated_energy) > 0.1
+
+
+@pytest.mark.parametrize("atomic_numbers,positions", [
+    ([8, 1, 1], [[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]]),  # water
+    ([6, 8, 1, 1, 1, 1], [[0.0, 0.0, 0.0], [0.143, 0.0, 0.0], [0.172, 0.09, 0.0],  # methanol
+                          [-0.036, -0.103, 0.0], [-0.036, 0.051, 0.089], [-0.036, 0.051, -0.089]]),
+])
+def test_small_regions_script_and_match_torchani(atomic_numbers, positions):
+    """Regions so small that some precomputed index lists are empty still compile with torch.jit.script."""
+    positions = np.array(positions)
+    scripted = torch.jit.script(ANI("ani2x", atomic_numbers, dtype=torch.float64))
+    energy, forces = energy_and_forces(scripted, positions)
+    ref_energy, ref_forces, _ = reference("ani2x", atomic_numbers, positions)
+    assert abs(energy - ref_energy) < 1e-6
+    assert max_relative_force_error(forces, ref_forces) < 1e-7
