@@ -32,9 +32,10 @@ def parseArguments():
                         'TorchScript file (default ani2x)')
     parser.add_argument('--precision', default='single', choices=['single', 'double'])
     parser.add_argument('--report-interval', type=int, default=100, help='steps between log lines and frames')
-    # One torch thread: on a small machine OpenMM's CPU platform already uses the cores, and two torch threads
-    # competing with it were 6x slower here (0.4 vs 2.4 ns/day on 2 busy cores).
-    parser.add_argument('--threads', type=int, default=1, help='torch threads for the NNP (default 1; 0: torch default)')
+    # Torch's default (one thread per core) was fastest on an idle 2-core machine (CB7:B2: 31 vs 23 steps/s with
+    # one thread); on a machine busy with other work, --threads 1 avoids torch's threads competing with OpenMM's.
+    parser.add_argument('--threads', type=int, default=0, help='torch threads for the NNP (default 0: torch default, '
+                        'one per core; 1 is faster on a busy machine)')
     return parser.parse_args()
 
 
