@@ -26,10 +26,6 @@ from openmm_nnp.freeenergy import (TaskRunner, corrected_binding_free_energy, ex
                                    run_equilibrium, run_nonequilibrium)
 from openmm_nnp.freeenergy.rbfe import as_estimate
 
-shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'models', 'torchani')
-if os.path.isdir(shared):
-    os.environ.setdefault('TORCHANI_DATA_DIR', os.path.abspath(shared))
-
 TEMPERATURE = 300 * unit.kelvin
 
 
@@ -60,7 +56,7 @@ def equilibrate_mm(mm, positions, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--output', default='cb7_b2_correction')
+    parser.add_argument('--output', default='output/cb7_b2_correction')
     parser.add_argument('--mm-dg', type=float, nargs=2, metavar=('VALUE', 'ERROR'),
                         help='MM binding free energy and its error in kcal/mol, to be corrected')
     parser.add_argument('--windows', type=int, default=3)

@@ -94,22 +94,25 @@ def checkLigandFile(path):
     return LIGAND_FORMATS[suffix]
 
 
+def _mol2AtomRecords(lines):
+    """The whitespace-split records of the first @<TRIPOS>ATOM section of a MOL2 file."""
+    records, inAtoms = [], False
+    for line in lines:
+        if line.startswith('@<TRIPOS>'):
+            if inAtoms:
+                break
+            inAtoms = line.strip() == '@<TRIPOS>ATOM'
+        elif inAtoms and line.split():
+            records.append(line.split())
+    return records
+
+
 def _ligandElements(path, fmt):
     """Element symbols of the first molecule in an SDF/MOL file or a MOL2 file (a light parser, no RDKit)."""
     lines = Path(path).read_text(errors='replace').splitlines()
     elements = []
     if fmt == 'mol2':
-        inAtoms = False
-        for line in lines:
-            if line.startswith('@<TRIPOS>'):
-                if inAtoms:
-                    break
-                inAtoms = line.strip() == '@<TRIPOS>ATOM'
-                continue
-            parts = line.split()
-            if inAtoms and len(parts) >= 6:
-                elements.append(parts[5].split('.')[0].capitalize())
-        return elements
+        return [parts[5].split('.')[0].capitalize() for parts in _mol2AtomRecords(lines) if len(parts) >= 6]
     if len(lines) < 4:
         return []
     try:
@@ -140,17 +143,7 @@ def ligandNetCharge(path):
         pass
     lines = path.read_text(errors='replace').splitlines()
     if fmt == 'mol2':
-        total, inAtoms = 0.0, False
-        for line in lines:
-            if line.startswith('@<TRIPOS>'):
-                if inAtoms:
-                    break
-                inAtoms = line.strip() == '@<TRIPOS>ATOM'
-                continue
-            parts = line.split()
-            if inAtoms and len(parts) >= 9:
-                total += float(parts[8])
-        return int(round(total))
+        return int(round(sum(float(parts[8]) for parts in _mol2AtomRecords(lines) if len(parts) >= 9)))
     charge = 0
     for line in lines:
         if line.startswith('M  CHG'):
