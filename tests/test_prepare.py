@@ -169,3 +169,30 @@ def test_wrong_ligand_charge_is_explained(tmp_path, capsys):
     ligand.write_text(ETHANOL_SDF)
     message = _error(capsys, ['prepare', '--ligand', str(ligand), '-o', str(tmp_path / 'o'), '--ligand-charge', '1'])
     assert 'antechamber' in message and '--ligand-charge' in message
+
+
+def test_mol2_atom_records_are_read_from_the_atom_section(tmp_path):
+    from openmm_nnp.prepare import _ligandElements, _mol2AtomRecords
+    text = """@<TRIPOS>MOLECULE
+acetate
+ 7 6 1 0 0
+SMALL
+USER_CHARGES
+
+@<TRIPOS>ATOM
+      1 C1          0.0000    0.0000    0.0000 C.3       1 ACT      -0.2000
+      2 C2          1.5000    0.0000    0.0000 C.2       1 ACT       0.7000
+      3 O1          2.1000    1.0000    0.0000 O.co2     1 ACT      -0.8000
+      4 O2          2.1000   -1.0000    0.0000 O.co2     1 ACT      -0.8000
+      5 H1         -0.4000    1.0000    0.0000 H         1 ACT       0.0333
+      6 H2         -0.4000   -0.5000    0.9000 H         1 ACT       0.0333
+      7 H3         -0.4000   -0.5000   -0.9000 H         1 ACT       0.0334
+@<TRIPOS>BOND
+     1     1     2    1
+"""
+    path = tmp_path / 'acetate.mol2'
+    path.write_text(text)
+    records = _mol2AtomRecords(text.splitlines())
+    assert len(records) == 7 and records[-1][1] == 'H3'
+    assert round(sum(float(r[8]) for r in records)) == -1
+    assert _ligandElements(path, 'mol2') == ['C', 'C', 'O', 'O', 'H', 'H', 'H']
