@@ -38,8 +38,10 @@ def systems():
     mm, topology, positions = extract_subsystem(complex_.system, complex_.topology, complex_.positions,
                                                 solvent_atoms)
     mm.addForce(openmm.MonteCarloBarostat(1 * unit.bar, TEMPERATURE, 25))
+    # Removing the host renumbers the atoms after it: select the guest again in the solvent topology.
+    solvent_guest = [a.index for a in topology.atoms() if a.residue.name == 'B2']
     return {'complex': (complex_.system, complex_.topology, complex_.positions, guest),
-            'solvent': (mm, topology, positions, guest)}
+            'solvent': (mm, topology, positions, solvent_guest)}
 
 
 def equilibrate_mm(mm, positions, steps):
