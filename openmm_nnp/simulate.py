@@ -480,6 +480,7 @@ class Simulation:
         self.topology = app.PDBFile(str(self._path('topology.pdb'))).topology
         numbers = regionAtomicNumbers(loaded.topology, indices)
         self.info = {'settings': settings.to_dict(), 'region_indices': indices, 'region_atomic_numbers': numbers,
+                     'region_description': _regionText(settings.region or loaded.region, indices),
                      'model_description': str(potential) if potential else 'NNPForce from the input System',
                      'num_atoms': system.getNumParticles(), 'input_description': loaded.description,
                      'periodic': system.usesPeriodicBoundaryConditions()}
@@ -668,7 +669,7 @@ class Simulation:
         files = [f.name for f in sorted(self.outputDir.iterdir()) if f.is_file()]
         summary = {
             'input': self.info['input_description'], 'num_atoms': self.info['num_atoms'],
-            'region': settings.region, 'region_size': len(self.info['region_indices']),
+            'region': self.info.get('region_description', settings.region), 'region_size': len(self.info['region_indices']),
             'model': self.info['model_description'], 'platform': settings.platform,
             'timestep_fs': settings.timestep, 'mts': settings.mts, 'temperature_K': settings.temperature,
             'pressure_bar': settings.pressure, 'equilibration_ps': settings.equilibrationSteps * self.stepTimePs,
