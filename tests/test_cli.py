@@ -41,7 +41,7 @@ def test_run_prepared_folder_end_to_end(solvated, tmp_path, capsys):
                  'checkpoint.chk', 'system.xml', 'run.json']:
         assert (out / name).is_file(), name
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['region'] is None or summary['region_size'] == 9  # region from prepared.json: resname LIG
+    assert summary['region'] == "'resname LIG'" and summary['region_size'] == 9  # region from prepared.json
     assert summary['region_size'] == 9 and summary['steps_this_session'] == 12
     assert summary['ns_per_day'] > 0
     assert 'Summary' in stdout and 'ns/day' in stdout
