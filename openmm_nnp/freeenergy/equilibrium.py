@@ -171,7 +171,15 @@ def analyze_windows(windows, lambdas, temperature, offset_kT, linear, discard_eq
 
 
 def common_settings(system, positions, box_vectors, lambda_name, temperature, timestep, collision_rate, platform,
-                    platform_properties, runner):
+                    platform_properties, runner, lambda_dependence):
+    """Settings shared by the equilibrium and nonequilibrium protocols, checked.
+
+    Returns (settings, runner, offset, linear): the picklable task settings, the task runner, the energy offset
+    used to keep reduced potentials in range, and whether U is linear in λ (probed unless lambda_dependence
+    says 'linear' or 'general').
+    """
+    if lambda_dependence not in ('auto', 'linear', 'general'):
+        raise ValueError(f"lambda_dependence must be 'auto', 'linear' or 'general', not {lambda_dependence!r}.")
     check_lambda_system(system, lambda_name)
     positions = _md.to_nm_array(positions)
     if len(positions) != system.getNumParticles():
@@ -182,11 +190,16 @@ def common_settings(system, positions, box_vectors, lambda_name, temperature, ti
     runner = runner if runner is not None else TaskRunner('serial')
     if platform_properties is None and platform == 'CPU' and runner.parallel:
         platform_properties = {'Threads': '1'}
-    return {'system_xml': _md.system_xml(system), 'positions': positions, 'box': box,
+    base = {'system_xml': _md.system_xml(system), 'positions': positions, 'box': box,
             'lambda_name': lambda_name, 'temperature': _md.quantity(temperature, unit.kelvin),
             'timestep': _md.quantity(timestep, unit.picosecond),
             'collision_rate': _md.quantity(collision_rate, unit.picosecond ** -1),
-            'platform': platform, 'platform_properties': platform_properties or {}}, runner
+            'platform': platform, 'platform_properties': platform_properties or {}}
+    offset, linear = _md.probe(system, base['positions'], base['box'], lambda_name, base['temperature'], platform,
+                               base['platform_properties'])
+    if lambda_dependence != 'auto':
+        linear = lambda_dependence == 'linear'
+    return base, runner, offset, linear
 
 
 def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name=DEFAULT_LAMBDA_NAME,
@@ -226,16 +239,11 @@ def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name
     EquilibriumResult
     """
     lambdas = make_lambdas(lambdas)
-    if lambda_dependence not in ('auto', 'linear', 'general'):
-        raise ValueError(f"lambda_dependence must be 'auto', 'linear' or 'general', not {lambda_dependence!r}.")
     if n_samples < 4:
         raise ValueError('n_samples must be at least 4.')
-    base, runner = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
-                                   collision_rate, platform, platform_properties, runner)
-    offset, linear = _md.probe(system, base['positions'], base['box'], lambda_name, base['temperature'], platform,
-                               base['platform_properties'])
-    if lambda_dependence != 'auto':
-        linear = lambda_dependence == 'linear'
+    base, runner, offset, linear = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
+                                                   collision_rate, platform, platform_properties, runner,
+                                                   lambda_dependence)
     settings = {'kind': 'equilibrium', 'lambdas': lambdas, 'n_samples': n_samples,
                 'steps_per_sample': steps_per_sample, 'n_equilibration_steps': n_equilibration_steps,
                 'minimize': bool(minimize), 'linear': linear, 'n_snapshots': n_snapshots, 'seed': seed,

@@ -151,12 +151,9 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
         if equilibrium is None:
             raise ValueError('Pass starting positions, or an EquilibriumResult as equilibrium=.')
         positions = equilibrium.windows[0]['final_positions']
-    base, runner = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
-                                   collision_rate, platform, platform_properties, runner)
-    offset, linear = _md.probe(system, base['positions'], base['box'], lambda_name, base['temperature'], platform,
-                               base['platform_properties'])
-    if lambda_dependence != 'auto':
-        linear = lambda_dependence == 'linear'
+    base, runner, offset, linear = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
+                                                   collision_rate, platform, platform_properties, runner,
+                                                   lambda_dependence)
     ends = ['forward', 'reverse'] if directions == 'both' else ['forward']
     settings = {'kind': 'nonequilibrium', 'n_switches': n_switches, 'switching_steps': switching_steps,
                 'directions': directions, 'n_chains': n_chains, 'n_equilibration_steps': n_equilibration_steps,
