@@ -13,21 +13,14 @@ the traceback).
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from openmm_nnp.errors import InputError
-from openmm_nnp.models._torchani_data import use_shared_torchani_data
+from openmm_nnp.models.torchani_models import use_shared_torchani_data
 
 _MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H C N O), or a TorchScript file "
                 '(positions in nm -> energy in kJ/mol). ANI models are for neutral molecules only.')
-
-
-def _useSharedWeights():
-    """Point TorchANI at the weights next to a source checkout (../shared/models/torchani) when present."""
-    use_shared_torchani_data()
-    os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
 
 
 def _addModelOptions(parser):
@@ -192,7 +185,7 @@ def commandEndstate(args):
 def main(argv=None):
     parser = buildParser()
     args = parser.parse_args(argv)
-    _useSharedWeights()
+    use_shared_torchani_data()
     handlers = {'prepare': commandPrepare, 'run': commandRun, 'endstate': commandEndstate}
     try:
         return handlers[args.command](args)

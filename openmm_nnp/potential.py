@@ -16,18 +16,15 @@ import torch
 
 from openmm_nnp import embedding, region as _region
 from openmm_nnp.nnp_swig import NNPForce
-from openmm_nnp.torchani_model import ANI_ELEMENTS, ANI_MODELS, TorchANIModel, canonicalANIName
+from openmm_nnp.models import ANI
+from openmm_nnp.models.torchani_models import ANI_ELEMENTS, ANI_MODELS, canonicalANIName
 
 _PRECISIONS = {'single': torch.float32, 'double': torch.float64}
 
 
 def createANIModel(name, atomicNumbers, dtype=torch.float32):
-    """The ANI model for a fixed list of atomic numbers: openmm_nnp.models.ANI where it can be imported,
-    else the TorchANI wrapper (same energies, slower)."""
-    try:
-        from openmm_nnp.models import ANI
-    except ImportError:
-        return TorchANIModel(name, atomicNumbers, dtype)
+    """The ANI model for a fixed list of atomic numbers (openmm_nnp.models.ANI: TorchANI's physics and weights,
+    static shapes, checked against TorchANI in tests/test_ani_models.py)."""
     return ANI(name, atomicNumbers, dtype=dtype)
 
 

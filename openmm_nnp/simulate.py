@@ -343,7 +343,7 @@ class EnsembleDisagreement:
 
 def ensembleDisagreementFor(model, atomicNumbers, indices, periodic):
     """An EnsembleDisagreement when ``model`` is an ANI ensemble that openmm_nnp.models.ANI provides, else None."""
-    from openmm_nnp.torchani_model import canonicalANIName
+    from openmm_nnp.models.torchani_models import canonicalANIName
     name = canonicalANIName(model) if isinstance(model, str) else None
     if name is None:
         return None

@@ -216,16 +216,26 @@ def test_killed_worker_task_is_retried(dask_client, tmp_path):
     record = {}
 
     def killer():
+        # Kill a worker right after it has started a task (each takes seconds), so that the task is still
+        # running when the worker dies and must be retried elsewhere.
         deadline = time.time() + 120
+        first_seen = {}
         while time.time() < deadline and 'pid' not in record:
             finished = sorted(tasks_dir.glob('window-*.pkl')) if tasks_dir.exists() else []
-            processing = {w: keys for w, keys in dask_client.processing().items() if keys}
-            if finished and processing:
-                address, keys = next(iter(processing.items()))
+            now = time.time()
+            for address, keys in dask_client.processing().items():
+                for key in keys:
+                    first_seen.setdefault((address, key), now)
+            fresh = [(address, key) for (address, key), seen in first_seen.items()
+                     if now - seen < 0.3 and key in dask_client.processing().get(address, ())]
+            if finished and fresh:
+                address, key = fresh[0]
+                task = str(key).rsplit('-', 1)[0]
+                if (tasks_dir / (task + '.pkl')).exists():
+                    continue
                 pid = dask_client.run(os.getpid, workers=[address])[address]
                 record['finished'] = {p.name: p.stat().st_mtime_ns for p in finished}
-                record['task'] = str(keys[0]).rsplit('-', 1)[0]
-                time.sleep(0.2)  # inside the task (each takes seconds)
+                record['task'] = task
                 os.kill(pid, signal.SIGKILL)
                 record['pid'] = pid
                 return

@@ -46,44 +46,25 @@ TorchANI energies converted by ``torchani.units.hartree2kjoulepermol``.
 """
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ._torchani_data import use_shared_torchani_data
+from .torchani_models import ANI_MODELS, canonicalANIName, load_torchani_model  # noqa: F401 (re-exported)
 
 NM_TO_ANGSTROM = 10.0
-
-_MODEL_FACTORIES = {"ani1x": "ANI1x", "ani1ccx": "ANI1ccx", "ani2x": "ANI2x"}
 
 # Default number of angular neighbour slots per atom for large regions. Dense organic
 # matter has ~15-25 atoms within the 3.5 Angstrom angular cutoff; 40 leaves a wide
 # margin. Regions with at most this many atoms + 1 use all pairs (no assumption at all).
 DEFAULT_MAX_ANGULAR_NEIGHBORS = 40
 
-_torchani_model_cache: Dict[str, torch.nn.Module] = {}
-
-
 def _canonical_model_name(name: str) -> str:
-    key = str(name).lower().replace("-", "").replace("_", "")
-    if key not in _MODEL_FACTORIES:
-        raise ValueError(
-            f"Unknown ANI model {name!r}; supported models are: {', '.join(_MODEL_FACTORIES)}"
-        )
+    key = canonicalANIName(name)
+    if key is None:
+        raise ValueError(f"Unknown ANI model {name!r}; supported models are: {', '.join(ANI_MODELS)}")
     return key
-
-
-def load_torchani_model(name: str) -> torch.nn.Module:
-    """Load (once per process) TorchANI's built-in model ``name`` in float64 on the CPU."""
-    key = _canonical_model_name(name)
-    if key not in _torchani_model_cache:
-        use_shared_torchani_data()
-        import torchani
-
-        factory = getattr(torchani.models, _MODEL_FACTORIES[key])
-        _torchani_model_cache[key] = factory(periodic_table_index=True).double()
-    return _torchani_model_cache[key]
 
 
 def _element_symbol(atomic_number: int) -> str:
