@@ -202,6 +202,16 @@ def common_settings(system, positions, box_vectors, lambda_name, temperature, ti
     return base, runner, offset, linear
 
 
+def result_store(settings, base, output_dir):
+    """Fingerprint the run's settings and inputs, and open the store of finished tasks in output_dir (None: no
+    store). A directory written by a run with other settings is refused."""
+    settings['fingerprint'] = _md.fingerprint([settings, base['system_xml'], base['positions'].round(6).tolist()])
+    if output_dir is None:
+        return None
+    check_output_dir(output_dir, settings)
+    return ResultStore(output_dir)
+
+
 def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name=DEFAULT_LAMBDA_NAME,
                     temperature=300 * unit.kelvin, n_samples=500, steps_per_sample=250, n_equilibration_steps=5000,
                     timestep=2 * unit.femtosecond, collision_rate=1 / unit.picosecond, minimize=True,
@@ -249,11 +259,7 @@ def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name
                 'minimize': bool(minimize), 'linear': linear, 'n_snapshots': n_snapshots, 'seed': seed,
                 'temperature': base['temperature'], 'timestep': base['timestep'],
                 'collision_rate': base['collision_rate'], 'lambda_name': lambda_name}
-    settings['fingerprint'] = _md.fingerprint([settings, base['system_xml'], base['positions'].round(6).tolist()])
-    store = None
-    if output_dir is not None:
-        check_output_dir(output_dir, settings)
-        store = ResultStore(output_dir)
+    store = result_store(settings, base, output_dir)
     tasks = {}
     for i in range(len(lambdas)):
         spec = dict(base, lambdas=lambdas, window=i, n_samples=n_samples, steps_per_sample=steps_per_sample,

@@ -16,9 +16,9 @@ import openmm
 import openmm.unit as unit
 
 from openmm_nnp.freeenergy import _md, analysis
-from openmm_nnp.freeenergy.equilibrium import (_validator, _write_json, check_output_dir, common_settings,
+from openmm_nnp.freeenergy.equilibrium import (_validator, _write_json, common_settings, result_store,
                                                sample_window)
-from openmm_nnp.freeenergy.parallel import ResultStore, worker_info
+from openmm_nnp.freeenergy.parallel import worker_info
 from openmm_nnp.freeenergy.states import DEFAULT_LAMBDA_NAME
 
 
@@ -162,11 +162,7 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
                 'collision_rate': base['collision_rate'], 'lambda_name': lambda_name,
                 'from_equilibrium': equilibrium is not None,
                 'switches_per_task': switches_per_task}
-    settings['fingerprint'] = _md.fingerprint([settings, base['system_xml'], base['positions'].round(6).tolist()])
-    store = None
-    if output_dir is not None:
-        check_output_dir(output_dir, settings)
-        store = ResultStore(output_dir)
+    store = result_store(settings, base, output_dir)
 
     # End-state configurations.
     starts = {}
