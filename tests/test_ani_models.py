@@ -14,6 +14,10 @@ Tolerances:
   1e-10 relative, since they share that backward.
 * float32: energy relative error 1e-6 (float32 spacing at 1e6 kJ/mol is 0.06-0.125 kJ/mol),
   forces 1e-3 of the largest component (observed ~1e-4).
+
+The model has two implementations of the same arithmetic: compiled operators (the default on
+the CPU: AEVs and networks in C++) and PyTorch operations only (customOps=False, also what
+torch.export captures). The comparisons with TorchANI run on both (fixture `custom_ops`).
 """
 
 import functools
@@ -21,6 +25,9 @@ import io
 import math
 import os
 from pathlib import Path
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -173,6 +180,11 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=[True, False], ids=["custom-ops", "pytorch"])
+def custom_ops(request):
+    return request.param
+
+
 def test_molecules_cover_every_ani2x_element():
     elements = set()
     for name in ("b2", "toluene", "halobenzene", "cb7"):
@@ -181,10 +193,10 @@ def test_molecules_cover_every_ani2x_element():
 
 
 @pytest.mark.parametrize("model_name, molecule_name", CASES)
-def test_float64_matches_torchani(model_name, molecule_name):
+def test_float64_matches_torchani(model_name, molecule_name, custom_ops):
     numbers, positions = molecule(molecule_name)
     ref_energy, ref_forces, _ = reference(model_name, numbers, positions)
-    model = ANI(model_name, numbers, dtype=torch.float64)
+    model = ANI(model_name, numbers, dtype=torch.float64, customOps=custom_ops)
 
     energy, forces = energy_and_forces(model, positions)
     assert abs(energy - ref_energy) <= 1e-6
@@ -196,10 +208,10 @@ def test_float64_matches_torchani(model_name, molecule_name):
 
 
 @pytest.mark.parametrize("model_name, molecule_name", CASES)
-def test_float32_matches_torchani(model_name, molecule_name):
+def test_float32_matches_torchani(model_name, molecule_name, custom_ops):
     numbers, positions = molecule(molecule_name)
     ref_energy, ref_forces, _ = reference(model_name, numbers, positions)
-    model = ANI(model_name, numbers)  # float32 by default
+    model = ANI(model_name, numbers, customOps=custom_ops)  # float32 by default
     energy, forces = energy_and_forces(model, positions, dtype=torch.float32)
     assert model(torch.tensor(positions, dtype=torch.float32)).dtype == torch.float32
     assert abs(energy - ref_energy) <= 1e-6 * abs(ref_energy)
@@ -223,12 +235,12 @@ PERIODIC_CASES = {
 
 @pytest.mark.parametrize("case", sorted(PERIODIC_CASES))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_periodic_matches_torchani(case, dtype):
+def test_periodic_matches_torchani(case, dtype, custom_ops):
     molecule_name, box = PERIODIC_CASES[case]
     numbers, positions = molecule(molecule_name)
     positions = _wrapped(positions - positions.mean(axis=0), box)
     ref_energy, ref_forces, _ = reference("ani2x", numbers, positions, box)
-    model = ANI("ani2x", numbers, dtype=dtype)
+    model = ANI("ani2x", numbers, dtype=dtype, customOps=custom_ops)
     energy, forces = energy_and_forces(model, positions, box, dtype=dtype)
     if dtype == torch.float64:
         assert abs(energy - ref_energy) <= 1e-6
@@ -241,12 +253,12 @@ def test_periodic_matches_torchani(case, dtype):
     assert abs(unwrapped_energy - energy) > 100.0
 
 
-def test_periodic_images_within_cutoff_are_seen():
+def test_periodic_images_within_cutoff_are_seen(custom_ops):
     # Small cubic box: the guest interacts with its own images, so the periodic energy differs
     # from the isolated molecule's even though every atom keeps its whole-molecule position.
     numbers, positions = molecule("b2")
     box = np.eye(3) * 1.05
-    model = ANI("ani2x", numbers, dtype=torch.float64)
+    model = ANI("ani2x", numbers, dtype=torch.float64, customOps=custom_ops)
     periodic, _ = energy_and_forces(model, positions, box)
     isolated, _ = energy_and_forces(model, positions)
     ref_energy, _, _ = reference("ani2x", numbers, positions, box)
@@ -255,10 +267,10 @@ def test_periodic_images_within_cutoff_are_seen():
 
 
 @pytest.mark.parametrize("model_name, molecule_name", [("ani2x", "halobenzene"), ("ani1x", "b2")])
-def test_ensemble_members_and_std_match_torchani(model_name, molecule_name):
+def test_ensemble_members_and_std_match_torchani(model_name, molecule_name, custom_ops):
     numbers, positions = molecule(molecule_name)
     _, _, ref_members = reference(model_name, numbers, positions)
-    model = ANI(model_name, numbers, dtype=torch.float64)
+    model = ANI(model_name, numbers, dtype=torch.float64, customOps=custom_ops)
     x = torch.tensor(positions)
     members = model.energies_per_member(x).numpy()
     assert members.shape == (8,)
@@ -272,13 +284,14 @@ def test_ensemble_members_and_std_match_torchani(model_name, molecule_name):
 
 
 # ---------------------------------------------------------------------------------------------
-# Nearest-neighbour slots (regions larger than maxAngularNeighbors + 1)
+# The PyTorch path's nearest-neighbour slots (regions larger than maxAngularNeighbors + 1) and
+# compacted triple lists (the compiled operators need neither: they loop over the neighbours)
 
 
 def test_neighbour_slots_equal_all_pairs_when_large_enough():
     numbers, positions = molecule("b2")  # up to 24 atoms within 3.5 A of one atom
-    dense = ANI("ani2x", numbers, dtype=torch.float64)
-    slots = ANI("ani2x", numbers, dtype=torch.float64, maxAngularNeighbors=26)
+    dense = ANI("ani2x", numbers, dtype=torch.float64, customOps=False)
+    slots = ANI("ani2x", numbers, dtype=torch.float64, maxAngularNeighbors=26, customOps=False)
     assert not dense.select_nearest and slots.select_nearest
     e_dense, f_dense = energy_and_forces(dense, positions)
     e_slots, f_slots = energy_and_forces(slots, positions)
@@ -291,8 +304,8 @@ def test_compacted_triples_and_all_candidates_agree(molecule_name):
     numbers, positions = molecule(molecule_name)
     # Default: the triples inside the cutoff (b2: 3440, cb7: 12028) are packed into a short
     # list. maxAngularTriples=1 cannot hold them, so every call uses all candidates.
-    compacted = ANI("ani2x", numbers, dtype=torch.float64)
-    all_candidates = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=1)
+    compacted = ANI("ani2x", numbers, dtype=torch.float64, customOps=False)
+    all_candidates = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=1, customOps=False)
     assert compacted.triple_tiers and max(compacted.triple_tiers) < compacted.num_candidates
     assert all_candidates.triple_tiers == [1]
     energy, forces = energy_and_forces(compacted, positions)
@@ -303,9 +316,120 @@ def test_compacted_triples_and_all_candidates_agree(molecule_name):
 
 def test_too_few_neighbour_slots_is_an_error():
     numbers, positions = molecule("b2")
-    model = ANI("ani2x", numbers, maxAngularNeighbors=10)
+    model = ANI("ani2x", numbers, maxAngularNeighbors=10, customOps=False)
     with pytest.raises(RuntimeError, match="maxAngularNeighbors"):
         model(torch.tensor(positions, dtype=torch.float32))
+    # The compiled operators have no such limit.
+    exact = ANI("ani2x", numbers, maxAngularNeighbors=10)
+    energy, _ = energy_and_forces(exact, positions, dtype=torch.float32)
+    assert abs(energy - reference("ani2x", numbers, positions)[0]) <= 1e-6 * abs(energy)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled operators on their own
+
+
+def _aev_operator_inputs(model, positions, box=None):
+    pos = torch.tensor(positions) * 10.0  # Angstrom
+    cell = None if box is None else torch.tensor(box) * 10.0
+    constants = (model.species, model.pair_index, model.radial_shifts.double(), model.angular_shifts.double(),
+                 model.section_matrix.double(), model.radial_cutoff, model.radial_eta, model.angular_cutoff,
+                 model.angular_eta, model.angular_zeta)
+    return pos, cell, constants
+
+
+@pytest.mark.parametrize("case", ["isolated", "triclinic"])
+def test_aev_operator_gradient_matches_finite_differences(case):
+    # gradcheck compares ani_aev_backward (through autograd) with central differences of ani_aev
+    # for random output weights, in float64 (step 1e-6 Angstrom; agreement to ~1e-7 relative).
+    numbers, positions = molecule("halobenzene")
+    box = None
+    if case == "triclinic":
+        box = PERIODIC_CASES["triclinic"][1]
+        positions = _wrapped(positions - positions.mean(axis=0), box)
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    pos, cell, constants = _aev_operator_inputs(model, positions, box)
+    aev = torch.ops.openmm_nnp.ani_aev(pos, cell, *constants)
+    assert aev.shape == (len(numbers), model.aev_length)
+    weights = torch.randn_like(aev, generator=torch.Generator().manual_seed(3)) / (1.0 + aev.abs())
+
+    def weighted_sum(p):
+        return (torch.ops.openmm_nnp.ani_aev(p, cell, *constants) * weights).sum()
+
+    assert torch.autograd.gradcheck(weighted_sum, (pos.clone().requires_grad_(True),), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["isolated", "triclinic"])
+def test_aev_operator_equals_torchani_aev(case):
+    # The operator's AEV, scaled and reordered to TorchANI's layout (see ani_aev in
+    # plugin_cpp/torch_ops/ANIFeatures.cpp), equals TorchANI's own AEV computer's.
+    numbers, positions = molecule("halobenzene")
+    box = None
+    if case == "triclinic":
+        box = PERIODIC_CASES["triclinic"][1]
+        positions = _wrapped(positions - positions.mean(axis=0), box)
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    pos, cell, constants = _aev_operator_inputs(model, positions, box)
+    aev = torch.ops.openmm_nnp.ani_aev(pos, cell, *constants)
+
+    aev_computer = load_torchani_model("ani2x").potentials["nnp"].aev_computer
+    if box is None:
+        expected = aev_computer(model.species.unsqueeze(0), pos.unsqueeze(0))[0]
+    else:
+        expected = aev_computer(model.species.unsqueeze(0), pos.unsqueeze(0), cell=cell,
+                                pbc=torch.tensor([True, True, True]))[0]
+    radial, sections, shifts = model.radial_length, model.num_sections, model.num_shifts
+    converted = torch.empty_like(aev)
+    converted[:, :radial] = 0.25 * aev[:, :radial]
+    # Ours: [pair][section][shift]; TorchANI's: [pair][shift][section], times 2^(1 - zeta).
+    angular = aev[:, radial:].reshape(len(numbers), -1, sections, shifts).transpose(2, 3)
+    converted[:, radial:] = 2.0 ** (1.0 - model.angular_zeta) * angular.reshape(len(numbers), -1)
+    assert torch.count_nonzero(expected) > 1000
+    assert torch.allclose(converted, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_aev_operator_rejects_bad_input():
+    numbers, positions = molecule("toluene")
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    pos, cell, constants = _aev_operator_inputs(model, positions)
+    with pytest.raises(RuntimeError, match=r"positions must have shape \[atoms, 3\]"):
+        torch.ops.openmm_nnp.ani_aev(pos.reshape(-1), cell, *constants)
+    bad_species = (torch.full_like(model.species, 9),) + constants[1:]
+    with pytest.raises(RuntimeError, match="species index 9 outside"):
+        torch.ops.openmm_nnp.ani_aev(pos, cell, *bad_species)
+    with pytest.raises(RuntimeError, match="reduced form"):
+        torch.ops.openmm_nnp.ani_aev(pos, torch.ones(3, 3), *constants)
+
+
+_LOAD_SCRIPT = """
+import sys, torch
+model = torch.jit.load(sys.argv[1])
+print(model(torch.load(sys.argv[2])).item())
+"""
+
+
+@pytest.mark.parametrize("custom_ops_model", [True, False], ids=["custom-ops", "pytorch"])
+def test_saved_model_in_a_fresh_process(tmp_path, custom_ops_model):
+    # A model that calls the compiled operators needs them registered (import openmm_nnp, or
+    # the NNPForce plugin); one built with customOps=False loads in any PyTorch.
+    numbers, positions = molecule("toluene")
+    model = ANI("ani2x", numbers, customOps=custom_ops_model)
+    x = torch.tensor(positions, dtype=torch.float32)
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    torch.save(x, tmp_path / "x.pt")
+    expected = model(x).item()
+    arguments = [str(tmp_path / "model.pt"), str(tmp_path / "x.pt")]
+    plain = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT] + arguments, capture_output=True, text=True)
+    if custom_ops_model:
+        assert plain.returncode != 0 and "openmm_nnp::ani_aev" in plain.stderr
+    else:
+        assert plain.returncode == 0, plain.stderr
+        assert abs(float(plain.stdout.split()[-1]) - expected) <= 1e-6 * abs(expected)
+    with_package = subprocess.run(
+        [sys.executable, "-c", "import openmm_nnp" + _LOAD_SCRIPT] + arguments, capture_output=True, text=True
+    )
+    assert with_package.returncode == 0, with_package.stderr
+    assert abs(float(with_package.stdout.split()[-1]) - expected) <= 1e-6 * abs(expected)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,20 @@
 
 The physics is that of TorchANI's built-in models; every number (AEV constants, network
 weights, self energies) is read at construction from the TorchANI model object. What
-differs is the execution strategy, chosen for MD of one fixed set of atoms:
+differs is the execution strategy, chosen for MD of one fixed set of atoms.
+
+Two implementations of the same arithmetic:
+
+* Compiled operators (default for CPU tensors in eager mode and TorchScript): the AEVs and
+  their chain rule are loops over neighbour pairs and triples in C++ (openmm_nnp::ani_aev,
+  ani_aev_backward; exact for any region size, no neighbour limit), and the networks with
+  their back-propagation are one operator (openmm_nnp::ani_networks) over the same stacked
+  matrix products as below. For a few tens of atoms, the cost of dispatching hundreds of
+  small tensor operations is what this removes. A saved TorchScript model that uses them
+  needs the operators registered (``import openmm_nnp`` or the NNPForce plugin does it).
+* PyTorch operations only (``customOps=False``; also on other devices and whatever
+  torch.export or torch.compile trace): a model file that any PyTorch can load, e.g.
+  openmm-torch. It is built as follows.
 
 * The species never change, so every index set (element groups, neighbour slots, the
   species/species-pair bin of every AEV term, the AEV features each element's networks
@@ -46,7 +59,7 @@ TorchANI energies converted by ``torchani.units.hartree2kjoulepermol``.
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Final, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -109,8 +122,6 @@ class _ElementEnsemble(torch.nn.Module):
         feature_scales: Tensor,
         feature_order: Tensor,
         linears: List[List[torch.nn.Linear]],
-        num_region_atoms: int,
-        radial_length: int,
         dtype: torch.dtype,
     ):
         # linears[m][l] is layer l of member m (nn.Linear with weight [out, in]).
@@ -127,18 +138,11 @@ class _ElementEnsemble(torch.nn.Module):
         self.num_atoms = len(atom_indices)
         self.register_buffer("atom_indices", torch.tensor(atom_indices, dtype=torch.long))
         self.register_buffer("feature_indices", torch.tensor(feature_indices, dtype=torch.long))
-        # Where this element's [atoms, features] gradient goes in the flat AEV gradient, which
-        # holds all atoms' radial features [n, radial], then all angular ones [n, angular].
+        # Where this element's [atoms, features] gradient goes in the flattened [n, aev_length] AEV gradient.
         aev_length = feature_order.numel()
         atoms_t = torch.tensor(atom_indices).unsqueeze(1)
         features_t = torch.tensor(feature_indices).unsqueeze(0)
-        is_radial = features_t < radial_length
-        flat = torch.where(
-            is_radial,
-            atoms_t * radial_length + features_t,
-            num_region_atoms * radial_length + atoms_t * (aev_length - radial_length) + (features_t - radial_length),
-        )
-        self.register_buffer("gradient_index", flat.reshape(-1))
+        self.register_buffer("gradient_index", (atoms_t * aev_length + features_t).reshape(-1))
 
         def stacked(layer: int):
             # [members, in, out] and [members, out], in float64 until stored
@@ -162,6 +166,14 @@ class _ElementEnsemble(torch.nn.Module):
         weight, bias = stacked(3)
         self.register_buffer("weight4", weight[:, :, 0].to(dtype).contiguous())  # [members, in]
         self.register_buffer("bias4_sum", (bias[:, 0] * len(atom_indices)).to(dtype))  # [members]
+
+    @torch.jit.export
+    def parameter_list(self) -> List[Tensor]:
+        """Index sets and weights in the order the openmm_nnp::ani_networks operator takes them."""
+        return [
+            self.atom_indices, self.feature_indices, self.weight1, self.bias1, self.weight2, self.bias2,
+            self.weight3, self.bias3, self.weight4, self.bias4_sum,
+        ]
 
     def forward(self, aev: Tensor, need_gradient: bool) -> Tuple[Tensor, Tensor]:
         x = aev.index_select(0, self.atom_indices).index_select(1, self.feature_indices)
@@ -201,6 +213,10 @@ class ANI(torch.nn.Module):
         shortest of the lengths 40 n, 60 n, 90 n, ... (x1.5) up to this maximum that holds
         them; a structure with more uses all candidate triples: same result, slower.
         (torch.export always captures the all-candidates computation.)
+        maxAngularNeighbors and maxAngularTriples only concern the PyTorch implementation.
+    customOps : bool
+        Use openmm-nnp's compiled operators on CPU tensors (default; see module docstring).
+        False: PyTorch operations only, so a saved TorchScript file loads in any PyTorch.
 
     ``forward(positions, boxVectors=None)`` takes positions [n, 3] in nm and optionally
     OpenMM box vectors [3, 3] in nm (reduced triclinic form, rows a, b, c); with a box,
@@ -216,6 +232,9 @@ class ANI(torch.nn.Module):
 
     # Declared for TorchScript, which cannot infer the element type of an empty list (small regions).
     triple_tiers: List[int]
+    # A constant for TorchScript: with customOps=False the branch calling the compiled operators is
+    # not compiled, so the saved model refers to no operator outside PyTorch.
+    custom_ops: Final[bool]
 
     def __init__(
         self,
@@ -224,8 +243,10 @@ class ANI(torch.nn.Module):
         dtype: torch.dtype = torch.float32,
         maxAngularNeighbors: Optional[int] = None,
         maxAngularTriples: Optional[int] = None,
+        customOps: bool = True,
     ):
         super().__init__()
+        self.custom_ops = bool(customOps)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, not {dtype}")
         self.model_name = _canonical_model_name(name)
@@ -274,6 +295,8 @@ class ANI(torch.nn.Module):
         num_angular = num_shifts * num_sections
         triu_index = aev_computer.triu_index.detach().to(torch.long)
         num_species_pairs = int(triu_index.max()) + 1
+        self.register_buffer("species", torch.tensor(species, dtype=torch.long))
+        self.register_buffer("pair_index", triu_index.contiguous())
         self.num_atoms = num_atoms
         self.num_species = num_species
         self.num_species_pairs = num_species_pairs
@@ -379,9 +402,7 @@ class ANI(torch.nn.Module):
                     raise ValueError(f"unsupported activation {net.activation} in {self.model_name}")
                 linears.append(list(net.layers) + [net.final_layer])
             networks.append(
-                _ElementEnsemble(
-                    atoms, features, feature_scales, feature_order, linears, num_atoms, self.radial_length, dtype
-                )
+                _ElementEnsemble(atoms, features, feature_scales, feature_order, linears, dtype)
             )
         self.networks = torch.nn.ModuleList(networks)
 
@@ -441,10 +462,71 @@ class ANI(torch.nn.Module):
         derivative = torch.sin(torch.clamp(distances, max=cutoff) * (math.pi / cutoff)) * (-0.5 * math.pi / cutoff)
         return torch.where(distances < cutoff, derivative, torch.zeros_like(derivative))
 
+    def _custom_ops_apply(self, positions: Tensor) -> bool:
+        """The compiled operators serve CPU tensors in eager mode and TorchScript; torch.export
+        and torch.compile trace the PyTorch computation instead."""
+        if positions.device.type != "cpu":
+            return False
+        if not torch.jit.is_scripting():
+            if torch.compiler.is_compiling():
+                return False
+        return True
+
+    def _networks(self, aev: Tensor, need_gradient: bool) -> Tuple[Tensor, Tensor]:
+        """Member energies [members] in Hartree from the AEVs [n, aev_length] and, if need_gradient,
+        d(mean energy)/d(AEV) flattened to [n * aev_length] (else an empty tensor)."""
+        energies = torch.zeros(self.num_members, dtype=aev.dtype, device=aev.device)
+        aev_gradient = torch.zeros(0, dtype=aev.dtype, device=aev.device)
+        if need_gradient:
+            aev_gradient = torch.zeros(aev.numel(), dtype=aev.dtype, device=aev.device)
+        for network in self.networks:
+            network_energies, feature_gradient = network(aev, need_gradient)
+            energies = energies + network_energies
+            if need_gradient:
+                aev_gradient = aev_gradient.index_add(0, network.gradient_index, feature_gradient.reshape(-1))
+        # Self energies last, so the small network terms are summed at full precision.
+        return energies + self.self_energy, aev_gradient
+
     def _evaluate(self, positions: Tensor, boxVectors: Optional[Tensor], need_gradient: bool) -> Tuple[Tensor, Tensor]:
         """Member energies [members] in Hartree and, if need_gradient, d(mean energy)/d(positions)
         [n, 3] in Hartree/nm (else an empty tensor). With need_gradient the inputs must not
         require grad: the gradient is computed analytically, not by autograd."""
+        if self.custom_ops:
+            if self._custom_ops_apply(positions):
+                return self._evaluate_custom_ops(positions, boxVectors, need_gradient)
+        return self._evaluate_pytorch(positions, boxVectors, need_gradient)
+
+    def _evaluate_custom_ops(self, positions: Tensor, boxVectors: Optional[Tensor], need_gradient: bool) -> Tuple[Tensor, Tensor]:
+        """_evaluate with the compiled operators openmm_nnp::ani_aev, ani_networks and ani_aev_backward."""
+        dtype = self.radial_shifts.dtype
+        pos = positions.to(dtype) * self.nm_to_angstrom
+        box: Optional[Tensor] = None
+        if boxVectors is not None:
+            box = boxVectors.to(dtype) * self.nm_to_angstrom
+        aev = torch.ops.openmm_nnp.ani_aev(
+            pos, box, self.species, self.pair_index, self.radial_shifts, self.angular_shifts, self.section_matrix,
+            self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta,
+        )
+        if aev.requires_grad:
+            # autograd through the networks (energies_per_member with positions that require grad)
+            energies, _ = self._networks(aev, False)
+            return energies, torch.zeros(0, dtype=dtype, device=positions.device)
+        parameters: List[Tensor] = []
+        for network in self.networks:
+            parameters.extend(network.parameter_list())
+        energies, aev_gradient = torch.ops.openmm_nnp.ani_networks(aev, parameters, need_gradient)
+        energies = energies + self.self_energy
+        if not need_gradient:
+            return energies, aev_gradient
+        gradient = torch.ops.openmm_nnp.ani_aev_backward(
+            aev_gradient.view(self.num_atoms, self.aev_length),
+            pos, box, self.species, self.pair_index, self.radial_shifts, self.angular_shifts, self.section_matrix,
+            self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta,
+        )
+        return energies, gradient * self.nm_to_angstrom
+
+    def _evaluate_pytorch(self, positions: Tensor, boxVectors: Optional[Tensor], need_gradient: bool) -> Tuple[Tensor, Tensor]:
+        """_evaluate with PyTorch operations only (no compiled operator)."""
         n = self.num_atoms
         vectors = self._displacements(positions, boxVectors)  # [n, n-1, 3], Angstrom
         dtype = vectors.dtype  # the buffers' type (also after module.to(dtype))
@@ -535,28 +617,21 @@ class ANI(torch.nn.Module):
             dim=1,
         )
 
-        energies = torch.zeros(self.num_members, dtype=dtype, device=positions.device)
-        aev_gradient = torch.zeros(n * self.aev_length, dtype=dtype, device=positions.device)  # radial block, angular block
-        for network in self.networks:
-            network_energies, feature_gradient = network(aev, need_gradient)
-            energies = energies + network_energies
-            if need_gradient:
-                aev_gradient = aev_gradient.index_add(0, network.gradient_index, feature_gradient.reshape(-1))
-        # Self energies last, so the small network terms are summed at full precision.
-        energies = energies + self.self_energy
+        energies, aev_gradient = self._networks(aev, need_gradient)
         if not need_gradient:
-            return energies, torch.zeros(0, dtype=dtype, device=positions.device)
+            return energies, aev_gradient
+        aev_gradient = aev_gradient.view(n, self.aev_length)
 
         # Chain rule from d(energy)/d(AEV) to d(energy)/d(displacement vectors).
         # Radial: d/dr [g(r) fc(r)] with g = exp(-eta (r - s)^2).
-        radial_gradient = aev_gradient[: n * self.radial_length].view(n * self.num_species, self.num_radial)
+        radial_gradient = aev_gradient[:, : self.radial_length].reshape(n * self.num_species, self.num_radial)
         radial_gradient = radial_gradient.index_select(0, self.radial_bins).view(n, self.num_others, self.num_radial)
         radial_gradient = radial_gradient * radial_gauss
         d_distances = (radial_gradient * radial_delta).sum(dim=2) * (-2.0 * self.radial_eta) * radial_fc
         d_distances = d_distances + radial_gradient.sum(dim=2) * self._cosine_cutoff_derivative(distances, self.radial_cutoff)
 
         # Angular: term[z, k] = A_z(cos) D_k(mean r) with A_z = base_z^zeta fc_a fc_b.
-        angular_gradient = aev_gradient[n * self.radial_length :].view(n * self.num_species_pairs, self.num_angular)
+        angular_gradient = aev_gradient[:, self.radial_length :].reshape(n * self.num_species_pairs, self.num_angular)
         angular_gradient = angular_gradient.index_select(0, angular_bins).view(-1, self.num_sections, self.num_shifts)
         d_distance_terms = (angular_gradient * angle_terms.unsqueeze(2)).sum(dim=1)  # [triples, shifts]
         d_angle_terms = torch.bmm(angular_gradient, distance_terms.unsqueeze(2)).squeeze(2)  # [triples, sections]
