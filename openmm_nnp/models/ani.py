@@ -6,12 +6,13 @@ differs is the execution strategy, chosen for MD of one fixed set of atoms.
 
 Two implementations of the same arithmetic:
 
-* Compiled operators (default for CPU tensors in eager mode and TorchScript): the AEVs and
-  their chain rule are loops over neighbour pairs and triples in C++ (openmm_nnp::ani_aev,
-  ani_aev_backward; exact for any region size, no neighbour limit), and the networks with
-  their back-propagation are one operator (openmm_nnp::ani_networks) over the same stacked
-  matrix products as below. For a few tens of atoms, the cost of dispatching hundreds of
-  small tensor operations is what this removes. A saved TorchScript model that uses them
+* Compiled operators (default for CPU tensors in eager mode and TorchScript): one call of
+  openmm_nnp::ani_energies computes the AEVs by loops over neighbour pairs and triples in C++
+  (exact for any region size, no neighbour limit), the networks and their back-propagation
+  by the same stacked matrix products as below, and the AEV chain rule, reusing the AEV's
+  exponential and power terms. For a few tens of atoms, the cost of dispatching hundreds of
+  small tensor operations is what this removes. (openmm_nnp::ani_aev, differentiable by
+  autograd, serves energies_per_member when positions require grad.) A saved TorchScript model that uses them
   needs the operators registered (``import openmm_nnp`` or the NNPForce plugin does it).
 * PyTorch operations only (``customOps=False``; also on other devices and whatever
   torch.export or torch.compile trace): a model file that any PyTorch can load, e.g.
@@ -169,7 +170,7 @@ class _ElementEnsemble(torch.nn.Module):
 
     @torch.jit.export
     def parameter_list(self) -> List[Tensor]:
-        """Index sets and weights in the order the openmm_nnp::ani_networks operator takes them."""
+        """Index sets and weights in the order the openmm_nnp::ani_energies operator takes them."""
         return [
             self.atom_indices, self.feature_indices, self.weight1, self.bias1, self.weight2, self.bias2,
             self.weight3, self.bias3, self.weight4, self.bias4_sum,
@@ -497,32 +498,34 @@ class ANI(torch.nn.Module):
         return self._evaluate_pytorch(positions, boxVectors, need_gradient)
 
     def _evaluate_custom_ops(self, positions: Tensor, boxVectors: Optional[Tensor], need_gradient: bool) -> Tuple[Tensor, Tensor]:
-        """_evaluate with the compiled operators openmm_nnp::ani_aev, ani_networks and ani_aev_backward."""
+        """_evaluate with the compiled operators (openmm_nnp::ani_energies, or ani_aev when autograd
+        must differentiate the energies)."""
         dtype = self.radial_shifts.dtype
         pos = positions.to(dtype) * self.nm_to_angstrom
         box: Optional[Tensor] = None
         if boxVectors is not None:
             box = boxVectors.to(dtype) * self.nm_to_angstrom
-        aev = torch.ops.openmm_nnp.ani_aev(
-            pos, box, self.species, self.pair_index, self.radial_shifts, self.angular_shifts, self.section_matrix,
-            self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta,
-        )
-        if aev.requires_grad:
-            # autograd through the networks (energies_per_member with positions that require grad)
+        if not need_gradient and pos.requires_grad and torch.is_grad_enabled():
+            # energies_per_member with positions that require grad: autograd through the AEV
+            # operator and the networks' PyTorch operations.
+            aev = torch.ops.openmm_nnp.ani_aev(
+                pos, box, self.species, self.pair_index, self.radial_shifts, self.angular_shifts, self.section_matrix,
+                self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta,
+            )
             energies, _ = self._networks(aev, False)
             return energies, torch.zeros(0, dtype=dtype, device=positions.device)
         parameters: List[Tensor] = []
         for network in self.networks:
             parameters.extend(network.parameter_list())
-        energies, aev_gradient = torch.ops.openmm_nnp.ani_networks(aev, parameters, need_gradient)
-        energies = energies + self.self_energy
-        if not need_gradient:
-            return energies, aev_gradient
-        gradient = torch.ops.openmm_nnp.ani_aev_backward(
-            aev_gradient.view(self.num_atoms, self.aev_length),
+        energies, gradient = torch.ops.openmm_nnp.ani_energies(
             pos, box, self.species, self.pair_index, self.radial_shifts, self.angular_shifts, self.section_matrix,
             self.radial_cutoff, self.radial_eta, self.angular_cutoff, self.angular_eta, self.angular_zeta,
+            parameters, need_gradient,
         )
+        # Self energies last, so the small network terms are summed at full precision.
+        energies = energies + self.self_energy
+        if not need_gradient:
+            return energies, gradient
         return energies, gradient * self.nm_to_angstrom
 
     def _evaluate_pytorch(self, positions: Tensor, boxVectors: Optional[Tensor], need_gradient: bool) -> Tuple[Tensor, Tensor]:

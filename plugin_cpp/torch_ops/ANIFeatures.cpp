@@ -1,53 +1,23 @@
-// ANI atomic environment vectors (AEVs) and their gradient, computed directly in loops over
-// neighbour pairs and triples.
+// ANI AEVs and their gradient (see ANIFeatures.h for the definitions and the layout).
 //
 // For the few tens of atoms of an NNP region, the same computation as a graph of tensor
-// operations costs hundreds of operator dispatches per call; here the whole AEV and its chain
-// rule take a few tens of microseconds. All arithmetic is in double precision; inputs and
-// outputs are in the positions' type (float32 or float64).
-//
-// Layout of one atom's AEV row (the layout openmm_nnp.models.ANI uses internally):
-//   radial:  [species of the neighbour][radial shift]                  S * R features
-//   angular: [species pair][angular section][angular shift]   P * Z * K features
-// with P = S (S + 1) / 2 pairs numbered by pair_index[S, S]. Constant factors are left out
-// (the networks' first-layer weights carry them): a radial term is
-//   exp(-eta_r (r - shift)^2) fc(r)                                (TorchANI: 0.25 times this)
-// and an angular term, for neighbours a, b of the centre with angle theta,
-//   (1 + cos(theta' - section))^zeta exp(-eta_a ((r_a + r_b)/2 - shift)^2) fc(r_a) fc(r_b)
-// with cos(theta') = 0.95 cos(theta)                              (TorchANI: 2^(1 - zeta) times this).
-// fc is the cosine cutoff 0.5 cos(pi r / rc) + 0.5 for r < rc, else 0.
-// Displacements use the minimum image of OpenMM's reduced triclinic box when a box is given.
-// Exponents are clamped at -80 (as in the pure PyTorch path): exp(-80) ~ 1.8e-35.
+// operations costs hundreds of operator dispatches per call; here the AEVs take well under a
+// millisecond, most of it in exp and pow. The forward pass keeps those terms, so the gradient
+// pass is plain arithmetic.
 
-#include <torch/library.h>
-#include <torch/torch.h>
+#include "ANIFeatures.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
-
-namespace {
 
 using at::Tensor;
 
-struct Neighbor {
-    int64_t atom;
-    double vector[3];  // from the centre to the neighbour, Angstrom
-    double distance;
-};
+namespace NNPPlugin {
+namespace ani {
 
-// Constants of one ANI featurization, read from the operator's arguments.
-struct AEVParameters {
-    int64_t numAtoms, numSpecies, numPairs, numRadial, numSections, numAngularShifts;
-    double radialCutoff, radialEta, angularCutoff, angularEta, zeta;
-    std::vector<double> radialShifts, angularShifts, sectionCos, sectionSin;
-    std::vector<int64_t> species, pairIndex;
-
-    int64_t radialLength() const { return numSpecies * numRadial; }
-    int64_t angularBlock() const { return numSections * numAngularShifts; }
-    int64_t length() const { return radialLength() + numPairs * angularBlock(); }
-};
+namespace {
 
 std::vector<double> toDoubles(const Tensor& t) {
     Tensor c = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
@@ -59,53 +29,13 @@ std::vector<int64_t> toLongs(const Tensor& t) {
     return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
-AEVParameters readParameters(const Tensor& positions, const Tensor& species, const Tensor& pairIndex,
-                             const Tensor& radialShifts, const Tensor& angularShifts, const Tensor& sections,
-                             double radialCutoff, double radialEta, double angularCutoff, double angularEta,
-                             double zeta) {
-    TORCH_CHECK(positions.dim() == 2 && positions.size(1) == 3, "ani_aev: positions must have shape [atoms, 3], got ",
-                positions.sizes());
-    TORCH_CHECK(positions.scalar_type() == torch::kFloat32 || positions.scalar_type() == torch::kFloat64,
-                "ani_aev: positions must be float32 or float64");
-    TORCH_CHECK(species.dim() == 1 && species.size(0) == positions.size(0),
-                "ani_aev: species must have one entry per atom");
-    TORCH_CHECK(pairIndex.dim() == 2 && pairIndex.size(0) == pairIndex.size(1),
-                "ani_aev: pair_index must be a square [species, species] matrix");
-    TORCH_CHECK(sections.dim() == 2 && sections.size(0) == 2,
-                "ani_aev: sections must hold the rows cos(section), sin(section)");
-    TORCH_CHECK(radialCutoff > 0 && angularCutoff > 0, "ani_aev: cutoffs must be positive");
-    AEVParameters p;
-    p.numAtoms = positions.size(0);
-    p.numSpecies = pairIndex.size(0);
-    p.pairIndex = toLongs(pairIndex);
-    p.numPairs = *std::max_element(p.pairIndex.begin(), p.pairIndex.end()) + 1;
-    for (int64_t index : p.pairIndex)
-        TORCH_CHECK(index >= 0, "ani_aev: pair_index entries must be non-negative");
-    p.species = toLongs(species);
-    for (int64_t s : p.species)
-        TORCH_CHECK(s >= 0 && s < p.numSpecies, "ani_aev: species index ", s, " outside [0, ", p.numSpecies, ")");
-    p.radialShifts = toDoubles(radialShifts);
-    p.angularShifts = toDoubles(angularShifts);
-    std::vector<double> sectionRows = toDoubles(sections);
-    p.numRadial = p.radialShifts.size();
-    p.numAngularShifts = p.angularShifts.size();
-    p.numSections = sections.size(1);
-    p.sectionCos.assign(sectionRows.begin(), sectionRows.begin() + p.numSections);
-    p.sectionSin.assign(sectionRows.begin() + p.numSections, sectionRows.end());
-    p.radialCutoff = radialCutoff;
-    p.radialEta = radialEta;
-    p.angularCutoff = angularCutoff;
-    p.angularEta = angularEta;
-    p.zeta = zeta;
-    return p;
-}
-
-// base^exponent; ANI's zeta is a small integer (32), for which repeated squaring is exact and much
-// faster than std::pow.
-inline double power(double base, double exponent) {
+// base^exponent; ANI-1x's zeta (32) is an integer, for which repeated squaring is much faster
+// than pow. (ANI-2x's is 14.1.)
+template <typename real>
+inline real power(real base, real exponent) {
     if (exponent >= 0 && exponent <= 1024 && exponent == std::floor(exponent)) {
         auto e = static_cast<unsigned>(exponent);
-        double result = 1.0;
+        real result = 1;
         while (e > 0) {
             if (e & 1u)
                 result *= base;
@@ -117,8 +47,13 @@ inline double power(double base, double exponent) {
     return std::pow(base, exponent);
 }
 
+template <typename real>
+inline real clampedExp(real x) {
+    return std::exp(std::max(x, real(-80)));
+}
+
 // Runs body(i) for i in [0, n) on PyTorch's intra-op threads, centre i going to thread i mod T:
-// atoms are usually ordered heavy atoms first, whose many neighbours make them the costly centres.
+// atoms are usually ordered heavy atoms first, and their many neighbours make them the costly centres.
 template <typename Body>
 void forEachCentre(int64_t n, const Body& body) {
     const int64_t threads = std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(n / 8, 1));
@@ -129,288 +64,347 @@ void forEachCentre(int64_t n, const Body& body) {
     });
 }
 
-inline double clampedExp(double x) {
-    return std::exp(std::max(x, -80.0));
+} // namespace
+
+AEVParameters readAEVParameters(const Tensor& positions, const Tensor& species, const Tensor& pairIndex,
+                                const Tensor& radialShifts, const Tensor& angularShifts, const Tensor& sections,
+                                double radialCutoff, double radialEta, double angularCutoff, double angularEta,
+                                double zeta) {
+    TORCH_CHECK(positions.dim() == 2 && positions.size(1) == 3, "ani_aev: positions must have shape [atoms, 3], got ",
+                positions.sizes());
+    TORCH_CHECK(positions.scalar_type() == torch::kFloat32 || positions.scalar_type() == torch::kFloat64,
+                "ani_aev: positions must be float32 or float64");
+    TORCH_CHECK(species.dim() == 1 && species.size(0) == positions.size(0),
+                "ani_aev: species must have one entry per atom");
+    TORCH_CHECK(pairIndex.dim() == 2 && pairIndex.size(0) == pairIndex.size(1) && pairIndex.numel() > 0,
+                "ani_aev: pair_index must be a square [species, species] matrix");
+    TORCH_CHECK(sections.dim() == 2 && sections.size(0) == 2,
+                "ani_aev: sections must hold the rows cos(section), sin(section)");
+    TORCH_CHECK(radialCutoff > 0 && angularCutoff > 0, "ani_aev: cutoffs must be positive");
+    AEVParameters p;
+    p.numSpecies = pairIndex.size(0);
+    p.pairIndex = toLongs(pairIndex);
+    for (int64_t index : p.pairIndex)
+        TORCH_CHECK(index >= 0, "ani_aev: pair_index entries must be non-negative");
+    p.numPairs = *std::max_element(p.pairIndex.begin(), p.pairIndex.end()) + 1;
+    p.species = toLongs(species);
+    for (int64_t s : p.species)
+        TORCH_CHECK(s >= 0 && s < p.numSpecies, "ani_aev: species index ", s, " outside [0, ", p.numSpecies, ")");
+    p.radialShifts = toDoubles(radialShifts);
+    p.angularShifts = toDoubles(angularShifts);
+    p.numRadial = p.radialShifts.size();
+    p.numAngularShifts = p.angularShifts.size();
+    p.numSections = sections.size(1);
+    std::vector<double> sectionRows = toDoubles(sections);
+    p.sectionCos.assign(sectionRows.begin(), sectionRows.begin() + p.numSections);
+    p.sectionSin.assign(sectionRows.begin() + p.numSections, sectionRows.end());
+    p.radialCutoff = radialCutoff;
+    p.radialEta = radialEta;
+    p.angularCutoff = angularCutoff;
+    p.angularEta = angularEta;
+    p.zeta = zeta;
+    return p;
 }
 
-inline double cosineCutoff(double r, double cutoff) {
-    return r < cutoff ? 0.5 * std::cos(M_PI * r / cutoff) + 0.5 : 0.0;
+class AEVComputation::Implementation {
+public:
+    virtual ~Implementation() = default;
+    virtual Tensor positionGradient(const Tensor& gradAEV) const = 0;
+    Tensor aev;
+};
+
+namespace {
+
+template <typename real>
+class AEVImplementation : public AEVComputation::Implementation {
+public:
+    AEVImplementation(const AEVParameters& parameters, const Tensor& positions, const c10::optional<Tensor>& box);
+    Tensor positionGradient(const Tensor& gradAEV) const override;
+
+private:
+    struct Neighbor {
+        int64_t atom;
+        real vector[3];  // from the centre to the neighbour
+        real distance;
+    };
+    // One centre's neighbours and the terms computed for them.
+    struct Centre {
+        std::vector<Neighbor> neighbors;   // within the larger cutoff
+        std::vector<real> radialCutoff;    // per neighbour: fc, dfc/dr (radial cutoff)
+        std::vector<real> radialGauss;     // per neighbour: the R Gaussians
+        std::vector<int64_t> angular;      // neighbours within the angular cutoff
+        std::vector<real> angularCutoff;   // per angular neighbour: fc, dfc/dr (angular cutoff)
+        std::vector<real> tripleTerms;     // per pair of angular neighbours: Z powers base^(zeta-1), K Gaussians
+    };
+
+    void findNeighbors(const Tensor& positions, const c10::optional<Tensor>& box);
+    void computeCentre(int64_t i, real* row);
+
+    // Constants in the working precision.
+    struct Constants {
+        int64_t S, R, Z, K, radialLength, block, length;
+        real radialCutoff, radialEta, angularCutoff, angularEta, zeta;
+        std::vector<real> radialShifts, angularShifts, sectionCos, sectionSin;
+    } c;
+    std::vector<int64_t> species, pairIndex;
+    std::vector<Centre> centres;
+
+    real cosineCutoff(real r, real cutoff) const {
+        return r < cutoff ? real(0.5) * std::cos(real(M_PI) * r / cutoff) + real(0.5) : real(0);
+    }
+    real cosineCutoffDerivative(real r, real cutoff) const {
+        return r < cutoff ? real(-0.5 * M_PI) / cutoff * std::sin(real(M_PI) * r / cutoff) : real(0);
+    }
+};
+
+template <typename real>
+AEVImplementation<real>::AEVImplementation(const AEVParameters& p, const Tensor& positions,
+                                           const c10::optional<Tensor>& box)
+    : species(p.species), pairIndex(p.pairIndex) {
+    c.S = p.numSpecies;
+    c.R = p.numRadial;
+    c.Z = p.numSections;
+    c.K = p.numAngularShifts;
+    c.radialLength = p.radialLength();
+    c.block = p.angularBlock();
+    c.length = p.length();
+    c.radialCutoff = p.radialCutoff;
+    c.radialEta = p.radialEta;
+    c.angularCutoff = p.angularCutoff;
+    c.angularEta = p.angularEta;
+    c.zeta = p.zeta;
+    c.radialShifts.assign(p.radialShifts.begin(), p.radialShifts.end());
+    c.angularShifts.assign(p.angularShifts.begin(), p.angularShifts.end());
+    c.sectionCos.assign(p.sectionCos.begin(), p.sectionCos.end());
+    c.sectionSin.assign(p.sectionSin.begin(), p.sectionSin.end());
+
+    const int64_t n = p.numAtoms();
+    centres.resize(n);
+    findNeighbors(positions, box);
+    aev = at::zeros({n, c.length}, positions.options().dtype(c10::CppTypeToScalarType<real>::value));
+    real* data = aev.data_ptr<real>();
+    forEachCentre(n, [&](int64_t i) { computeCentre(i, data + i * c.length); });
 }
 
-inline double cosineCutoffDerivative(double r, double cutoff) {
-    return r < cutoff ? -0.5 * M_PI / cutoff * std::sin(M_PI * r / cutoff) : 0.0;
-}
-
-// Every atom's neighbours within the larger of the two cutoffs (all pairs, minimum image).
-std::vector<std::vector<Neighbor>> findNeighbors(const Tensor& positions, const c10::optional<Tensor>& box,
-                                                 const AEVParameters& p) {
-    const int64_t n = p.numAtoms;
-    std::vector<double> x = toDoubles(positions);
-    bool periodic = box.has_value() && box->defined();
-    std::vector<double> b;
+template <typename real>
+void AEVImplementation<real>::findNeighbors(const Tensor& positions, const c10::optional<Tensor>& box) {
+    const int64_t n = centres.size();
+    const Tensor x = positions.detach().to(torch::kCPU, c10::CppTypeToScalarType<real>::value).contiguous();
+    const real* pos = x.data_ptr<real>();
+    const bool periodic = box.has_value() && box->defined();
+    std::vector<real> b(9, 0);
     if (periodic) {
         TORCH_CHECK(box->dim() == 2 && box->size(0) == 3 && box->size(1) == 3, "ani_aev: box must have shape [3, 3]");
-        b = toDoubles(*box);
-        TORCH_CHECK(b[0] > 0 && b[4] > 0 && b[8] > 0 && b[1] == 0 && b[2] == 0 && b[5] == 0,
-                    "ani_aev: the box must be in OpenMM's reduced form (rows a, b, c; a = (ax, 0, 0), b = (bx, by, 0), "
-                    "positive diagonal)");
+        std::vector<double> values = toDoubles(*box);
+        TORCH_CHECK(values[0] > 0 && values[4] > 0 && values[8] > 0 && values[1] == 0 && values[2] == 0 &&
+                        values[5] == 0,
+                    "ani_aev: the box must be in OpenMM's reduced form (rows a, b, c; a = (ax, 0, 0), "
+                    "b = (bx, by, 0), positive diagonal)");
+        b.assign(values.begin(), values.end());
     }
-    const double cutoff = std::max(p.radialCutoff, p.angularCutoff);
-    std::vector<std::vector<Neighbor>> neighbors(n);
+    const real cutoff = std::max(c.radialCutoff, c.angularCutoff);
     forEachCentre(n, [&](int64_t i) {
-            for (int64_t j = 0; j < n; j++) {
-                if (j == i)
-                    continue;
-                Neighbor nb;
-                nb.atom = j;
-                double* v = nb.vector;
-                for (int k = 0; k < 3; k++)
-                    v[k] = x[3 * j + k] - x[3 * i + k];
-                if (periodic) {
-                    // c, then b, then a (round half to even, as torch.round)
-                    for (int row = 2; row >= 0; row--) {
-                        double shift = std::nearbyint(v[row] / b[4 * row]);
-                        for (int k = 0; k < 3; k++)
-                            v[k] -= shift * b[3 * row + k];
-                    }
-                }
-                nb.distance = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-                if (nb.distance < cutoff)
-                    neighbors[i].push_back(nb);
-            }
-    });
-    return neighbors;
-}
-
-// A neighbour inside the angular cutoff, with its cutoff function and derivative.
-struct AngularNeighbor {
-    int64_t slot;  // index in the centre's neighbour list
-    const Neighbor* neighbor;
-    double fc, dfc;
-};
-
-std::vector<AngularNeighbor> angularNeighbors(const std::vector<Neighbor>& neighbors, const AEVParameters& p) {
-    std::vector<AngularNeighbor> result;
-    for (size_t k = 0; k < neighbors.size(); k++) {
-        const double r = neighbors[k].distance;
-        if (r < p.angularCutoff)
-            result.push_back({(int64_t) k, &neighbors[k], cosineCutoff(r, p.angularCutoff),
-                              cosineCutoffDerivative(r, p.angularCutoff)});
-    }
-    return result;
-}
-
-// The per-triple quantities shared by the AEV and its gradient.
-struct Triple {
-    double cosPrime, sinPrime, mean;
-};
-
-inline Triple makeTriple(const Neighbor& a, const Neighbor& b) {
-    Triple t;
-    const double dot = a.vector[0] * b.vector[0] + a.vector[1] * b.vector[1] + a.vector[2] * b.vector[2];
-    t.cosPrime = 0.95 * dot / (a.distance * b.distance);
-    t.sinPrime = std::sqrt(1.0 - t.cosPrime * t.cosPrime);  // >= sqrt(1 - 0.95^2): never zero
-    t.mean = 0.5 * (a.distance + b.distance);
-    return t;
-}
-
-Tensor aevForward(const Tensor& positions, const c10::optional<Tensor>& box, const Tensor& species,
-                  const Tensor& pairIndex, const Tensor& radialShifts, const Tensor& angularShifts,
-                  const Tensor& sections, double radialCutoff, double radialEta, double angularCutoff,
-                  double angularEta, double zeta) {
-    const AEVParameters p = readParameters(positions, species, pairIndex, radialShifts, angularShifts, sections,
-                                           radialCutoff, radialEta, angularCutoff, angularEta, zeta);
-    const auto neighbors = findNeighbors(positions, box, p);
-    const int64_t length = p.length(), block = p.angularBlock();
-    std::vector<double> aev(p.numAtoms * length, 0.0);
-    forEachCentre(p.numAtoms, [&](int64_t i) {
-        std::vector<double> angle(p.numSections), radial(p.numAngularShifts);
-        {
-            double* row = aev.data() + i * length;
-            for (const Neighbor& nb : neighbors[i]) {
-                if (nb.distance >= p.radialCutoff)
-                    continue;
-                const double fc = cosineCutoff(nb.distance, p.radialCutoff);
-                double* out = row + p.species[nb.atom] * p.numRadial;
-                for (int64_t k = 0; k < p.numRadial; k++) {
-                    const double d = nb.distance - p.radialShifts[k];
-                    out[k] += clampedExp(-p.radialEta * d * d) * fc;
+        std::vector<Neighbor>& neighbors = centres[i].neighbors;
+        for (int64_t j = 0; j < n; j++) {
+            if (j == i)
+                continue;
+            Neighbor nb;
+            nb.atom = j;
+            real* v = nb.vector;
+            for (int k = 0; k < 3; k++)
+                v[k] = pos[3 * j + k] - pos[3 * i + k];
+            if (periodic) {
+                // c, then b, then a (round half to even, as torch.round)
+                for (int row = 2; row >= 0; row--) {
+                    const real shift = std::nearbyint(v[row] / b[4 * row]);
+                    for (int k = 0; k < 3; k++)
+                        v[k] -= shift * b[3 * row + k];
                 }
             }
-            const std::vector<AngularNeighbor> angular = angularNeighbors(neighbors[i], p);
-            for (size_t ia = 0; ia < angular.size(); ia++) {
-                const Neighbor& a = *angular[ia].neighbor;
-                for (size_t ib = ia + 1; ib < angular.size(); ib++) {
-                    const Neighbor& b = *angular[ib].neighbor;
-                    const Triple t = makeTriple(a, b);
-                    const double fcab = angular[ia].fc * angular[ib].fc;
-                    for (int64_t z = 0; z < p.numSections; z++)
-                        angle[z] = power(1.0 + t.cosPrime * p.sectionCos[z] + t.sinPrime * p.sectionSin[z], p.zeta) * fcab;
-                    for (int64_t k = 0; k < p.numAngularShifts; k++) {
-                        const double d = t.mean - p.angularShifts[k];
-                        radial[k] = clampedExp(-p.angularEta * d * d);
-                    }
-                    const int64_t pair = p.pairIndex[p.species[a.atom] * p.numSpecies + p.species[b.atom]];
-                    double* out = row + p.radialLength() + pair * block;
-                    for (int64_t z = 0; z < p.numSections; z++)
-                        for (int64_t k = 0; k < p.numAngularShifts; k++)
-                            out[z * p.numAngularShifts + k] += angle[z] * radial[k];
-                }
-            }
+            nb.distance = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
+            if (nb.distance < cutoff)
+                neighbors.push_back(nb);
         }
     });
-    Tensor result = torch::from_blob(aev.data(), {p.numAtoms, length}, torch::kFloat64);
-    return result.to(positions.scalar_type()).clone();  // clone: the result must own its memory
 }
 
-Tensor aevBackward(const Tensor& gradAEV, const Tensor& positions, const c10::optional<Tensor>& box,
-                   const Tensor& species, const Tensor& pairIndex, const Tensor& radialShifts,
-                   const Tensor& angularShifts, const Tensor& sections, double radialCutoff, double radialEta,
-                   double angularCutoff, double angularEta, double zeta) {
-    const AEVParameters p = readParameters(positions, species, pairIndex, radialShifts, angularShifts, sections,
-                                           radialCutoff, radialEta, angularCutoff, angularEta, zeta);
-    const int64_t length = p.length(), block = p.angularBlock();
-    TORCH_CHECK(gradAEV.dim() == 2 && gradAEV.size(0) == p.numAtoms && gradAEV.size(1) == length,
-                "ani_aev_backward: grad_aev must have shape [", p.numAtoms, ", ", length, "]");
-    const auto neighbors = findNeighbors(positions, box, p);
-    const std::vector<double> grad = toDoubles(gradAEV);
-    // d(energy)/d(displacement vector) for every (centre, neighbour); reduced onto atoms below.
-    std::vector<std::vector<double>> dVectors(p.numAtoms);
-    forEachCentre(p.numAtoms, [&](int64_t i) {
-        std::vector<double> powers(p.numSections), powersLess1(p.numSections), angle(p.numSections);
-        std::vector<double> radial(p.numAngularShifts), dAngle(p.numSections), dRadial(p.numAngularShifts);
-        {
-            const double* row = grad.data() + i * length;
-            const std::vector<Neighbor>& nbs = neighbors[i];
-            std::vector<double>& dv = dVectors[i];
-            dv.assign(3 * nbs.size(), 0.0);
-            // Radial terms g_k(r) fc(r), g_k = exp(-eta (r - s_k)^2).
-            for (size_t m = 0; m < nbs.size(); m++) {
-                const Neighbor& nb = nbs[m];
-                if (nb.distance >= p.radialCutoff)
-                    continue;
-                const double fc = cosineCutoff(nb.distance, p.radialCutoff);
-                const double dfc = cosineCutoffDerivative(nb.distance, p.radialCutoff);
-                const double* g = row + p.species[nb.atom] * p.numRadial;
-                double dr = 0.0;
-                for (int64_t k = 0; k < p.numRadial; k++) {
-                    const double d = nb.distance - p.radialShifts[k];
-                    const double gauss = clampedExp(-p.radialEta * d * d);
-                    dr += g[k] * gauss * (-2.0 * p.radialEta * d * fc + dfc);
-                }
-                for (int k = 0; k < 3; k++)
-                    dv[3 * m + k] += dr * nb.vector[k] / nb.distance;
+template <typename real>
+void AEVImplementation<real>::computeCentre(int64_t i, real* row) {
+    Centre& centre = centres[i];
+    const std::vector<Neighbor>& neighbors = centre.neighbors;
+    const int64_t count = neighbors.size();
+    // Radial terms.
+    centre.radialCutoff.assign(2 * count, 0);
+    centre.radialGauss.assign(count * c.R, 0);
+    for (int64_t m = 0; m < count; m++) {
+        const Neighbor& nb = neighbors[m];
+        if (nb.distance >= c.radialCutoff)
+            continue;
+        const real fc = cosineCutoff(nb.distance, c.radialCutoff);
+        centre.radialCutoff[2 * m] = fc;
+        centre.radialCutoff[2 * m + 1] = cosineCutoffDerivative(nb.distance, c.radialCutoff);
+        real* gauss = centre.radialGauss.data() + m * c.R;
+        real* out = row + species[nb.atom] * c.R;
+        for (int64_t k = 0; k < c.R; k++) {
+            const real d = nb.distance - c.radialShifts[k];
+            gauss[k] = clampedExp(-c.radialEta * d * d);
+            out[k] += gauss[k] * fc;
+        }
+    }
+    // Angular terms for every pair (a, b) of neighbours inside the angular cutoff.
+    for (int64_t m = 0; m < count; m++) {
+        const real r = neighbors[m].distance;
+        if (r < c.angularCutoff) {
+            centre.angular.push_back(m);
+            centre.angularCutoff.push_back(cosineCutoff(r, c.angularCutoff));
+            centre.angularCutoff.push_back(cosineCutoffDerivative(r, c.angularCutoff));
+        }
+    }
+    const int64_t numAngular = centre.angular.size();
+    centre.tripleTerms.resize(numAngular * (numAngular - 1) / 2 * (c.Z + c.K));
+    real* terms = centre.tripleTerms.data();
+    std::vector<real> angle(c.Z);
+    for (int64_t ia = 0; ia < numAngular; ia++) {
+        const Neighbor& a = neighbors[centre.angular[ia]];
+        for (int64_t ib = ia + 1; ib < numAngular; ib++, terms += c.Z + c.K) {
+            const Neighbor& b = neighbors[centre.angular[ib]];
+            const real dot = a.vector[0] * b.vector[0] + a.vector[1] * b.vector[1] + a.vector[2] * b.vector[2];
+            const real cosPrime = real(0.95) * dot / (a.distance * b.distance);
+            const real sinPrime = std::sqrt(1 - cosPrime * cosPrime);  // >= sqrt(1 - 0.95^2): never zero
+            const real fcab = centre.angularCutoff[2 * ia] * centre.angularCutoff[2 * ib];
+            const real mean = real(0.5) * (a.distance + b.distance);
+            for (int64_t z = 0; z < c.Z; z++) {
+                const real base = 1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z];
+                terms[z] = power(base, c.zeta - 1);
+                angle[z] = terms[z] * base * fcab;
             }
-            // Angular terms A_z D_k with A_z = base_z^zeta fc_a fc_b, base_z = 1 + cos' cos_z + sin' sin_z,
-            // D_k = exp(-eta (mean r - s_k)^2), cos' = 0.95 v_a.v_b / (r_a r_b).
-            const std::vector<AngularNeighbor> angular = angularNeighbors(nbs, p);
-            for (size_t ia = 0; ia < angular.size(); ia++) {
-                const Neighbor& a = *angular[ia].neighbor;
-                for (size_t ib = ia + 1; ib < angular.size(); ib++) {
-                    const Neighbor& b = *angular[ib].neighbor;
-                    const Triple t = makeTriple(a, b);
-                    const double fcab = angular[ia].fc * angular[ib].fc;
-                    const int64_t pair = p.pairIndex[p.species[a.atom] * p.numSpecies + p.species[b.atom]];
-                    const double* g = row + p.radialLength() + pair * block;
-                    for (int64_t z = 0; z < p.numSections; z++) {
-                        const double base = 1.0 + t.cosPrime * p.sectionCos[z] + t.sinPrime * p.sectionSin[z];
-                        powersLess1[z] = power(base, p.zeta - 1.0);
-                        powers[z] = powersLess1[z] * base;
-                        angle[z] = powers[z] * fcab;
+            real* gauss = terms + c.Z;
+            for (int64_t k = 0; k < c.K; k++) {
+                const real d = mean - c.angularShifts[k];
+                gauss[k] = clampedExp(-c.angularEta * d * d);
+            }
+            real* out = row + c.radialLength + pairIndex[species[a.atom] * c.S + species[b.atom]] * c.block;
+            for (int64_t z = 0; z < c.Z; z++)
+                for (int64_t k = 0; k < c.K; k++)
+                    out[z * c.K + k] += angle[z] * gauss[k];
+        }
+    }
+}
+
+template <typename real>
+Tensor AEVImplementation<real>::positionGradient(const Tensor& gradAEV) const {
+    const int64_t n = centres.size();
+    TORCH_CHECK(gradAEV.dim() == 2 && gradAEV.size(0) == n && gradAEV.size(1) == c.length,
+                "ani_aev_backward: grad_aev must have shape [", n, ", ", c.length, "]");
+    const Tensor gradient = gradAEV.detach().to(torch::kCPU, c10::CppTypeToScalarType<real>::value).contiguous();
+    const real* grad = gradient.data_ptr<real>();
+    // d(energy)/d(displacement vector) for every (centre, neighbour); reduced onto atoms below.
+    std::vector<std::vector<real>> dVectors(n);
+    forEachCentre(n, [&](int64_t i) {
+        const Centre& centre = centres[i];
+        const std::vector<Neighbor>& neighbors = centre.neighbors;
+        const real* row = grad + i * c.length;
+        std::vector<real>& dv = dVectors[i];
+        dv.assign(3 * neighbors.size(), 0);
+        // Radial terms g_k(r) fc(r), g_k = exp(-eta (r - s_k)^2).
+        for (size_t m = 0; m < neighbors.size(); m++) {
+            const Neighbor& nb = neighbors[m];
+            if (nb.distance >= c.radialCutoff)
+                continue;
+            const real fc = centre.radialCutoff[2 * m], dfc = centre.radialCutoff[2 * m + 1];
+            const real* gauss = centre.radialGauss.data() + m * c.R;
+            const real* g = row + species[nb.atom] * c.R;
+            real dr = 0;
+            for (int64_t k = 0; k < c.R; k++)
+                dr += g[k] * gauss[k] * (-2 * c.radialEta * (nb.distance - c.radialShifts[k]) * fc + dfc);
+            for (int k = 0; k < 3; k++)
+                dv[3 * m + k] += dr * nb.vector[k] / nb.distance;
+        }
+        // Angular terms A_z D_k with A_z = base_z^zeta fc_a fc_b, base_z = 1 + cos' cos_z + sin' sin_z,
+        // D_k = exp(-eta (mean r - s_k)^2), cos' = 0.95 v_a.v_b / (r_a r_b).
+        std::vector<real> angle(c.Z), dAngle(c.Z), dGauss(c.K);
+        const real* terms = centre.tripleTerms.data();
+        const int64_t numAngular = centre.angular.size();
+        for (int64_t ia = 0; ia < numAngular; ia++) {
+            const Neighbor& a = neighbors[centre.angular[ia]];
+            const real fcA = centre.angularCutoff[2 * ia], dfcA = centre.angularCutoff[2 * ia + 1];
+            for (int64_t ib = ia + 1; ib < numAngular; ib++, terms += c.Z + c.K) {
+                const Neighbor& b = neighbors[centre.angular[ib]];
+                const real fcB = centre.angularCutoff[2 * ib], dfcB = centre.angularCutoff[2 * ib + 1];
+                const real dot = a.vector[0] * b.vector[0] + a.vector[1] * b.vector[1] + a.vector[2] * b.vector[2];
+                const real cosPrime = real(0.95) * dot / (a.distance * b.distance);
+                const real sinPrime = std::sqrt(1 - cosPrime * cosPrime);
+                const real fcab = fcA * fcB;
+                const real mean = real(0.5) * (a.distance + b.distance);
+                const real* powers = terms;  // base^(zeta - 1)
+                const real* gauss = terms + c.Z;
+                const real* g = row + c.radialLength + pairIndex[species[a.atom] * c.S + species[b.atom]] * c.block;
+                for (int64_t z = 0; z < c.Z; z++)
+                    angle[z] = powers[z] * (1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z]) * fcab;
+                std::fill(dAngle.begin(), dAngle.end(), real(0));
+                std::fill(dGauss.begin(), dGauss.end(), real(0));
+                for (int64_t z = 0; z < c.Z; z++)
+                    for (int64_t k = 0; k < c.K; k++) {
+                        const real gzk = g[z * c.K + k];
+                        dAngle[z] += gzk * gauss[k];
+                        dGauss[k] += gzk * angle[z];
                     }
-                    for (int64_t k = 0; k < p.numAngularShifts; k++) {
-                        const double d = t.mean - p.angularShifts[k];
-                        radial[k] = clampedExp(-p.angularEta * d * d);
-                    }
-                    std::fill(dAngle.begin(), dAngle.end(), 0.0);
-                    std::fill(dRadial.begin(), dRadial.end(), 0.0);
-                    for (int64_t z = 0; z < p.numSections; z++)
-                        for (int64_t k = 0; k < p.numAngularShifts; k++) {
-                            const double gzk = g[z * p.numAngularShifts + k];
-                            dAngle[z] += gzk * radial[k];
-                            dRadial[k] += gzk * angle[z];
-                        }
-                    double dMean = 0.0;
-                    for (int64_t k = 0; k < p.numAngularShifts; k++)
-                        dMean += dRadial[k] * radial[k] * (-2.0 * p.angularEta * (t.mean - p.angularShifts[k]));
-                    double dFcab = 0.0, dCos = 0.0;
-                    for (int64_t z = 0; z < p.numSections; z++) {
-                        dFcab += dAngle[z] * powers[z];
-                        const double dBase = dAngle[z] * fcab * p.zeta * powersLess1[z];
-                        // d base / d cos' = cos_z - (cos' / sin') sin_z
-                        dCos += dBase * (p.sectionCos[z] - t.cosPrime / t.sinPrime * p.sectionSin[z]);
-                    }
-                    const double dRa = 0.5 * dMean + dFcab * angular[ib].fc * angular[ia].dfc;
-                    const double dRb = 0.5 * dMean + dFcab * angular[ia].fc * angular[ib].dfc;
-                    const double scale = 0.95 / (a.distance * b.distance);
-                    double* dva = dv.data() + 3 * angular[ia].slot;
-                    double* dvb = dv.data() + 3 * angular[ib].slot;
-                    for (int k = 0; k < 3; k++) {
-                        dva[k] += dCos * (scale * b.vector[k] - t.cosPrime * a.vector[k] / (a.distance * a.distance))
-                                  + dRa * a.vector[k] / a.distance;
-                        dvb[k] += dCos * (scale * a.vector[k] - t.cosPrime * b.vector[k] / (b.distance * b.distance))
-                                  + dRb * b.vector[k] / b.distance;
-                    }
+                real dMean = 0;
+                for (int64_t k = 0; k < c.K; k++)
+                    dMean += dGauss[k] * gauss[k] * (-2 * c.angularEta * (mean - c.angularShifts[k]));
+                real dFcab = 0, dCos = 0;
+                for (int64_t z = 0; z < c.Z; z++) {
+                    const real base = 1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z];
+                    dFcab += dAngle[z] * powers[z] * base;
+                    const real dBase = dAngle[z] * fcab * c.zeta * powers[z];
+                    // d base / d cos' = cos_z - (cos' / sin') sin_z
+                    dCos += dBase * (c.sectionCos[z] - cosPrime / sinPrime * c.sectionSin[z]);
+                }
+                const real dRa = real(0.5) * dMean + dFcab * fcB * dfcA;
+                const real dRb = real(0.5) * dMean + dFcab * fcA * dfcB;
+                const real scale = real(0.95) / (a.distance * b.distance);
+                real* dva = dv.data() + 3 * centre.angular[ia];
+                real* dvb = dv.data() + 3 * centre.angular[ib];
+                for (int k = 0; k < 3; k++) {
+                    dva[k] += dCos * (scale * b.vector[k] - cosPrime * a.vector[k] / (a.distance * a.distance)) +
+                              dRa * a.vector[k] / a.distance;
+                    dvb[k] += dCos * (scale * a.vector[k] - cosPrime * b.vector[k] / (b.distance * b.distance)) +
+                              dRb * b.vector[k] / b.distance;
                 }
             }
         }
     });
     // vector(i -> j) = x_j - x_i (+ a constant periodic shift).
-    std::vector<double> gradPositions(3 * p.numAtoms, 0.0);
-    for (int64_t i = 0; i < p.numAtoms; i++)
-        for (size_t m = 0; m < neighbors[i].size(); m++)
+    Tensor result = at::zeros({n, 3}, aev.options());
+    real* out = result.data_ptr<real>();
+    for (int64_t i = 0; i < n; i++)
+        for (size_t m = 0; m < centres[i].neighbors.size(); m++)
             for (int k = 0; k < 3; k++) {
-                gradPositions[3 * neighbors[i][m].atom + k] += dVectors[i][3 * m + k];
-                gradPositions[3 * i + k] -= dVectors[i][3 * m + k];
+                out[3 * centres[i].neighbors[m].atom + k] += dVectors[i][3 * m + k];
+                out[3 * i + k] -= dVectors[i][3 * m + k];
             }
-    Tensor result = torch::from_blob(gradPositions.data(), {p.numAtoms, 3}, torch::kFloat64);
-    return result.to(positions.scalar_type()).clone();
-}
-
-// First-order autograd: the gradient flows to the positions only.
-class AEVFunction : public torch::autograd::Function<AEVFunction> {
-public:
-    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& positions, const c10::optional<Tensor>& box,
-                          const Tensor& species, const Tensor& pairIndex, const Tensor& radialShifts,
-                          const Tensor& angularShifts, const Tensor& sections, double radialCutoff, double radialEta,
-                          double angularCutoff, double angularEta, double zeta) {
-        ctx->save_for_backward({positions, box.has_value() ? *box : Tensor(), species, pairIndex, radialShifts,
-                                angularShifts, sections});
-        ctx->saved_data["constants"] = std::vector<double>{radialCutoff, radialEta, angularCutoff, angularEta, zeta};
-        at::AutoDispatchBelowADInplaceOrView guard;
-        return aevForward(positions, box, species, pairIndex, radialShifts, angularShifts, sections, radialCutoff,
-                          radialEta, angularCutoff, angularEta, zeta);
-    }
-
-    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::tensor_list gradOutputs) {
-        auto saved = ctx->get_saved_variables();
-        std::vector<double> c = ctx->saved_data["constants"].toDoubleVector();
-        c10::optional<Tensor> box;
-        if (saved[1].defined())
-            box = saved[1];
-        Tensor gradPositions = aevBackward(gradOutputs[0], saved[0], box, saved[2], saved[3], saved[4], saved[5],
-                                           saved[6], c[0], c[1], c[2], c[3], c[4]);
-        return {gradPositions, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(),
-                Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
-    }
-};
-
-Tensor aevAutograd(const Tensor& positions, const c10::optional<Tensor>& box, const Tensor& species,
-                   const Tensor& pairIndex, const Tensor& radialShifts, const Tensor& angularShifts,
-                   const Tensor& sections, double radialCutoff, double radialEta, double angularCutoff,
-                   double angularEta, double zeta) {
-    return AEVFunction::apply(positions, box, species, pairIndex, radialShifts, angularShifts, sections, radialCutoff,
-                              radialEta, angularCutoff, angularEta, zeta);
+    return result;
 }
 
 } // namespace
 
-TORCH_LIBRARY_IMPL(openmm_nnp, CPU, m) {
-    m.impl("ani_aev", aevForward);
-    m.impl("ani_aev_backward", aevBackward);
+AEVComputation::AEVComputation(const AEVParameters& parameters, const Tensor& positions,
+                               const c10::optional<Tensor>& box) {
+    if (positions.scalar_type() == torch::kFloat64)
+        implementation = std::make_unique<AEVImplementation<double>>(parameters, positions, box);
+    else
+        implementation = std::make_unique<AEVImplementation<float>>(parameters, positions, box);
 }
 
-TORCH_LIBRARY_IMPL(openmm_nnp, Autograd, m) {
-    m.impl("ani_aev", aevAutograd);
+AEVComputation::~AEVComputation() = default;
+
+const Tensor& AEVComputation::aev() const {
+    return implementation->aev;
 }
+
+Tensor AEVComputation::positionGradient(const Tensor& gradAEV) const {
+    return implementation->positionGradient(gradAEV);
+}
+
+} // namespace ani
+} // namespace NNPPlugin

@@ -4,14 +4,14 @@
 // TorchScript operators of openmm-nnp (library libOpenMMNNPTorchOps), registered with the
 // PyTorch dispatcher when the library is loaded. They serve openmm_nnp.models.ANI on the CPU:
 //
-//   openmm_nnp::ani_aev              ANI atomic environment vectors (ANIFeatures.cpp);
+//   openmm_nnp::ani_aev              ANI atomic environment vectors (ANIFeatures.h);
 //                                    differentiable (first order) by autograd
 //   openmm_nnp::ani_aev_backward     their vector-Jacobian product: d(energy)/d(positions)
 //                                    from d(energy)/d(AEV)
-//   openmm_nnp::ani_networks         the stacked ensemble networks of every element, energies
-//                                    and, on request, d(mean energy)/d(AEV) (ANINetworks.cpp)
+//   openmm_nnp::ani_energies         AEVs, the ensemble's networks (ANINetworks.h) and, on
+//                                    request, d(mean energy)/d(positions), in one call
 //
-// Schemas are in NNPTorchOps.cpp. A process that loads a TorchScript model calling them must
+// Schemas and kernels are in NNPTorchOps.cpp. A process that loads a TorchScript model calling them must
 // have loaded this library first: the NNPForce kernels link it, and `import openmm_nnp` loads it.
 
 #if defined(_WIN32)
