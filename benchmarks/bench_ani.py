@@ -4,11 +4,14 @@ Run:  .venv/bin/python benchmarks/bench_ani.py [--threads 2] [--calls 100] [--no
 
 1. Energy + forces (one forward + backward) of ANI-2x, float32, CPU, for
    * the 30-atom B2 guest of openmmtools' HostGuestExplicit (CB7:B2 in water),
-   * the guest plus its 15 nearest water molecules (75 atoms, a typical solvated region).
-   Both implementations see the same inputs; calls are interleaved round by round so
-   that load from other processes affects both alike; the median is reported.
-2. If ``openmm_nnp.NNPForce`` is importable: MD steps/s of HostGuestExplicit on the CPU
-   platform, MM only and NNP/MM (guest described by ANI-2x through NNPForce).
+   * the guest plus its 15 nearest water molecules (75 atoms, a typical solvated region),
+   by TorchANI (torch.jit.script of torchani.models.ANI2x), by openmm_nnp.models.ANI (the
+   default: compiled operators) and by the same model with customOps=False (PyTorch
+   operations only). All see the same inputs; calls are interleaved round by round so that
+   load from other processes affects all alike; medians and minima are reported, and the
+   speed-ups are TorchANI's time divided by ours.
+2. MD steps/s of HostGuestExplicit on the CPU platform, MM only and NNP/MM (guest described
+   by ANI-2x through NNPForce, system from NNPotential('ani2x').createMixedSystem).
 """
 
 import argparse
@@ -89,91 +92,48 @@ def bench_models(testsystem, regions, args):
     all_positions = np.asarray(testsystem.positions.value_in_unit(unit.nanometer))
     numbers = [atom.element.atomic_number for atom in testsystem.topology.atoms()]
     print(f"Energy + forces, ANI-2x float32, {torch.get_num_threads()} threads, {args.calls} calls each "
-          f"(load average {os.getloadavg()[0]:.1f}); median [minimum]")
-    print(f"{'region':<30}{'atoms':>6}{'ours ms':>17}{'TorchANI ms':>17}{'speed-up':>16}")
+          f"(load average {os.getloadavg()[0]:.1f}); median [minimum] in ms; speed-up = TorchANI time / ours")
+    print(f"{'region':<30}{'atoms':>6}{'TorchANI':>16}{'ours':>16}{'speed-up':>12}"
+          f"{'ours, PyTorch ops':>20}{'speed-up':>12}")
     for label, atoms in regions:
         positions = torch.tensor(all_positions[atoms], dtype=torch.float32)
         species = torch.tensor([[numbers[i] for i in atoms]])
-        ours = torch.jit.script(ANI("ani2x", [numbers[i] for i in atoms]))
+        region_numbers = [numbers[i] for i in atoms]
+        # ours: the default model (compiled operators); PyTorch ops: the same model with customOps=False
+        ours = torch.jit.script(ANI("ani2x", region_numbers))
+        ours_pytorch = torch.jit.script(ANI("ani2x", region_numbers, customOps=False))
 
-        def run_ours():
-            x = positions.clone().requires_grad_()
-            ours(x).backward()
+        def energy_and_forces(model):
+            def run():
+                x = positions.clone().requires_grad_()
+                model(x).backward()
+            return run
 
         def run_torchani():
             x = (positions * 10).unsqueeze(0).requires_grad_()
             torchani_model((species, x)).energies.sum().backward()
 
-        result = interleaved_times_ms({"ours": run_ours, "torchani": run_torchani}, args.calls, args.warmup)
-        (ours_median, ours_min), (ref_median, ref_min) = result["ours"], result["torchani"]
-        print(
-            f"{label:<30}{len(atoms):>6}{ours_median:>9.2f} [{ours_min:5.2f}]{ref_median:>9.2f} [{ref_min:5.2f}]"
-            f"{ref_median / ours_median:>8.1f}x [{ref_min / ours_min:4.1f}x]"
-        )
-
-
-def mixed_system(system, region):
-    """Copy of system with the MM interactions inside region removed (for NNP/MM).
-
-    Bonded terms whose atoms all lie in the region are dropped, and every region pair
-    gets a zero NonbondedForce exception (replacing any existing 1-4 exception).
-    """
-    import openmm
-
-    region_set = set(region)
-    mixed = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
-    for force in mixed.getForces():
-        if isinstance(force, openmm.HarmonicBondForce):
-            for i in range(force.getNumBonds()):
-                p1, p2, length, k = force.getBondParameters(i)
-                if p1 in region_set and p2 in region_set:
-                    force.setBondParameters(i, p1, p2, length, 0.0)
-        elif isinstance(force, openmm.HarmonicAngleForce):
-            for i in range(force.getNumAngles()):
-                p1, p2, p3, angle, k = force.getAngleParameters(i)
-                if {p1, p2, p3} <= region_set:
-                    force.setAngleParameters(i, p1, p2, p3, angle, 0.0)
-        elif isinstance(force, openmm.PeriodicTorsionForce):
-            for i in range(force.getNumTorsions()):
-                p1, p2, p3, p4, n, phase, k = force.getTorsionParameters(i)
-                if {p1, p2, p3, p4} <= region_set:
-                    force.setTorsionParameters(i, p1, p2, p3, p4, n, phase, 0.0)
-        elif isinstance(force, openmm.NonbondedForce):
-            for a, i in enumerate(region):
-                for j in region[a + 1:]:
-                    force.addException(i, j, 0.0, 1.0, 0.0, True)
-    return mixed
+        functions = {"torchani": run_torchani, "ours": energy_and_forces(ours),
+                     "pytorch": energy_and_forces(ours_pytorch)}
+        result = interleaved_times_ms(functions, args.calls, args.warmup)
+        ref_median, ref_min = result["torchani"]
+        line = f"{label:<30}{len(atoms):>6}{ref_median:>8.2f} [{ref_min:5.2f}]"
+        for name, width in (("ours", 16), ("pytorch", 20)):
+            median, minimum = result[name]
+            line += f"{median:>{width - 8}.2f} [{minimum:5.2f}]{ref_median / median:>6.1f}x [{ref_min / minimum:3.1f}x]"
+        print(line)
 
 
 def bench_md(testsystem, guest_atoms, args):
     import openmm
     from openmm import unit
 
-    try:
-        import openmm_nnp
+    import openmm_nnp
 
-        openmm_nnp.NNPForce
-    except Exception as error:  # the compiled plugin is not built/importable
-        print(f"\nMD benchmark skipped: openmm_nnp.NNPForce is not available ({error})")
-        return
-    from openmm_nnp.models import ANI
-
-    if hasattr(openmm_nnp, "NNPotential") and hasattr(openmm_nnp.NNPotential, "createMixedSystem"):
-        # The package's builder (uses openmm_nnp.models.ANI, float32). Keep the guest's X-H
-        # constraints so that both systems run with the same 2 fs step.
-        potential = openmm_nnp.NNPotential("ani2x")
-        nnp_system = potential.createMixedSystem(
-            testsystem.topology, testsystem.system, guest_atoms, removeConstraints=False
-        )
-        how = "NNPotential('ani2x').createMixedSystem"
-    else:
-        numbers = [atom.element.atomic_number for atom in testsystem.topology.atoms()]
-        model = torch.jit.script(ANI("ani2x", [numbers[i] for i in guest_atoms]))
-        nnp_system = mixed_system(testsystem.system, guest_atoms)
-        nnp_force = openmm_nnp.NNPForce(model, guest_atoms)
-        nnp_force.setUsesPeriodicBoundaryConditions(True)
-        nnp_system.addForce(nnp_force)
-        how = "NNPForce + guest MM terms removed by this script"
+    # The package's builder (openmm_nnp.models.ANI, float32). Keep the guest's X-H constraints so
+    # that both systems run with the same 2 fs step.
+    potential = openmm_nnp.NNPotential("ani2x")
+    nnp_system = potential.createMixedSystem(testsystem.topology, testsystem.system, guest_atoms, removeConstraints=False)
 
     platform = openmm.Platform.getPlatformByName("CPU")
     properties = {"Threads": str(args.threads)}
@@ -192,7 +152,7 @@ def bench_md(testsystem, guest_atoms, args):
         del context, integrator
     print(f"\nMD of HostGuestExplicit ({testsystem.system.getNumParticles()} atoms), CPU platform, "
           f"{args.threads} threads, {args.md_steps} steps of 2 fs (load average {os.getloadavg()[0]:.1f}); "
-          f"NNP/MM system from {how}")
+          f"NNP/MM system from NNPotential('ani2x').createMixedSystem")
     for label, rate in rates.items():
         print(f"{label:<28}{rate:10.1f} steps/s  ({1e3 / rate:7.2f} ms/step)")
     mm, nnp = rates["MM only"], rates["NNP/MM (guest ANI-2x)"]

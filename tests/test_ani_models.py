@@ -599,3 +599,23 @@ def test_small_regions_script_and_match_torchani(atomic_numbers, positions):
     ref_energy, ref_forces, _ = reference("ani2x", atomic_numbers, positions)
     assert abs(energy - ref_energy) < 1e-6
     assert max_relative_force_error(forces, ref_forces) < 1e-7
+
+
+def test_model_file_in_a_cpp_program(tmp_path):
+    # The default model calls openmm-nnp's operators; a C++ program that only loads the NNPForce
+    # kernel library (no Python) must find them registered. Reference platform, float64 model:
+    # the same computation as in Python, so agreement to round-off.
+    openmm_nnp = _openmm_nnp()
+    from test_nnp_force import run_cpp_test
+    import openmm
+
+    numbers, positions = molecule("b2")
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    torch.jit.script(model).save(str(tmp_path / "ani.pt"))
+    energy, forces = energy_and_forces(model, positions)
+    lines = [str(len(numbers))] + [" ".join(repr(float(v)) for v in row) for row in positions]
+    lines += [f"{energy!r} 1e-10"] + [" ".join(repr(float(v)) for v in row) for row in forces] + ["1e-8"]
+    (tmp_path / "expected.txt").write_text("\n".join(lines) + "\n")
+    plugins = os.path.join(openmm.version.openmm_library_path, "plugins")
+    kernels = os.path.join(os.path.dirname(openmm_nnp.__file__), "libOpenMMNNPReference.so")
+    run_cpp_test("TestNNPForceModelFile", kernels, plugins, str(tmp_path / "ani.pt"), str(tmp_path / "expected.txt"))
