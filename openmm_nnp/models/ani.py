@@ -12,8 +12,9 @@ Two implementations of the same arithmetic:
   by the same stacked matrix products as below, and the AEV chain rule, reusing the AEV's
   exponential and power terms. For a few tens of atoms, the cost of dispatching hundreds of
   small tensor operations is what this removes. (openmm_nnp::ani_aev, differentiable by
-  autograd, serves energies_per_member when positions require grad.) A saved TorchScript model that uses them
-  needs the operators registered (``import openmm_nnp`` or the NNPForce plugin does it).
+  autograd, serves energies_per_member when positions require grad.) A saved TorchScript
+  model that uses the operators needs them registered: ``import openmm_nnp`` and the
+  NNPForce plugin do it.
 * PyTorch operations only (``customOps=False``; also on other devices and whatever
   torch.export or torch.compile trace): a model file that any PyTorch can load, e.g.
   openmm-torch. It is built as follows.
