@@ -29,7 +29,7 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2, help="torch and OpenMM CPU threads")
     parser.add_argument("--calls", type=int, default=100, help="timed calls per implementation")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls first (TorchScript profiling runs)")
-    parser.add_argument("--md-steps", type=int, default=200, help="timed MD steps per system")
+    parser.add_argument("--md-steps", type=int, default=200, help="timed MD steps per system (in rounds of 20)")
     parser.add_argument("--no-md", action="store_true", help="skip the MD part")
     return parser.parse_args()
 
@@ -137,26 +137,34 @@ def bench_md(testsystem, guest_atoms, args):
 
     platform = openmm.Platform.getPlatformByName("CPU")
     properties = {"Threads": str(args.threads)}
-    rates = {}
-    for label, system in (("MM only", testsystem.system), ("NNP/MM (guest ANI-2x)", nnp_system)):
+    systems = {"MM only": testsystem.system, "NNP/MM (guest ANI-2x)": nnp_system}
+    contexts = {}
+    for label, system in systems.items():
         integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
         context = openmm.Context(system, integrator, platform, properties)
         context.setPositions(testsystem.positions)
         context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
         integrator.step(20)  # warm-up (TorchScript profiling runs, neighbour lists)
         context.getState(getEnergy=True)
-        start = time.perf_counter()
-        integrator.step(args.md_steps)
-        context.getState(getEnergy=True)  # make sure all steps are done
-        rates[label] = args.md_steps / (time.perf_counter() - start)
-        del context, integrator
+        contexts[label] = (context, integrator)
+    # Rounds of a few steps, alternating between the systems, so that load from other processes
+    # affects both alike; the median step time over rounds is reported.
+    steps_per_round = 20
+    rounds = max(1, args.md_steps // steps_per_round)
+    step_times = {label: [] for label in systems}
+    for _ in range(rounds):
+        for label, (context, integrator) in contexts.items():
+            start = time.perf_counter()
+            integrator.step(steps_per_round)
+            context.getState(getEnergy=True)  # make sure all steps are done
+            step_times[label].append((time.perf_counter() - start) / steps_per_round)
     print(f"\nMD of HostGuestExplicit ({testsystem.system.getNumParticles()} atoms), CPU platform, "
-          f"{args.threads} threads, {args.md_steps} steps of 2 fs (load average {os.getloadavg()[0]:.1f}); "
-          f"NNP/MM system from NNPotential('ani2x').createMixedSystem")
-    for label, rate in rates.items():
-        print(f"{label:<28}{rate:10.1f} steps/s  ({1e3 / rate:7.2f} ms/step)")
-    mm, nnp = rates["MM only"], rates["NNP/MM (guest ANI-2x)"]
-    print(f"NNP/MM step time / MM-only step time: {mm / nnp:.2f}")
+          f"{args.threads} threads, {rounds} alternating rounds of {steps_per_round} steps of 2 fs per system "
+          f"(load average {os.getloadavg()[0]:.1f}); NNP/MM system from NNPotential('ani2x').createMixedSystem")
+    medians = {label: float(np.median(times)) for label, times in step_times.items()}
+    for label, step_time in medians.items():
+        print(f"{label:<28}{1 / step_time:10.1f} steps/s  ({1e3 * step_time:7.2f} ms/step, median over rounds)")
+    print(f"NNP/MM step time / MM-only step time: {medians['NNP/MM (guest ANI-2x)'] / medians['MM only']:.2f}")
 
 
 def main():
