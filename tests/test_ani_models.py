@@ -619,3 +619,22 @@ def test_model_file_in_a_cpp_program(tmp_path):
     plugins = os.path.join(openmm.version.openmm_library_path, "plugins")
     kernels = os.path.join(os.path.dirname(openmm_nnp.__file__), "libOpenMMNNPReference.so")
     run_cpp_test("TestNNPForceModelFile", kernels, plugins, str(tmp_path / "ani.pt"), str(tmp_path / "expected.txt"))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_thread_count_does_not_change_results(threads):
+    # The operators split centres and ensemble members over PyTorch's threads (3 threads: uneven
+    # groups of 8 members); results equal TorchANI's at any thread count.
+    numbers, positions = molecule("halobenzene")
+    ref_energy, ref_forces, ref_members = reference("ani2x", numbers, positions)
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        energy, forces = energy_and_forces(model, positions)
+        members = model.energies_per_member(torch.tensor(positions)).numpy()
+    finally:
+        torch.set_num_threads(previous)
+    assert abs(energy - ref_energy) <= 1e-6
+    assert max_relative_force_error(forces, ref_forces) <= 1e-7
+    assert np.abs(members - ref_members).max() <= 1e-6
