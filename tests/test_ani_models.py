@@ -399,6 +399,13 @@ def test_aev_operator_rejects_bad_input():
         torch.ops.openmm_nnp.ani_aev(pos, cell, *bad_species)
     with pytest.raises(RuntimeError, match="reduced form"):
         torch.ops.openmm_nnp.ani_aev(pos, torch.ones(3, 3), *constants)
+    # Network parameters that do not fit the AEV are refused, not read out of bounds.
+    parameters = [t.clone() for network in model.networks for t in network.parameter_list()]
+    parameters[0][0] = len(numbers)  # first element's first atom index
+    with pytest.raises(RuntimeError, match=f"atom index {len(numbers)} out of range"):
+        torch.ops.openmm_nnp.ani_energies(pos, cell, *constants, parameters, True)
+    with pytest.raises(RuntimeError, match="parameter tensors per element"):
+        torch.ops.openmm_nnp.ani_energies(pos, cell, *constants, parameters[:-1], True)
 
 
 _LOAD_SCRIPT = """

@@ -29,6 +29,48 @@ Tensor celuBackward(const Tensor& grad, const Tensor& activation) {
     return at::elu_backward(grad, ALPHA, 1.0, 1.0 / ALPHA, true, activation);
 }
 
+// The element's block of the AEV, [atoms, features] (rows and columns picked by index), and the
+// reverse: writing such a block into a zero-initialised AEV gradient. Plain loops: the indexing
+// operators' generality costs more than the copy for blocks of a few thousand numbers.
+void checkBlockIndices(const Tensor& atoms, const Tensor& features, const Tensor& aev) {
+    TORCH_CHECK(atoms.scalar_type() == torch::kInt64 && features.scalar_type() == torch::kInt64 && atoms.dim() == 1 &&
+                    features.dim() == 1 && atoms.is_contiguous() && features.is_contiguous(),
+                "ani_energies: atom and feature indices must be contiguous 1-dimensional int64 tensors");
+    const int64_t* atom = atoms.data_ptr<int64_t>();
+    const int64_t* feature = features.data_ptr<int64_t>();
+    for (int64_t i = 0; i < atoms.numel(); i++)
+        TORCH_CHECK(atom[i] >= 0 && atom[i] < aev.size(0), "ani_energies: atom index ", atom[i], " out of range");
+    for (int64_t j = 0; j < features.numel(); j++)
+        TORCH_CHECK(feature[j] >= 0 && feature[j] < aev.size(1), "ani_energies: feature index ", feature[j],
+                    " out of range");
+}
+
+Tensor gatherBlock(const Tensor& aev, const Tensor& atoms, const Tensor& features) {
+    Tensor block = at::empty({atoms.numel(), features.numel()}, aev.options());
+    AT_DISPATCH_FLOATING_TYPES(aev.scalar_type(), "ani_gather_block", [&] {
+        const auto source = aev.accessor<scalar_t, 2>();
+        auto target = block.accessor<scalar_t, 2>();
+        const int64_t* atom = atoms.data_ptr<int64_t>();
+        const int64_t* feature = features.data_ptr<int64_t>();
+        for (int64_t i = 0; i < atoms.numel(); i++)
+            for (int64_t j = 0; j < features.numel(); j++)
+                target[i][j] = source[atom[i]][feature[j]];
+    });
+    return block;
+}
+
+void scatterBlock(Tensor& aevGradient, const Tensor& atoms, const Tensor& features, const Tensor& block) {
+    AT_DISPATCH_FLOATING_TYPES(aevGradient.scalar_type(), "ani_scatter_block", [&] {
+        const auto source = block.accessor<scalar_t, 2>();
+        auto target = aevGradient.accessor<scalar_t, 2>();
+        const int64_t* atom = atoms.data_ptr<int64_t>();
+        const int64_t* feature = features.data_ptr<int64_t>();
+        for (int64_t i = 0; i < atoms.numel(); i++)
+            for (int64_t j = 0; j < features.numel(); j++)
+                target[atom[i]][feature[j]] = source[i][j];
+    });
+}
+
 struct ElementParameters {
     Tensor atoms, features, weight1, bias1, weight2, bias2, weight3, bias3, weight4, bias4Sum;
 };
@@ -67,7 +109,6 @@ std::tuple<Tensor, Tensor> evaluateNetworks(const Tensor& aev, at::TensorList pa
     at::NoGradGuard noGrad;
     const int64_t members = parameters[8].size(0);
     std::vector<ElementParameters> elements;
-    std::vector<c10::List<c10::optional<Tensor>>> blocks;
     std::vector<Tensor> inputs;
     for (size_t e = 0; e < parameters.size(); e += PARAMETERS_PER_ELEMENT) {
         const at::TensorList t = parameters.slice(e, PARAMETERS_PER_ELEMENT);
@@ -76,8 +117,8 @@ std::tuple<Tensor, Tensor> evaluateNetworks(const Tensor& aev, at::TensorList pa
                         p.weight4.size(0) == members,
                     "ani_energies: inconsistent parameter shapes for element ", e / PARAMETERS_PER_ELEMENT);
         // The element's block of the AEV: its atoms' rows, the columns its networks read.
-        blocks.push_back(c10::List<c10::optional<Tensor>>({p.atoms.unsqueeze(1), p.features.unsqueeze(0)}));
-        inputs.push_back(aev.index(blocks.back()));
+        checkBlockIndices(p.atoms, p.features, aev);
+        inputs.push_back(gatherBlock(aev, p.atoms, p.features));
         elements.push_back(p);
     }
     // The members are split into one contiguous group per thread: each thread runs whole networks on
@@ -101,7 +142,7 @@ std::tuple<Tensor, Tensor> evaluateNetworks(const Tensor& aev, at::TensorList pa
             for (int64_t g = 1; g < groups; g++)
                 grad = grad + partial[g][e];
             // Elements own disjoint rows, so no position is written twice.
-            aevGradient.index_put_(blocks[e], grad);
+            scatterBlock(aevGradient, elements[e].atoms, elements[e].features, grad);
         }
     return {energies, aevGradient};
 }
