@@ -361,8 +361,8 @@ def test_aev_operator_gradient_matches_finite_differences(case):
 
 @pytest.mark.parametrize("case", ["isolated", "triclinic"])
 def test_aev_operator_equals_torchani_aev(case):
-    # The operator's AEV, scaled and reordered to TorchANI's layout (see ani_aev in
-    # plugin_cpp/torch_ops/ANIFeatures.cpp), equals TorchANI's own AEV computer's.
+    # The operator's AEV, scaled and reordered to TorchANI's layout (the layout is described in
+    # plugin_cpp/torch_ops/ANIFeatures.h), equals TorchANI's own AEV computer's.
     numbers, positions = molecule("halobenzene")
     box = None
     if case == "triclinic":
