@@ -134,11 +134,15 @@ private:
         std::vector<real> radialGauss;     // per neighbour: the R Gaussians
         std::vector<int64_t> angular;      // neighbours within the angular cutoff
         std::vector<real> angularCutoff;   // per angular neighbour: fc, dfc/dr (angular cutoff)
-        std::vector<real> tripleTerms;     // per pair of angular neighbours: Z powers base^(zeta-1), K Gaussians
+        std::vector<real> tripleTerms;     // per pair of angular neighbours, tripleSize() numbers (see below)
     };
 
     void findNeighbors(const Tensor& positions, const c10::optional<Tensor>& box);
     void computeCentre(int64_t i, real* row);
+
+    // Per triple (centre, angular neighbours a < b), in tripleTerms: base_z^(zeta - 1) and base_z for the Z
+    // sections (base_z = 1 + cos' cos_z + sin' sin_z), the K Gaussians of the mean distance, cos' and sin'.
+    int64_t tripleSize() const { return 2 * c.Z + c.K + 2; }
 
     // Constants in the working precision.
     struct Constants {
@@ -261,24 +265,24 @@ void AEVImplementation<real>::computeCentre(int64_t i, real* row) {
         }
     }
     const int64_t numAngular = centre.angular.size();
-    centre.tripleTerms.resize(numAngular * (numAngular - 1) / 2 * (c.Z + c.K));
+    centre.tripleTerms.resize(numAngular * (numAngular - 1) / 2 * tripleSize());
     real* terms = centre.tripleTerms.data();
     std::vector<real> angle(c.Z);
     for (int64_t ia = 0; ia < numAngular; ia++) {
         const Neighbor& a = neighbors[centre.angular[ia]];
-        for (int64_t ib = ia + 1; ib < numAngular; ib++, terms += c.Z + c.K) {
+        for (int64_t ib = ia + 1; ib < numAngular; ib++, terms += tripleSize()) {
             const Neighbor& b = neighbors[centre.angular[ib]];
+            real *powers = terms, *bases = terms + c.Z, *gauss = terms + 2 * c.Z, *cosSin = gauss + c.K;
             const real dot = a.vector[0] * b.vector[0] + a.vector[1] * b.vector[1] + a.vector[2] * b.vector[2];
-            const real cosPrime = real(0.95) * dot / (a.distance * b.distance);
-            const real sinPrime = std::sqrt(1 - cosPrime * cosPrime);  // >= sqrt(1 - 0.95^2): never zero
+            const real cosPrime = cosSin[0] = real(0.95) * dot / (a.distance * b.distance);
+            const real sinPrime = cosSin[1] = std::sqrt(1 - cosPrime * cosPrime);  // >= sqrt(1 - 0.95^2) > 0
             const real fcab = centre.angularCutoff[2 * ia] * centre.angularCutoff[2 * ib];
             const real mean = real(0.5) * (a.distance + b.distance);
             for (int64_t z = 0; z < c.Z; z++) {
-                const real base = 1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z];
-                terms[z] = power(base, c.zeta - 1);
-                angle[z] = terms[z] * base * fcab;
+                bases[z] = 1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z];
+                powers[z] = power(bases[z], c.zeta - 1);
+                angle[z] = powers[z] * bases[z] * fcab;
             }
-            real* gauss = terms + c.Z;
             for (int64_t k = 0; k < c.K; k++) {
                 const real d = mean - c.angularShifts[k];
                 gauss[k] = clampedExp(-c.angularEta * d * d);
@@ -328,19 +332,16 @@ Tensor AEVImplementation<real>::positionGradient(const Tensor& gradAEV) const {
         for (int64_t ia = 0; ia < numAngular; ia++) {
             const Neighbor& a = neighbors[centre.angular[ia]];
             const real fcA = centre.angularCutoff[2 * ia], dfcA = centre.angularCutoff[2 * ia + 1];
-            for (int64_t ib = ia + 1; ib < numAngular; ib++, terms += c.Z + c.K) {
+            for (int64_t ib = ia + 1; ib < numAngular; ib++, terms += tripleSize()) {
                 const Neighbor& b = neighbors[centre.angular[ib]];
                 const real fcB = centre.angularCutoff[2 * ib], dfcB = centre.angularCutoff[2 * ib + 1];
-                const real dot = a.vector[0] * b.vector[0] + a.vector[1] * b.vector[1] + a.vector[2] * b.vector[2];
-                const real cosPrime = real(0.95) * dot / (a.distance * b.distance);
-                const real sinPrime = std::sqrt(1 - cosPrime * cosPrime);
+                const real *powers = terms, *bases = terms + c.Z, *gauss = terms + 2 * c.Z;
+                const real cosPrime = gauss[c.K], sinPrime = gauss[c.K + 1];
                 const real fcab = fcA * fcB;
                 const real mean = real(0.5) * (a.distance + b.distance);
-                const real* powers = terms;  // base^(zeta - 1)
-                const real* gauss = terms + c.Z;
                 const real* g = row + c.radialLength + pairIndex[species[a.atom] * c.S + species[b.atom]] * c.block;
                 for (int64_t z = 0; z < c.Z; z++)
-                    angle[z] = powers[z] * (1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z]) * fcab;
+                    angle[z] = powers[z] * bases[z] * fcab;
                 std::fill(dAngle.begin(), dAngle.end(), real(0));
                 std::fill(dGauss.begin(), dGauss.end(), real(0));
                 for (int64_t z = 0; z < c.Z; z++)
@@ -354,8 +355,7 @@ Tensor AEVImplementation<real>::positionGradient(const Tensor& gradAEV) const {
                     dMean += dGauss[k] * gauss[k] * (-2 * c.angularEta * (mean - c.angularShifts[k]));
                 real dFcab = 0, dCos = 0;
                 for (int64_t z = 0; z < c.Z; z++) {
-                    const real base = 1 + cosPrime * c.sectionCos[z] + sinPrime * c.sectionSin[z];
-                    dFcab += dAngle[z] * powers[z] * base;
+                    dFcab += dAngle[z] * powers[z] * bases[z];
                     const real dBase = dAngle[z] * fcab * c.zeta * powers[z];
                     // d base / d cos' = cos_z - (cos' / sin') sin_z
                     dCos += dBase * (c.sectionCos[z] - cosPrime / sinPrime * c.sectionSin[z]);
