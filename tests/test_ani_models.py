@@ -338,17 +338,22 @@ def _aev_operator_inputs(model, positions, box=None):
     return pos, cell, constants
 
 
-@pytest.mark.parametrize("case", ["isolated", "triclinic"])
-def test_aev_operator_gradient_matches_finite_differences(case):
-    # gradcheck compares ani_aev_backward (through autograd) with central differences of ani_aev
-    # for random output weights, in float64 (step 1e-6 Angstrom; agreement to ~1e-7 relative).
+def _aev_operator_case(case):
+    """halobenzene (every ANI-2x element) isolated, or wrapped into the triclinic test box; float64 model."""
     numbers, positions = molecule("halobenzene")
     box = None
     if case == "triclinic":
         box = PERIODIC_CASES["triclinic"][1]
         positions = _wrapped(positions - positions.mean(axis=0), box)
     model = ANI("ani2x", numbers, dtype=torch.float64)
-    pos, cell, constants = _aev_operator_inputs(model, positions, box)
+    return (numbers, model) + _aev_operator_inputs(model, positions, box)
+
+
+@pytest.mark.parametrize("case", ["isolated", "triclinic"])
+def test_aev_operator_gradient_matches_finite_differences(case):
+    # gradcheck compares ani_aev_backward (through autograd) with central differences of ani_aev
+    # for random output weights, in float64 (step 1e-6 Angstrom; agreement to ~1e-7 relative).
+    numbers, model, pos, cell, constants = _aev_operator_case(case)
     aev = torch.ops.openmm_nnp.ani_aev(pos, cell, *constants)
     assert aev.shape == (len(numbers), model.aev_length)
     weights = torch.randn_like(aev, generator=torch.Generator().manual_seed(3)) / (1.0 + aev.abs())
@@ -363,17 +368,11 @@ def test_aev_operator_gradient_matches_finite_differences(case):
 def test_aev_operator_equals_torchani_aev(case):
     # The operator's AEV, scaled and reordered to TorchANI's layout (the layout is described in
     # plugin_cpp/torch_ops/ANIFeatures.h), equals TorchANI's own AEV computer's.
-    numbers, positions = molecule("halobenzene")
-    box = None
-    if case == "triclinic":
-        box = PERIODIC_CASES["triclinic"][1]
-        positions = _wrapped(positions - positions.mean(axis=0), box)
-    model = ANI("ani2x", numbers, dtype=torch.float64)
-    pos, cell, constants = _aev_operator_inputs(model, positions, box)
+    numbers, model, pos, cell, constants = _aev_operator_case(case)
     aev = torch.ops.openmm_nnp.ani_aev(pos, cell, *constants)
 
     aev_computer = load_torchani_model("ani2x").potentials["nnp"].aev_computer
-    if box is None:
+    if cell is None:
         expected = aev_computer(model.species.unsqueeze(0), pos.unsqueeze(0))[0]
     else:
         expected = aev_computer(model.species.unsqueeze(0), pos.unsqueeze(0), cell=cell,
