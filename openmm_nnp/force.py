@@ -3,7 +3,8 @@
 OpenMM's Python wrappers turn the Force pointers they return (System.getForce, XmlSerializer,
 CustomCVForce.getCollectiveVariable) into the most derived class they know, which for a plugin's force
 is the bare openmm.Force. `install_force_downcasts` wraps those methods so an NNPForce comes back as
-an NNPForce; every other force is returned unchanged.
+an NNPForce; every other force is returned unchanged. `install_context_check` makes a Context refused
+for want of NNPForce kernels say so, instead of OpenMM's generic "does not support all required kernels".
 """
 
 import functools
@@ -92,3 +93,45 @@ def install_force_downcasts():
             continue
         wrapped = _returning_nnp_force(method)
         setattr(owner, name, staticmethod(wrapped) if static else wrapped)
+
+
+def _platforms_with_nnp_kernels():
+    return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())
+            if openmm.Platform.getPlatform(i).supportsKernels(['CalcNNPForce'])]
+
+
+def _missing_kernels_message(system, platform):
+    """The error for a Context on `platform` that lacks NNPForce kernels, or None when that is not the problem."""
+    if platform is None or platform.supportsKernels(['CalcNNPForce']):
+        return None
+    if not any(nnp_swig.NNPForce.isinstance(force) for force in system.getForces()):
+        return None
+    import openmm_nnp
+    message = (f"NNPForce has no kernels for the {platform.getName()} platform; it runs on "
+               f"{', '.join(_platforms_with_nnp_kernels())}. Choose one of those platforms.")
+    failures = openmm_nnp.getPluginLoadFailures()
+    if failures:
+        message += ' Kernel libraries that failed to load: ' + '; '.join(failures)
+    return message
+
+
+def install_context_check():
+    """Make openmm.Context name NNPForce and the platforms that have its kernels when the chosen platform
+    has none (idempotent)."""
+    original = openmm.Context.__init__
+    if getattr(original, '_nnp_context_check', False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, system, integrator, *args, **kwargs):
+        try:
+            original(self, system, integrator, *args, **kwargs)
+        except openmm.OpenMMException as e:
+            platform = args[0] if args else kwargs.get('platform')
+            message = _missing_kernels_message(system, platform) if 'required kernels' in str(e) else None
+            if message is None:
+                raise
+            raise openmm.OpenMMException(message) from None
+
+    __init__._nnp_context_check = True
+    openmm.Context.__init__ = __init__

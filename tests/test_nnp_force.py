@@ -90,18 +90,23 @@ def make_system(n, periodic_box=None, masses=None):
     return system
 
 
-def evaluate(system, positions, platform, groups=-1, parameters=None, box=None):
-    integrator = openmm.VerletIntegrator(0.001)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setPositions(positions)
+def state_of(context, positions=None, parameters=None, groups=-1, box=None):
+    """(energy kJ/mol, forces [n,3] kJ/mol/nm, parameter derivatives) of `context`, after setting what is given."""
     if box is not None:
         context.setPeriodicBoxVectors(*box)
+    if positions is not None:
+        context.setPositions(positions)
     for name, value in (parameters or {}).items():
         context.setParameter(name, value)
     state = context.getState(getEnergy=True, getForces=True, getParameterDerivatives=True, groups=groups)
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
     return energy, np.array(forces), dict(state.getEnergyParameterDerivatives())
+
+
+def evaluate(system, positions, platform, groups=-1, parameters=None, box=None):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    return state_of(context, positions, parameters, groups, box)
 
 
 def random_positions(n, seed=0, scale=0.5):

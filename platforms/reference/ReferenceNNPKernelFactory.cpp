@@ -1,5 +1,5 @@
 #include "ReferenceNNPKernels.h"
-#include "NNPTorchOps.h"
+#include "NNPComputation.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/reference/ReferencePlatform.h"
 #include "openmm/internal/ContextImpl.h"
@@ -22,9 +22,7 @@ public:
 // Called by OpenMM when this library is loaded as a plugin (Platform::loadPluginLibrary). The kernel
 // serves every platform built on the Reference platform's data structures, which includes the CPU platform.
 extern "C" OPENMM_NNP_EXPORT void registerKernelFactories() {
-    // Models may call openmm-nnp's TorchScript operators: make sure their library stays loaded.
-    if (registeredTorchOperators() <= 0)
-        throw OpenMMException("openmm-nnp: the TorchScript operator library registered no operators.");
+    requireTorchOperators(); // models may call openmm-nnp's TorchScript operators
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
         if (dynamic_cast<ReferencePlatform*>(&platform) != NULL)

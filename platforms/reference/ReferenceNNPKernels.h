@@ -2,7 +2,7 @@
 #define OPENMM_REFERENCE_NNP_KERNELS_H_
 
 #include "NNPKernels.h"
-#include "NNPModel.h"
+#include "NNPComputation.h"
 #include "RegionGeometry.h"
 #include <memory>
 
@@ -16,14 +16,10 @@ public:
     void initialize(const OpenMM::System& system, const NNPForce& force, const std::vector<int>& atoms);
     double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy);
 private:
-    std::unique_ptr<NNPModel> model;
+    std::unique_ptr<NNPComputation> computation;
     std::vector<int> atoms;
     WholeRegionPlan wholePlan;
     bool usePeriodic;
-    std::string scaleParameter;
-    bool scaleDerivative;
-    std::vector<std::string> parameterNames;
-    std::vector<bool> derivativeMask;
     std::vector<double> positionBuffer;
 };
 
