@@ -9,6 +9,14 @@ records its own platforms' failures, and its platform simply has no NNPForce ker
 """
 
 import os as _os
+import sys as _sys
+
+# torch's OpenMP threads spin after each parallel region (libgomp's default), taking cores from OpenMM's
+# own threads, which run right after the model in every step: on the CPU platform that made an NNP/MM
+# step cost far more than MM plus the model. libgomp reads this once, when torch is loaded; an explicit
+# setting of the user's wins, and a torch imported before openmm_nnp keeps its policy.
+if 'torch' not in _sys.modules:
+    _os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import openmm as _openmm
 import torch as _torch  # loads libtorch before the libraries that link it

@@ -1,0 +1,154 @@
+"""What an NNP/MM step costs on the CPU platform compared with its parts: MM alone and one model call.
+
+Run:  .venv/bin/python benchmarks/bench_overhead.py [--threads 2] [--rounds 7] [--steps 20] [--omp-default]
+
+Systems: CB7:B2 (openmmtools HostGuestExplicit, 4,491 atoms, the 30-atom guest as ANI-2x region) and
+toluene in water (../shared/data/toluene-water, 6,495 atoms, PME 0.9 nm, toluene as region). The MM
+Systems are built without constraints (rigid water) so that the MTS layout can copy the region's bond
+terms; then every variant gets the same X-H constraints (region included, bond terms kept) and runs at
+2 fs. Variants,
+stepped in alternating rounds within this one process (load from other processes affects all alike),
+medians over rounds, all per integration step (the cost of a step does not depend on its length):
+
+* MM only;
+* NNP/MM: NNPotential('ani2x').createMixedSystem (openmm_nnp.models.ANI, float32);
+* NNP/MM with MTS: the `openmm-nnp run --mts 2` layout (NNP correction every 2 inner steps,
+  MTSLangevinIntegrator); time per inner step = time per outer step / 2. Its inner step is 1 fs (outer
+  2 fs): with a 2 fs inner step (outer 4 fs) CB7:B2 blows up within 20 steps, because the correction
+  U_NNP(region) - U_MM(region) still holds fast X-H bending that a 4 fs step cannot follow;
+* the model alone: energy + forces of the region's TorchScript model called from Python on the same
+  positions (what one NNP/MM step cannot avoid).
+
+It prints each time, NNP/MM / MM and the ideal (MM + model) / MM. --omp-default imports torch before
+openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
+set OMP_WAIT_POLICY=PASSIVE): run it both ways to see what spin-waiting costs.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if '--omp-default' in sys.argv:
+    import torch  # noqa: F401  (loads libgomp before openmm_nnp can choose its wait policy)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+os.environ.setdefault('TORCHANI_DATA_DIR', str(SHARED / 'models' / 'torchani'))
+
+import openmm_nnp  # noqa: E402  (first, unless --omp-default)
+import openmm  # noqa: E402
+import torch  # noqa: E402
+from openmm import app, unit  # noqa: E402
+
+from openmm_nnp.simulate import LoadedInput, createNNPSystem  # noqa: E402
+
+
+def host_guest():
+    from openmmtools.testsystems import HostGuestExplicit
+    test = HostGuestExplicit(constraints=None)
+    box = test.system.getDefaultPeriodicBoxVectors()
+    return 'CB7:B2', LoadedInput(test.topology, test.system, test.positions, box), 'resname B2'
+
+
+def toluene_water():
+    directory = SHARED / 'data' / 'toluene-water'
+    prmtop = app.AmberPrmtopFile(str(directory / 'toluene-explicit.prm7'))
+    inpcrd = app.AmberInpcrdFile(str(directory / 'toluene-explicit.rst7'))
+    system = prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer, constraints=None, rigidWater=True)
+    system.setDefaultPeriodicBoxVectors(*inpcrd.boxVectors)
+    return 'toluene/water', LoadedInput(prmtop.topology, system, inpcrd.positions, inpcrd.boxVectors), 'resname MBN'
+
+
+def constrain_hydrogen_bonds(system, topology):
+    """Constrain every X-H bond of `system` at its HarmonicBondForce length (the terms stay; water is rigid already)."""
+    hydrogens = {atom.index for atom in topology.atoms() if atom.element is not None and atom.element.symbol == 'H'}
+    existing = {tuple(sorted(system.getConstraintParameters(i)[:2])) for i in range(system.getNumConstraints())}
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            for i in range(force.getNumBonds()):
+                a, b, length, _ = force.getBondParameters(i)
+                if (a in hydrogens or b in hydrogens) and tuple(sorted((a, b))) not in existing:
+                    system.addConstraint(a, b, length)
+    return system
+
+
+def model_call(system, positions):
+    """A function that runs the NNPForce's model once (energy and autograd forces), as the kernel does."""
+    force = next(f for f in system.getForces() if isinstance(f, openmm_nnp.NNPForce))
+    model = force.getModel()
+    atoms = list(force.getAtoms())
+    coordinates = torch.tensor(positions.value_in_unit(unit.nanometer), dtype=torch.float32)[atoms]
+    box = torch.tensor([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()], dtype=torch.float32)
+
+    def run():
+        x = coordinates.clone().requires_grad_(True)
+        energy = model(x, box) if force.usesPeriodicBoundaryConditions() else model(x)
+        torch.autograd.grad(energy, x)
+    return run
+
+
+def contexts_for(loaded, region, threads):
+    platform = openmm.Platform.getPlatformByName('CPU')
+    properties = {'Threads': str(threads)}
+    mixed, _, _ = createNNPSystem(loaded, region)
+    mts, _, _ = createNNPSystem(loaded, region, mts=2)
+    mm = openmm.XmlSerializer.clone(loaded.system)
+    variants = {label: (constrain_hydrogen_bonds(system, loaded.topology), steps)
+                for label, system, steps in (('MM', mm, None), ('NNP/MM', mixed, None), ('NNP/MM MTS 2', mts, 2))}
+    result = {}
+    for label, (system, mts_steps) in variants.items():
+        T, friction = 300 * unit.kelvin, 1 / unit.picosecond
+        if mts_steps:
+            integrator = openmm.MTSLangevinIntegrator(T, friction, mts_steps * unit.femtosecond, [(1, 1), (0, mts_steps)])
+        else:
+            integrator = openmm.LangevinMiddleIntegrator(T, friction, 2 * unit.femtosecond)
+        context = openmm.Context(system, integrator, platform, properties)
+        context.setPositions(loaded.positions)
+        context.applyConstraints(1e-6)
+        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+        context.setVelocitiesToTemperature(T, 1)
+        integrator.step(10)  # warm-up: TorchScript profiling runs, neighbour lists
+        result[label] = (context, mts_steps or 1)
+    return result, model_call(variants['NNP/MM'][0], loaded.positions)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--threads', type=int, default=2, help='OpenMM CPU threads and torch intra-op threads')
+    parser.add_argument('--rounds', type=int, default=7, help='alternating rounds per variant')
+    parser.add_argument('--steps', type=int, default=20, help='(inner) steps per round')
+    parser.add_argument('--omp-default', action='store_true', help="import torch first (libgomp's default spin-waiting)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: libgomp default)')}, {args.threads} threads, "
+          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'system':14s} {'MM':>7s} {'NNP/MM':>7s} {'MTS 2':>7s} {'model':>7s}   ms per step  |  "
+          f"{'NNP/MM÷MM':>9s} {'ideal':>6s} {'MTS÷MM':>7s}")
+    for build in (host_guest, toluene_water):
+        name, loaded, region = build()
+        contexts, model = contexts_for(loaded, region, args.threads)
+        for _ in range(5):
+            model()
+        times = {label: [] for label in [*contexts, 'model']}
+        for _ in range(args.rounds):
+            for label, (context, per_step) in contexts.items():
+                steps = args.steps // per_step
+                start = time.perf_counter()
+                context.getIntegrator().step(steps)
+                context.getState(getEnergy=True)
+                times[label].append((time.perf_counter() - start) / (steps * per_step) * 1e3)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                model()
+            times['model'].append((time.perf_counter() - start) / args.steps * 1e3)
+        m = {label: statistics.median(values) for label, values in times.items()}
+        print(f"{name:14s} {m['MM']:7.1f} {m['NNP/MM']:7.1f} {m['NNP/MM MTS 2']:7.1f} {m['model']:7.1f}   ms per step  |  "
+              f"{m['NNP/MM'] / m['MM']:9.2f} {(m['MM'] + m['model']) / m['MM']:6.2f} {m['NNP/MM MTS 2'] / m['MM']:7.2f}")
+        del contexts
+
+
+if __name__ == '__main__':
+    main()
