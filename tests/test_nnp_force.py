@@ -753,16 +753,24 @@ def run_cpp_test(name, *args):
     result = subprocess.run([executable, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'Done' in result.stdout
+    return result.stdout
 
 
 def test_cpp_serialization():
     run_cpp_test('TestSerializeNNPForce')
 
 
-def test_cpp_reference_and_cpu_platforms(tmp_path):
+def test_cpp_api_on_every_platform(tmp_path):
     model = HarmonicRestraint([1.0, 2.0, 3.0], [[0.1 * i, -0.2, 0.3] for i in range(3)])
     path = tmp_path / 'harmonic.pt'
     torch.jit.script(model).save(str(path))
     plugins = os.path.join(openmm.version.openmm_library_path, 'plugins')
-    kernels = os.path.join(os.path.dirname(openmm_nnp.__file__), 'libOpenMMNNPReference.so')
-    run_cpp_test('TestReferenceNNPForce', kernels, plugins, str(path))
+    library_dir = os.path.dirname(openmm_nnp.__file__)
+    kernels = os.path.join(library_dir, 'libOpenMMNNPReference.so')
+    # The OpenCL kernels too, where they were built and OpenCL runs here (tests/test_gpu_platforms.py says why not).
+    from test_gpu_platforms import unavailable
+    opencl = os.path.join(library_dir, 'libOpenMMNNPOpenCL.so')
+    extra = [opencl] if os.path.exists(opencl) and unavailable('OpenCL') is None else []
+    output = run_cpp_test('TestNNPForcePlatforms', kernels, plugins, str(path), *extra)
+    for platform in ['Reference', 'CPU'] + (['OpenCL'] if extra else []):
+        assert f'tested {platform}' in output

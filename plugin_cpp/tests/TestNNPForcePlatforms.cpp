@@ -1,5 +1,6 @@
-/* C++ test: NNPForce through OpenMM's C++ API on the Reference and CPU platforms.
- * Usage: TestReferenceNNPForce <kernel library> <OpenMM plugin directory> <model.pt>
+/* C++ test: NNPForce through OpenMM's C++ API on every platform whose kernels the given kernel libraries
+ * register (Reference and CPU always; OpenCL/CUDA when their libraries are given and a device exists).
+ * Usage: TestNNPForcePlatforms <kernel library> <OpenMM plugin directory> <model.pt> [more kernel libraries]
  * The model (written by the pytest suite) is E = sum_i k_i |r_i - r0_i|^2 with k_i = i + 1 and
  * r0_i = (0.1 i, -0.2, 0.3) nm over the region's atoms in region order, in float64. */
 #include "NNPForce.h"
@@ -47,15 +48,22 @@ static void testPlatform(const string& platformName, const string& modelFile) {
 }
 
 int main(int argc, char* argv[]) {
-    if (argc != 4) {
-        cout << "usage: " << argv[0] << " <libOpenMMNNPReference.so> <OpenMM plugin dir> <model.pt>" << endl;
+    if (argc < 4) {
+        cout << "usage: " << argv[0] << " <libOpenMMNNPReference.so> <OpenMM plugin dir> <model.pt> [more kernel libraries]" << endl;
         return 2;
     }
     try {
         Platform::loadPluginsFromDirectory(argv[2]);
         Platform::loadPluginLibrary(argv[1]);
-        testPlatform("Reference", argv[3]);
-        testPlatform("CPU", argv[3]);
+        for (int i = 4; i < argc; i++)
+            Platform::loadPluginLibrary(argv[i]);
+        for (int i = 0; i < Platform::getNumPlatforms(); i++) {
+            Platform& platform = Platform::getPlatform(i);
+            if (!platform.supportsKernels({"CalcNNPForce"}))
+                continue;
+            testPlatform(platform.getName(), argv[3]);
+            cout << "tested " << platform.getName() << endl;
+        }
         bool rejected = false;
         try {
             NNPForce missing("/nonexistent/model.pt");
