@@ -539,9 +539,9 @@ class Simulation:
 
     def resume(self, steps=None):
         """Continue the run in the output folder from its last checkpoint (``steps``: a new production length)."""
-        if not self.hasRun() or not self._path(CHECKPOINT).is_file():
-            raise InputError(f"'{self.outputDir}' holds no run to resume (no {RUN_FILE} and {CHECKPOINT}). Start it "
-                             'without --resume.')
+        if not self.hasRun() or not self._path(CHECKPOINT_INFO).is_file():
+            raise InputError(f"'{self.outputDir}' holds no run to resume (no {RUN_FILE} and {CHECKPOINT_INFO}). Start "
+                             'it without --resume.')
         self.info = readJSON(self._path(RUN_FILE), 'Start the run again in a new --output folder')
         self.settings = RunSettings(**self.info['settings'])
         checkpoint, data = self._readCheckpoint()
