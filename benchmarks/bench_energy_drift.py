@@ -56,10 +56,11 @@ SETTINGS = [
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--nve-ps', type=float, default=2.0, help='NVE length per start in ps (default 2)')
-    parser.add_argument('--starts', type=int, default=2, help='independent starts (velocity seeds) per setting')
-    parser.add_argument('--waters', type=int, default=200, help='waters kept around the toluene (default 200)')
-    parser.add_argument('--threads', type=int, default=2, help='torch threads for the NNP (default 2)')
+    for name, kind, default, text in (('--nve-ps', float, 2.0, 'NVE length per start in ps'),
+                                      ('--starts', int, 2, 'independent starts (velocity seeds) per setting'),
+                                      ('--waters', int, 200, 'waters kept around the toluene'),
+                                      ('--threads', int, 2, 'torch threads for the NNP')):
+        parser.add_argument(name, type=kind, default=default, help=f'{text} (default {default:g})')
     return parser.parse_args()
 
 
