@@ -3,6 +3,7 @@
 
 import errno
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -245,6 +246,9 @@ def test_output_is_a_file(tmp_path, capsys):
     (tmp_path / 'notes.txt').write_text('mine\n')
     expectError(capsys, ['run', *GUEST, *RUN, '-o', str(tmp_path / 'notes.txt')], 'is a file, not a folder',
                 '--output', untouched=tmp_path)
+    settings = simulate.RunSettings(inputs=GUEST, region='0-29', platform='Reference')
+    expectAPIError(lambda: simulate.runSimulation(settings, tmp_path / 'notes.txt'), InputError, 'is a file')
+    assert (tmp_path / 'notes.txt').read_text() == 'mine\n'
 
 
 @pytest.mark.parametrize('code, fix', [(errno.ENOSPC, 'free space'), (errno.EACCES, 'permissions')])
@@ -266,6 +270,20 @@ def test_os_error_while_running(tmp_path, capsys, monkeypatch, code, fix):
     assert list(np.genfromtxt(out / 'energies.csv', delimiter=',', names=True)['step']) == [2, 4, 6, 8]
 
 
+def test_read_only_run_folder(runCopy, capsys):
+    paths = [runCopy, *runCopy.iterdir()]
+    for path in paths:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        if os.access(runCopy, os.W_OK):
+            pytest.skip('permissions do not apply here (root with CAP_DAC_OVERRIDE)')
+        expectError(capsys, ['run', '--resume', '--steps', '10', '-o', str(runCopy)] + QUIET, 'Permission denied',
+                    'permissions', untouched=runCopy)
+    finally:
+        for path in paths:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 @pytest.mark.parametrize('name', [simulate.RUN_FILE, simulate.CHECKPOINT_INFO])
 def test_damaged_run_files(runCopy, capsys, name):
     (runCopy / name).write_text((runCopy / name).read_text()[:40])
@@ -281,11 +299,18 @@ def test_damaged_checkpoints(runCopy, capsys):
         (runCopy / name).write_bytes(data[:len(data) // 2])
     expectError(capsys, ['run', '--resume', '--steps', '10', '-o', str(runCopy)] + QUIET, 'truncated or damaged',
                 'checkpoint.chk', untouched=runCopy)
+    before = snapshot(runCopy)
+    expectAPIError(lambda: simulate.runSimulation(None, runCopy, resume=True), InputError, 'truncated or damaged')
+    assert snapshot(runCopy) == before
 
 
 def test_resume_with_fewer_steps_than_done(runCopy, capsys):
     expectError(capsys, ['run', '--resume', '--steps', '4', '-o', str(runCopy)] + QUIET,
                 '--steps 4 is fewer production steps than this run has already done (8', untouched=runCopy)
+    before = snapshot(runCopy)
+    expectAPIError(lambda: simulate.runSimulation(simulate.RunSettings(steps=6), runCopy, resume=True), InputError,
+                   'already done (8')
+    assert snapshot(runCopy) == before
     info = json.loads((runCopy / simulate.RUN_FILE).read_text())
     expectError(capsys, ['run', '--resume', '--time', str(4 * info['settings']['timestep'] / 1000), '-o',
                          str(runCopy)] + QUIET, 'already done (8', untouched=runCopy)
