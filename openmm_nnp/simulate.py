@@ -33,7 +33,6 @@ import math
 import os
 import pickle
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -406,13 +405,12 @@ class RunSettings:
         return {key: getattr(self, key) for key in self.FIELDS}
 
     def validate(self):
-        positive = requirePositive
-        positive('timestep', self.timestep)
-        positive('temperature', self.temperature)
-        positive('reportInterval', self.reportInterval, True)
-        positive('checkpointInterval', self.checkpointInterval, True)
+        requirePositive('timestep', self.timestep)
+        requirePositive('temperature', self.temperature)
+        requirePositive('reportInterval', self.reportInterval, True)
+        requirePositive('checkpointInterval', self.checkpointInterval, True)
         if self.threads is not None:
-            positive('threads', self.threads, True)
+            requirePositive('threads', self.threads, True)
         if self.steps is None or self.steps < 0:
             raise InputError(f'--steps must be zero or positive, not {self.steps}.')
         if self.equilibrationSteps < 0:
@@ -694,10 +692,11 @@ class Simulation:
         return potential, kinetic, temperature
 
     def _blowUpMessage(self, where, seen):
-        return (f'The simulation blew up {where}: {seen}. The time step ({self.settings.timestep:g} fs'
-                + (f', NNP every {self.settings.mts} steps' if self.settings.mts else '') + ') is too large for '
-                'this system: run again with a smaller --timestep (1 fs or less for an unconstrained NNP region). '
-                f'The outputs are kept up to the last good checkpoint, at step {self._checkpoint["step"]}.')
+        mts = f', NNP every {self.settings.mts} steps' if self.settings.mts else ''
+        return (f'The simulation blew up {where}: {seen}. Unless the structure has clashes, the time step '
+                f'({self.settings.timestep:g} fs{mts}) is too large: run again with a smaller --timestep (1 fs or '
+                'less for an unconstrained NNP region). The outputs are kept up to the last good checkpoint, at step '
+                f'{self._checkpoint["step"]}.')
 
     def _report(self, step, speed):
         state = self.context.getState(getPositions=True, getEnergy=True)
