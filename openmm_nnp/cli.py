@@ -12,7 +12,7 @@ the traceback).
 """
 
 import argparse
-import json
+import errno
 import sys
 from pathlib import Path
 
@@ -136,15 +136,20 @@ def commandPrepare(args):
 
 
 def commandRun(args):
-    from openmm_nnp.simulate import RunSettings, runSimulation
+    from openmm_nnp.simulate import RUN_FILE, RunSettings, readJSON, runSimulation
+    # Checked here: converted to steps, they would be reported as errors of --steps.
+    if args.time is not None and args.time <= 0:
+        raise InputError(f'--time must be positive (ps), not {args.time:g}.')
+    if args.equilibration is not None and args.equilibration < 0:
+        raise InputError(f'--equilibration must be zero or positive (ps), not {args.equilibration:g}.')
     if args.resume:
         if args.inputs:
             raise InputError('With --resume, give only --output: the run folder holds the inputs it was started with.')
         steps = args.steps
         if args.time is not None:
-            info = json.loads((Path(args.output) / 'run.json').read_text()) if (Path(args.output) / 'run.json').is_file() else None
-            if info is None:
-                raise InputError(f"'{args.output}' holds no run to resume (no run.json). Start it without --resume.")
+            if not (Path(args.output) / RUN_FILE).is_file():
+                raise InputError(f"'{args.output}' holds no run to resume (no {RUN_FILE}). Start it without --resume.")
+            info = readJSON(Path(args.output) / RUN_FILE, 'Start the run again in a new --output folder')
             steps = _stepsFromTime(args.time, info['settings']['timestep'], info['settings']['mts'])
         settings = RunSettings(steps=steps) if steps is not None else None
         runSimulation(settings, args.output, resume=True, plots=not args.no_plots, progress=not args.no_progress)
@@ -187,18 +192,40 @@ def main(argv=None):
     args = parser.parse_args(argv)
     use_shared_torchani_data()
     handlers = {'prepare': commandPrepare, 'run': commandRun, 'endstate': commandEndstate}
+    import openmm
     try:
         return handlers[args.command](args)
-    except (InputError, ValueError, FileNotFoundError) as e:
+    except (InputError, ValueError, OSError, openmm.OpenMMException) as e:
         # ValueError: the library's validation (region, elements, charge) explains the problem and the fix.
         if args.debug:
             raise
-        print(f'openmm-nnp {args.command}: error: {e}', file=sys.stderr)
+        print(f'openmm-nnp {args.command}: error: {_oneLine(e)}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'\nopenmm-nnp {args.command}: interrupted. A run continues from its last checkpoint with --resume.',
               file=sys.stderr)
         return 130
+
+
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: 'The disk is full: free space, then continue a run with --resume.',
+    errno.EACCES: 'Check the permissions, or choose another --output folder.',
+    errno.EROFS: 'The file system is read-only: choose another --output folder.',
+    errno.EEXIST: 'Choose another --output folder.',
+    errno.ENOTDIR: 'A path names a file where a folder is needed: choose another --output folder.',
+}
+
+
+def _oneLine(error):
+    """The error as one line; OpenMM's and the operating system's errors get what they concern and a fix."""
+    import openmm
+    text = ' '.join(str(error).split())
+    if isinstance(error, openmm.OpenMMException):
+        return f'OpenMM: {text}'
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+        fix = _OS_ERROR_FIXES.get(error.errno, 'Check the path and the disk.')
+        return f'{text} {fix}'
+    return text
 
 
 if __name__ == '__main__':

@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """A file, option or selection that cannot be used as given. The command line prints only the message."""
+
+
+class InstabilityError(InputError):
+    """A simulation that blew up (non-finite energies, absurd temperature): the time step is too large."""

@@ -326,7 +326,8 @@ def fixProtein(pdbFile, pH=7.0, keepTerminalGaps=False):
         raise InputError('PDBFixer is needed to prepare a protein: `pip install pdbfixer` or '
                          '`conda install -c conda-forge pdbfixer`.') from None
     try:
-        fixer = PDBFixer(filename=str(pdbFile))
+        # Its minimizations run on CPU: left to choose, OpenMM may pick OpenCL (PoCL segfaults there).
+        fixer = PDBFixer(filename=str(pdbFile), platform=openmm.Platform.getPlatformByName('CPU'))
     except Exception as e:
         raise InputError(f"PDBFixer could not read '{pdbFile}': {e}. Check that it is a PDB or PDBx/mmCIF file.") from None
     notes = []

@@ -4,6 +4,7 @@ Every check raises a ValueError that names the offending atoms and says how to f
 """
 
 import numbers
+import re
 
 import numpy as np
 
@@ -43,8 +44,8 @@ def selectRegion(topology, atoms):
         try:
             selected = mdtraj.Topology.from_openmm(topology).select(atoms)
         except Exception as e:
-            raise ValueError(f"The MDTraj selection '{atoms}' could not be evaluated: {e}. See "
-                             'https://mdtraj.org/1.9.4/atom_selection.html for the syntax.') from None
+            raise ValueError(f"The MDTraj selection '{atoms}' could not be evaluated: {_selectionError(atoms, e)}. "
+                             'See https://mdtraj.org/1.9.4/atom_selection.html for the syntax.') from None
         if len(selected) == 0:
             raise ValueError(f"The MDTraj selection '{atoms}' matches no atoms of the topology, so the NNP region "
                              'would be empty. Check the residue or atom names (e.g. print the residue names of '
@@ -75,6 +76,16 @@ def selectRegion(topology, atoms):
     return indices
 
 
+def _selectionError(selection, error):
+    """MDTraj's error without the grammar its parser lists: what it found where, and what came before."""
+    text = str(error).split('\n')[0]
+    found = re.search(r'(found .*?) +\(at char (\d+)\)', text)
+    if found:
+        at = int(found.group(2))
+        return f"syntax error at character {at + 1} ({found.group(1)} after '{selection[:at].rstrip()}')"
+    return text if len(text) <= 200 else text[:200] + '...'
+
+
 def regionBonds(topology, region):
     """Topology bonds with both atoms in the region, as (i, j) particle indices."""
     inside = set(region)
@@ -82,14 +93,41 @@ def regionBonds(topology, region):
             if b[0].index in inside and b[1].index in inside]
 
 
-def cutBonds(topology, region):
-    """Topology bonds with exactly one atom in the region, as (inside atom, outside atom) pairs."""
+def systemBonds(system):
+    """(i, j) pairs the System bonds: HarmonicBondForce terms and constraints."""
+    import openmm
+    pairs = [tuple(system.getConstraintParameters(k)[:2]) for k in range(system.getNumConstraints())]
+    for force in system.getForces():
+        if isinstance(force, openmm.HarmonicBondForce):
+            pairs.extend(tuple(force.getBondParameters(k)[:2]) for k in range(force.getNumBonds()))
+    return pairs
+
+
+def cutBonds(topology, region, system=None):
+    """Bonds with exactly one atom in the region, as (inside atom, outside atom) pairs.
+
+    The bonds are the Topology's; for residues of several atoms without Topology bonds (a ligand from a PDB
+    without CONECT records), those of ``system`` (see systemBonds). Raises ValueError when the region splits
+    a residue whose bonds neither of them knows."""
     inside = set(region)
-    cut = []
-    for a, b in topology.bonds():
-        if (a.index in inside) != (b.index in inside):
-            cut.append((a, b) if a.index in inside else (b, a))
-    return cut
+    atoms = list(topology.atoms())
+
+    def withoutBonds(bonds):
+        bonded = {i for bond in bonds for i in bond}
+        return [r for r in topology.residues() if len(r) > 1 and not any(a.index in bonded for a in r.atoms())]
+
+    bonds = [(a.index, b.index) for a, b in topology.bonds()]
+    unknown = {a.index for r in withoutBonds(bonds) for a in r.atoms()}
+    if unknown and system is not None:
+        bonds += [(i, j) for i, j in systemBonds(system) if i in unknown or j in unknown]
+    split = [r for r in withoutBonds(bonds) if 0 < sum(a.index in inside for a in r.atoms()) < len(r)]
+    if split:
+        raise ValueError(f'The NNP region holds part of residue {split[0].name} {split[0].id}, whose bonds are unknown '
+                         '(neither the topology, e.g. a PDB without CONECT records, nor the System has any for it), '
+                         'so whether the region cuts covalent bonds cannot be checked. Put whole residues in the '
+                         'region, or pass a topology with bonds.')
+    pairs = sorted({(min(i, j), max(i, j)) for i, j in bonds if (i in inside) != (j in inside)})
+    return [(atoms[i], atoms[j]) if i in inside else (atoms[j], atoms[i]) for i, j in pairs]
 
 
 def regionNetCharge(system, region):
@@ -138,7 +176,7 @@ def validateRegion(topology, system, region, supportedElements=None, requiresNeu
                              'region (e.g. include the counter-ion or the whole molecule) or a model for charged '
                              'systems.')
     if not allowCutBonds:
-        cut = cutBonds(topology, region)
+        cut = cutBonds(topology, region, system)
         if cut:
             pairs = ', '.join(f'{atomLabel(a)} - {atomLabel(b)}' for a, b in cut[:5])
             more = f' and {len(cut) - 5} more' if len(cut) > 5 else ''

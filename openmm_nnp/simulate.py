@@ -5,14 +5,21 @@
     run.json          settings (checked on --resume), the region, the model
     system.xml        the NNP/MM System that is simulated (the NNP model is embedded in it)
     integrator.xml    the integrator
-    topology.pdb      topology and starting positions
-    checkpoint.chk    OpenMM checkpoint (positions, velocities, box, integrator and RNG state), written atomically
-    checkpoint.json   step of the checkpoint and the sizes of the output files at that moment
+    topology.pickle   the input's Topology, pickled (lossless: a PDB merges atoms whose names repeat in a residue)
+    topology.pdb      topology and starting positions, for viewers and MDTraj (never read back)
+    checkpoint.chk    OpenMM checkpoint (positions, velocities, box, integrator and RNG state), written atomically;
+                      the one before it is kept as checkpoint.previous.chk
+    checkpoint.json   step, size and SHA-256 of the checkpoint (and of the previous one), and the sizes of the
+                      output files at that moment
     trajectory.dcd|xtc, energies.csv, final.pdb, summary.json, energies.png, ensemble_std.png
 
 ``--resume`` loads system.xml, integrator.xml and the checkpoint, cuts the trajectory and energy log back
 to what they held at the checkpoint, and continues; on the Reference platform the result is bit-for-bit the
-run that never stopped.
+run that never stopped. A checkpoint whose size or checksum differs from checkpoint.json is not used: the
+run resumes from the previous checkpoint, or, if that one is damaged too, --resume refuses.
+
+A run that blows up (non-finite energies, or a temperature far above the target at a report or checkpoint)
+stops with an InstabilityError; its outputs are cut back to the last good checkpoint.
 
 Multiple time steps (``mts=N``): the full MM force field (including the region's own MM terms) is force
 group 0, integrated with the inner step; the NNP correction U_NNP(region) - U_MM(region) is force group 1,
@@ -20,9 +27,11 @@ evaluated once per outer step of N inner steps by MTSLangevinIntegrator.
 """
 
 import base64
+import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -33,10 +42,12 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from openmm_nnp.errors import InputError
+from openmm_nnp.errors import InputError, InstabilityError
 
 RUN_FILE = 'run.json'
+TOPOLOGY = 'topology.pickle'
 CHECKPOINT = 'checkpoint.chk'
+PREVIOUS_CHECKPOINT = 'checkpoint.previous.chk'
 CHECKPOINT_INFO = 'checkpoint.json'
 ENERGY_LOG = 'energies.csv'
 MTS_MM_PARAMETER = 'nnp_mts_mm'
@@ -70,6 +81,15 @@ def _requireFile(path, what):
     return path
 
 
+def readJSON(path, fix):
+    """The content of a JSON file; a damaged one raises an InputError that names it and says ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"'{path}' is damaged (not valid JSON: {e}). {fix}.") from None
+
+
 def loadInput(paths, nonbondedCutoff=1.0):
     """Load what ``openmm-nnp run`` accepts.
 
@@ -91,7 +111,7 @@ def loadInput(paths, nonbondedCutoff=1.0):
         if manifest.name != 'prepared.json' or not manifest.is_file():
             raise InputError(f"'{path}' is neither a folder written by `openmm-nnp prepare` (with prepared.json) nor "
                              'a pair of files. Pass a system XML and a PDB, or an Amber prmtop and inpcrd.')
-        data = json.loads(manifest.read_text())
+        data = readJSON(manifest, 'Run `openmm-nnp prepare` again')
         folder = manifest.parent
         loaded = _loadXMLAndStructure(folder / data['system'], folder / data['pdb'])
         loaded.region = data.get('region')
@@ -385,14 +405,12 @@ class RunSettings:
         return {key: getattr(self, key) for key in self.FIELDS}
 
     def validate(self):
-        def positive(name, value, integer=False):
-            if value is None or value <= 0 or (integer and int(value) != value):
-                kind = 'a positive integer' if integer else 'positive'
-                raise InputError(f'--{_option(name)} must be {kind}, not {value}.')
-        positive('timestep', self.timestep)
-        positive('temperature', self.temperature)
-        positive('reportInterval', self.reportInterval, True)
-        positive('checkpointInterval', self.checkpointInterval, True)
+        requirePositive('timestep', self.timestep)
+        requirePositive('temperature', self.temperature)
+        requirePositive('reportInterval', self.reportInterval, True)
+        requirePositive('checkpointInterval', self.checkpointInterval, True)
+        if self.threads is not None:
+            requirePositive('threads', self.threads, True)
         if self.steps is None or self.steps < 0:
             raise InputError(f'--steps must be zero or positive, not {self.steps}.')
         if self.equilibrationSteps < 0:
@@ -423,6 +441,13 @@ def _option(name):
     return ''.join('-' + c.lower() if c.isupper() else c for c in name)
 
 
+def requirePositive(name, value, integer=False):
+    """InputError naming the option (``name`` in camelCase) unless ``value`` is positive (an integer)."""
+    if value is None or value <= 0 or (integer and int(value) != value):
+        kind = 'a positive integer' if integer else 'positive'
+        raise InputError(f'--{_option(name)} must be {kind}, not {value}.')
+
+
 def _createIntegrator(settings):
     dt = settings.timestep * unit.femtosecond
     T = settings.temperature * unit.kelvin
@@ -443,6 +468,7 @@ class Simulation:
         self.log = log
         self.showProgress = progress
         self.progressStream = progressStream
+        self._checkpoint = None  # checkpoint.json's content for the last checkpoint written or resumed from
 
     # -- setup --
     def _path(self, name):
@@ -454,6 +480,8 @@ class Simulation:
     def setUp(self, settings, loaded=None):
         """A fresh run: build the System, minimize, assign velocities and write the first checkpoint."""
         settings.validate()
+        if self.outputDir.exists() and not self.outputDir.is_dir():
+            raise InputError(f"The output '{self.outputDir}' is a file, not a folder. Choose another --output.")
         if self.hasRun():
             raise InputError(f"'{self.outputDir}' already holds a run. Continue it with --resume, or choose another "
                              '--output folder.')
@@ -476,8 +504,7 @@ class Simulation:
         self._path('integrator.xml').write_text(openmm.XmlSerializer.serialize(integrator))
         with open(self._path('topology.pdb'), 'w') as f:
             app.PDBFile.writeFile(loaded.topology, loaded.positions, f)
-        # The topology as --resume will read it back, so that both write identical files.
-        self.topology = app.PDBFile(str(self._path('topology.pdb'))).topology
+        _atomicWrite(self._path(TOPOLOGY), pickle.dumps(loaded.topology))
         numbers = regionAtomicNumbers(loaded.topology, indices)
         self.info = {'settings': settings.to_dict(), 'region_indices': indices, 'region_atomic_numbers': numbers,
                      'region_description': _regionText(settings.region or loaded.region, indices),
@@ -510,25 +537,30 @@ class Simulation:
 
     def resume(self, steps=None):
         """Continue the run in the output folder from its last checkpoint (``steps``: a new production length)."""
-        if not self.hasRun() or not self._path(CHECKPOINT).is_file():
-            raise InputError(f"'{self.outputDir}' holds no run to resume (no {RUN_FILE} and {CHECKPOINT}). Start it "
-                             'without --resume.')
-        self.info = json.loads(self._path(RUN_FILE).read_text())
+        if not self.hasRun() or not self._path(CHECKPOINT_INFO).is_file():
+            raise InputError(f"'{self.outputDir}' holds no run to resume (no {RUN_FILE} and {CHECKPOINT_INFO}). Start "
+                             'it without --resume.')
+        self.info = readJSON(self._path(RUN_FILE), 'Start the run again in a new --output folder')
         self.settings = RunSettings(**self.info['settings'])
+        checkpoint, data = self._readCheckpoint()
         if steps is not None:
             if self.settings.mts and steps % self.settings.mts:
                 raise InputError(f'With --mts {self.settings.mts}, --steps must be a multiple of {self.settings.mts}.')
+            done = checkpoint['step'] - self.settings.equilibrationSteps
+            if steps < done:
+                raise InputError(f'--steps {steps} is fewer production steps than this run has already done ({done}, '
+                                 f'checkpoint at step {checkpoint["step"]}). Pass at least --steps {done}, or more to '
+                                 'extend the run.')
             self.settings.steps = steps
             self.info['settings'] = self.settings.to_dict()
             self._writeRunFile()
         self.system = openmm.XmlSerializer.deserialize(self._path('system.xml').read_text())
-        self.topology = app.PDBFile(str(self._path('topology.pdb'))).topology
+        self.topology = pickle.loads(self._path(TOPOLOGY).read_bytes())
         integrator = openmm.XmlSerializer.deserialize(self._path('integrator.xml').read_text())
         self._createContext(integrator)
-        with open(self._path(CHECKPOINT), 'rb') as f:
-            self.context.loadCheckpoint(f.read())
-        checkpoint = json.loads(self._path(CHECKPOINT_INFO).read_text())
+        self.context.loadCheckpoint(data)
         self._restoreOutputs(checkpoint)
+        self._checkpoint = checkpoint
         self._openOutputs(append=True)
         self.log(f'Resuming {self.outputDir} at step {checkpoint["step"]} of '
                  f'{self.settings.equilibrationSteps + self.settings.steps}')
@@ -596,30 +628,83 @@ class Simulation:
                     f.write(base64.b64decode(checkpoint['dcd_header']))
 
     def _saveCheckpoint(self, step):
-        """Write checkpoint.chk and checkpoint.json atomically, flushing the outputs first."""
+        """Write checkpoint.chk and checkpoint.json atomically, flushing the outputs first; the checkpoint
+        before becomes checkpoint.previous.chk. checkpoint.json describes both (step, output sizes, checkpoint
+        size and SHA-256), so that a crash between the writes leaves a pair that _readCheckpoint can match."""
         if self._dcdHandle is not None:
             self._dcdHandle.flush()
         self.energyLog.flush()
-        _atomicWrite(self._path(CHECKPOINT), self.context.createCheckpoint())
+        data = self.context.createCheckpoint()
+        if self._path(CHECKPOINT).exists():
+            os.replace(self._path(CHECKPOINT), self._path(PREVIOUS_CHECKPOINT))
+        _atomicWrite(self._path(CHECKPOINT), data)
         trajectory = self._trajectoryPath()
         info = {'step': step, 'time': time.strftime('%Y-%m-%d %H:%M:%S'),
+                'checkpoint_size': len(data), 'checkpoint_sha256': hashlib.sha256(data).hexdigest(),
                 'file_sizes': {ENERGY_LOG: self._path(ENERGY_LOG).stat().st_size,
                                trajectory.name: trajectory.stat().st_size if trajectory.exists() else 0}}
         if trajectory.suffix == '.dcd':
             with open(trajectory, 'rb') as f:
                 info['dcd_header'] = base64.b64encode(f.read(24)).decode()
+        if self._checkpoint is not None:
+            info['previous'] = {key: value for key, value in self._checkpoint.items() if key != 'previous'}
         _atomicWrite(self._path(CHECKPOINT_INFO), json.dumps(info, indent=2).encode())
+        self._checkpoint = info
 
-    def _report(self, step, speed):
-        state = self.context.getState(getPositions=True, getEnergy=True)
-        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        boxVectors = state.getPeriodicBoxVectors()
-        box = np.array(boxVectors.value_in_unit(unit.nanometer))
-        self.trajectory.writeModel(state.getPositions(), periodicBoxVectors=boxVectors if self.periodic else None)
+    def _readCheckpoint(self):
+        """(checkpoint.json's entry, checkpoint bytes) of the newest checkpoint whose size and SHA-256 match."""
+        info = readJSON(self._path(CHECKPOINT_INFO), 'Start the run again in a new --output folder')
+        files = {}
+        for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+            if self._path(name).is_file():
+                data = self._path(name).read_bytes()
+                files[hashlib.sha256(data).hexdigest()] = data
+        for entry in (info, info.get('previous')):
+            if entry is None:
+                continue
+            data = files.get(entry.get('checkpoint_sha256'))
+            if data is not None and len(data) == entry.get('checkpoint_size'):
+                if entry is not info:
+                    self.log(f"Warning: {CHECKPOINT} does not match the size and checksum in {CHECKPOINT_INFO} (it is "
+                             f"truncated or damaged); resuming from the previous checkpoint, at step {entry['step']}.")
+                return entry, data
+        sizes = ', '.join(f'{len(d)} bytes' for d in files.values()) or 'none found'
+        raise InputError(f"Cannot resume: '{self._path(CHECKPOINT)}' is truncated or damaged: its size and SHA-256 "
+                         f"({sizes}) do not match those recorded in {CHECKPOINT_INFO} ({info.get('checkpoint_size')} "
+                         'bytes), and no earlier checkpoint does. Start the run again in a new --output folder.')
+
+    def _checkedEnergies(self, step, state):
+        """(potential, kinetic, temperature) of ``state``; InstabilityError when the run has blown up."""
         potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
         temperature = 2 * kinetic / (self.dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
             unit.kilojoule_per_mole / unit.kelvin)) if self.dof > 0 else float('nan')
+        target = self.settings.temperature
+        # Far beyond the thermal fluctuations of even a few atoms (their relative width is sqrt(2 / dof)).
+        limit = target * max(5.0, 1 + 12 * math.sqrt(2 / max(self.dof, 1)))
+        seen = None
+        if not (math.isfinite(potential) and math.isfinite(kinetic)):
+            seen = f'potential energy {potential:g} kJ/mol, kinetic energy {kinetic:g} kJ/mol'
+        elif temperature > limit:
+            seen = f'temperature {temperature:.0f} K (target {target:g} K)'
+        if seen:
+            raise InstabilityError(self._blowUpMessage(f'at step {step}', seen))
+        return potential, kinetic, temperature
+
+    def _blowUpMessage(self, where, seen):
+        mts = f', NNP every {self.settings.mts} steps' if self.settings.mts else ''
+        return (f'The simulation blew up {where}: {seen}. Unless the structure has clashes, the time step '
+                f'({self.settings.timestep:g} fs{mts}) is too large: run again with a smaller --timestep (1 fs or '
+                'less for an unconstrained NNP region). The outputs are kept up to the last good checkpoint, at step '
+                f'{self._checkpoint["step"]}.')
+
+    def _report(self, step, speed):
+        state = self.context.getState(getPositions=True, getEnergy=True)
+        potential, kinetic, temperature = self._checkedEnergies(step, state)
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        boxVectors = state.getPeriodicBoxVectors()
+        box = np.array(boxVectors.value_in_unit(unit.nanometer))
+        self.trajectory.writeModel(state.getPositions(), periodicBoxVectors=boxVectors if self.periodic else None)
         volume = float(np.linalg.det(box)) if self.periodic else float('nan')
         std = self.ensemble(positions, box) if self.ensemble is not None else float('nan')
         row = [step, step * self.stepTimePs, potential, kinetic, potential + kinetic, temperature, volume, std, speed]
@@ -644,13 +729,24 @@ class Simulation:
                 boundaries.append(equilibration)
             else:
                 boundaries.append(equilibration + _nextMultiple(step - equilibration, settings.reportInterval))
-            target = min(b for b in boundaries if b > step)
-            self.integrator.step((target - step) // n)
-            step = target
-            if step > equilibration and (step - equilibration) % settings.reportInterval == 0:
-                self._report(step, progress.nsPerDay(step))
-            if step % settings.checkpointInterval == 0 or step == total:
-                self._saveCheckpoint(step)
+            target, previous = min(b for b in boundaries if b > step), step
+            try:
+                self.integrator.step((target - step) // n)
+                step = target
+                reported = step > equilibration and (step - equilibration) % settings.reportInterval == 0
+                if reported:
+                    self._report(step, progress.nsPerDay(step))
+                if step % settings.checkpointInterval == 0 or step == total:
+                    if not reported:
+                        self._checkedEnergies(step, self.context.getState(getEnergy=True))
+                    self._saveCheckpoint(step)
+            except (InstabilityError, openmm.OpenMMException) as e:
+                self._closeOutputs()
+                self._restoreOutputs(self._checkpoint)
+                if isinstance(e, InstabilityError):
+                    raise
+                seen = 'OpenMM: ' + ' '.join(str(e).split())
+                raise InstabilityError(self._blowUpMessage(f'between steps {previous} and {target}', seen)) from None
             progress.update(step, 'equilibration' if step <= equilibration and equilibration else 'production')
         wall = time.perf_counter() - wallStart
         state = self.context.getState(getPositions=True, enforcePeriodicBox=self.periodic)
@@ -760,6 +856,8 @@ def endstateCorrection(inputs, outputDir, region=None, model='ani2x', precision=
     for name, value in (('samples', samples), ('switches', switches), ('lambdas', lambdas)):
         if value < 2:
             raise InputError(f'--{name} must be at least 2, not {value}.')
+    if threads is not None:
+        requirePositive('threads', threads, True)
     try:
         potential = NNPotential(model, precision=precision)
     except (ValueError, TypeError) as e:

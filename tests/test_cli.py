@@ -75,110 +75,23 @@ def test_endstate_command(tmp_path, capsys):
     assert (out / 'equilibrium.json').is_file()
 
 
-# Bad inputs: one line on stderr that names the problem and the fix, exit code 2.
-
-def expectError(capsys, argv, *fragments):
-    code, stdout, stderr = run(capsys, argv)
-    assert code == 2, stderr
-    command = argv[0]
-    assert stderr.startswith(f'openmm-nnp {command}: error: '), stderr
-    for fragment in fragments:
-        assert fragment in stderr, stderr
-    return stderr
+TOLUENE_WATER = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'toluene-water'
 
 
-def test_missing_input_file(tmp_path, capsys):
-    expectError(capsys, ['run', str(tmp_path / 'x.prmtop'), GUEST[1], '-o', str(tmp_path / 'o')],
-                'does not exist', 'x.prmtop')
-
-
-def test_input_folder_without_manifest(tmp_path, capsys):
-    expectError(capsys, ['run', str(tmp_path), '-o', str(tmp_path / 'o')], 'prepared.json')
-
-
-def test_selection_matching_nothing(tmp_path, capsys):
-    expectError(capsys, ['run', *GUEST, '--region', 'resname XYZ', '-o', str(tmp_path / 'o')] + FAST,
-                "'resname XYZ' matches no atoms", 'residue')
-
-
-def test_invalid_selection(tmp_path, capsys):
-    expectError(capsys, ['run', *GUEST, '--region', 'resname B2 and and', '-o', str(tmp_path / 'o')] + FAST,
-                'could not be evaluated')
-
-
-def test_no_region(tmp_path, capsys):
-    expectError(capsys, ['run', *GUEST, '-o', str(tmp_path / 'o')] + FAST, 'No NNP region', '--region')
-
-
-def test_cut_bonds(tmp_path, capsys):
-    # A TorchScript model file (no neutrality requirement) so that the cut bonds are what is wrong.
-    import torch
-
-    class Harmonic(torch.nn.Module):
-        def forward(self, positions):
-            return (positions ** 2).sum()
-
-    torch.jit.save(torch.jit.script(Harmonic()), str(tmp_path / 'model.pt'))
-    expectError(capsys, ['run', *GUEST, '--region', '0-9', '--model', str(tmp_path / 'model.pt'),
-                         '-o', str(tmp_path / 'o')] + FAST, 'cuts', 'whole molecules')
-
-
-def test_unknown_model(tmp_path, capsys):
-    expectError(capsys, ['run', *GUEST, '--region', '0-29', '--model', 'ani9z', '-o', str(tmp_path / 'o')] + FAST,
-                "ani9z", 'ani2x')
-
-
-def test_element_the_model_cannot_handle(tmp_path, capsys):
-    pytest.importorskip('pdbfixer')
-    from test_prepare import BROMOMETHANE_SDF
-    (tmp_path / 'bromomethane.sdf').write_text(BROMOMETHANE_SDF)
-    assert cli.main(['prepare', '--ligand', str(tmp_path / 'bromomethane.sdf'), '-o', str(tmp_path / 'prep'),
-                     '--charge-method', 'gas', '--padding', '0.5', '--ionic-strength', '0']) == 0
-    capsys.readouterr()
-    expectError(capsys, ['run', str(tmp_path / 'prep' / 'solvent'), '-o', str(tmp_path / 'o')] + FAST,
-                'does not support the element(s) Br', 'supports C, Cl, F, H, N, O, S', 'Choose a region')
-    # ANI-1x lacks Br too, and says which elements it has.
-    expectError(capsys, ['run', str(tmp_path / 'prep' / 'solvent'), '--model', 'ani1x', '-o', str(tmp_path / 'o')]
-                + FAST, 'Br', 'supports C, H, N, O')
-
-
-def test_charged_ligand_with_neutral_only_model(tmp_path, capsys):
-    pytest.importorskip('pdbfixer')
-    from test_prepare import ACETATE_SDF
-    (tmp_path / 'acetate.sdf').write_text(ACETATE_SDF)
-    assert cli.main(['prepare', '--ligand', str(tmp_path / 'acetate.sdf'), '-o', str(tmp_path / 'prep'),
-                     '--charge-method', 'gas', '--padding', '0.5', '--ionic-strength', '0']) == 0
-    stdout = capsys.readouterr().out
-    assert 'charged (-1)' in stdout  # prepare warns already
-    expectError(capsys, ['run', str(tmp_path / 'prep' / 'solvent'), '-o', str(tmp_path / 'o')] + FAST,
-                'net MM charge of -1.0000 e', 'neutral molecules only', 'model for charged')
-
-
-def test_resume_without_a_run(tmp_path, capsys):
-    expectError(capsys, ['run', '--resume', '-o', str(tmp_path / 'none')], 'no run to resume', 'without --resume')
-
-
-def test_output_folder_already_used(tmp_path, capsys):
-    out = tmp_path / 'o'
-    assert cli.main(['run', *GUEST, '--region', '0-29', '-o', str(out), '--steps', '2', '--report-interval', '2',
-                     '--no-plots'] + FAST) == 0
-    capsys.readouterr()
-    expectError(capsys, ['run', *GUEST, '--region', '0-29', '-o', str(out), '--steps', '2'] + FAST,
-                'already holds a run', '--resume')
-
-
-def test_bad_numbers(tmp_path, capsys):
-    expectError(capsys, ['run', *GUEST, '--region', '0-29', '--timestep', '-1', '-o', str(tmp_path / 'o')] + FAST,
-                '--timestep must be positive')
-    expectError(capsys, ['run', *GUEST, '--region', '0-29', '--mts', '3', '--steps', '10', '-o', str(tmp_path / 'o')]
-                + FAST, 'multiple of 3')
-    expectError(capsys, ['run', *GUEST, '--region', '0-29', '--platform', 'Quantum', '-o', str(tmp_path / 'o')],
-                "Unknown OpenMM platform 'Quantum'")
-
-
-def test_mismatched_xml_and_pdb(tmp_path, capsys):
-    import openmm
-    (tmp_path / 'system.xml').write_text(openmm.XmlSerializer.serialize(openmm.System()))
-    (tmp_path / 'one.pdb').write_text('HETATM    1  C1  LIG A   1       0.000   0.000   0.000  1.00  0.00           C\nEND\n')
-    expectError(capsys, ['run', str(tmp_path / 'system.xml'), str(tmp_path / 'one.pdb'), '-o', str(tmp_path / 'o')],
-                '0 particles', '1 atoms')
+@pytest.mark.skipif(not TOLUENE_WATER.is_dir(), reason=f'shared test data {TOLUENE_WATER} not found')
+def test_readme_command_on_toluene_water(tmp_path, capsys):
+    """The README's `run` command (shortened): the prmtop names every toluene atom C or H, which a PDB round
+    trip would merge; the run and its --resume keep all 6,495 atoms."""
+    out = tmp_path / 'run'
+    code, stdout, stderr = run(capsys, ['run', str(TOLUENE_WATER / 'toluene-explicit.prm7'),
+                                        str(TOLUENE_WATER / 'toluene-explicit.rst7'), '--region', 'resname MBN',
+                                        '--steps', '20', '--minimize-iterations', '10', '--report-interval', '10',
+                                        '--checkpoint-interval', '10', '--no-plots', '--no-progress', '-o', str(out)])
+    assert code == 0, stderr
+    code, stdout, stderr = run(capsys, ['run', '--resume', '--steps', '30', '--no-plots', '--no-progress',
+                                        '-o', str(out)])
+    assert code == 0, stderr
+    import mdtraj
+    trajectory = mdtraj.load(str(out / 'trajectory.dcd'), top=str(out / 'topology.pdb'))
+    assert trajectory.n_frames == 3 and trajectory.n_atoms == 6495
+    assert len(np.genfromtxt(out / 'energies.csv', delimiter=',', names=True)) == 3

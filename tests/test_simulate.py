@@ -76,6 +76,24 @@ def test_resume_after_a_crash_discards_output_past_the_checkpoint(tmp_path):
     assert summary['resumed_from_step'] == 4 and summary['steps_this_session'] == 4
 
 
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    """A checkpoint.chk that does not match the size and checksum in checkpoint.json is not loaded: the run
+    continues from the checkpoint before it, bit for bit the run that never stopped."""
+    common = GUEST + ['--region', 'resname B2', '--platform', 'Reference', '--threads', '1', '--seed', '7',
+                      '--report-interval', '2', '--checkpoint-interval', '2', '--no-plots', '--no-progress',
+                      '--minimize-iterations', '10']
+    _run(['run', *common, '--steps', '8', '-o', str(tmp_path / 'straight')])
+    _run(['run', *common, '--steps', '4', '-o', str(tmp_path / 'split')])
+    checkpoint = tmp_path / 'split' / 'checkpoint.chk'
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-100])
+    capsys.readouterr()
+    _run(['run', '--resume', '--steps', '8', '--no-plots', '--no-progress', '-o', str(tmp_path / 'split')])
+    assert 'resuming from the previous checkpoint, at step 2' in capsys.readouterr().out
+    _compare(tmp_path / 'straight', tmp_path / 'split')
+    summary = json.loads((tmp_path / 'split' / 'summary.json').read_text())
+    assert summary['resumed_from_step'] == 2
+
+
 def test_resume_on_cpu_with_pme(tmp_path):
     """CPU platform, periodic water box with PME, one thread.
 
