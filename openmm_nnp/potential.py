@@ -72,7 +72,9 @@ class NNPotential:
         """The TorchScript module for a region with these atomic numbers (in the region's order)."""
         return self.spec.createModule(list(atomicNumbers), self.dtype, charge, **self._modelOptions(options))
 
-    def _validate(self, topology, system, atoms, allowCutBonds):
+    def checkRegion(self, topology, system, atoms, allowCutBonds=False):
+        """Raise ValueError if the model cannot describe the region ``atoms`` (particle indices): elements it does
+        not support, a net MM charge for a neutral-only model, cut bonds unless allowed (region.validateRegion)."""
         _region.validateRegion(topology, system, atoms, self.spec.elements, self.spec.supportsCharge is False,
                                allowCutBonds, self.spec.label)
 
@@ -107,7 +109,7 @@ class NNPotential:
         atoms = list(range(topology.getNumAtoms()))
         if not atoms:
             raise ValueError('The topology has no atoms.')
-        self._validate(topology, None, atoms, True)
+        self.checkRegion(topology, None, atoms, True)
         system = openmm.System()
         for atom in topology.atoms():
             if atom.element is None:
@@ -175,7 +177,7 @@ class NNPotential:
                 raise ValueError("Pass the region once, as 'atoms' or as 'region', not both.")
             atoms = region
         atomIndices = _region.selectRegion(topology, atoms)
-        self._validate(topology, system, atomIndices, allowCutBonds)
+        self.checkRegion(topology, system, atomIndices, allowCutBonds)
         if not 0 <= forceGroup <= 31:
             raise ValueError(f'forceGroup must be between 0 and 31, not {forceGroup}.')
         mixed = _embedding.embedRegion(system, atomIndices, removeConstraints,
