@@ -64,7 +64,13 @@ setup(
     package_data={'openmm_nnp': ['*.so', 'nnp_swig.py', 'nnp_swig.i']},
     python_requires='>=3.10',
     install_requires=['openmm>=8.1', 'torch', 'numpy'],
-    entry_points={'console_scripts': ['openmm-nnp = openmm_nnp.cli:main']},
+    # openmm_nnp_openmmml: the openmm-ml plugin, outside the package so that `import openmmml` stays cheap.
+    py_modules=['openmm_nnp_openmmml'],
+    entry_points={
+        'console_scripts': ['openmm-nnp = openmm_nnp.cli:main'],
+        'openmmml.potentials': [f'{name} = openmm_nnp_openmmml:NNPPotentialImplFactory'
+                                for name in ('nnp', 'nnp-ani1x', 'nnp-ani1ccx', 'nnp-ani2x')],
+    },
     cmdclass={'build_py': BuildWithCMake, 'build_cmake': BuildCMake},
     zip_safe=False,
 )

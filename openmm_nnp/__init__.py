@@ -21,8 +21,8 @@ if 'torch' not in _sys.modules:
 import openmm as _openmm
 import torch as _torch  # loads libtorch before the libraries that link it
 
-from openmm_nnp.nnp_swig import NNPForce
 from openmm_nnp import force as _force
+from openmm_nnp.force import NNPForce
 from openmm_nnp.potential import NNPotential
 
 __all__ = ['NNPForce', 'NNPotential', 'getPluginLoadFailures']

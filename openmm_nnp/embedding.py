@@ -26,6 +26,9 @@ import xml.etree.ElementTree as ElementTree
 
 import openmm
 
+# The interpolation parameter's default name, openmm-ml's: builders, free-energy protocols and state classes use it.
+DEFAULT_LAMBDA_NAME = 'lambda_interpolate'
+
 # Coulomb's constant in OpenMM's units (kJ nm / (mol e^2)), the value OpenMM's kernels use.
 ONE_4PI_EPS0 = 138.93545764438198
 

@@ -1,4 +1,5 @@
-"""NNPForce in Python: model conversion and the glue that makes OpenMM hand back NNPForce objects.
+"""NNPForce in Python: the class the package exports (the SWIG class with openmm-torch's constructor forms and
+getModule) and the glue that makes OpenMM hand back NNPForce objects.
 
 OpenMM's Python wrappers turn the Force pointers they return (System.getForce, XmlSerializer,
 CustomCVForce.getCollectiveVariable) into the most derived class they know, which for a plugin's force
@@ -8,63 +9,84 @@ for want of NNPForce kernels say so, instead of OpenMM's generic "does not suppo
 """
 
 import functools
-import io
-import os
+import numbers
+from collections.abc import Iterable, Mapping
 
+import numpy
 import openmm
 
 from openmm_nnp import nnp_swig
+from openmm_nnp.models import torchscript
 
 
 def _model_to_bytes(model):
     """The bytes of a TorchScript module (what torch.jit.save writes) from a path, module or bytes."""
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        data = bytes(model)
-        _check_torchscript(data, 'the model bytes')
-        return data
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"NNPForce: model file '{path}' does not exist. Pass the path of a TorchScript "
-                                    "file saved with torch.jit.save, a torch.jit.ScriptModule, or its bytes.")
-        with open(path, 'rb') as f:
-            data = f.read()
-        _check_torchscript(data, f"the model file '{path}'")
-        return data
-    import torch
-    if isinstance(model, torch.jit.ScriptModule):
-        buffer = io.BytesIO()
-        torch.jit.save(model, buffer)
-        return buffer.getvalue()
-    if isinstance(model, torch.nn.Module):
-        try:
-            scripted = torch.jit.script(model)
-        except Exception as e:
-            raise ValueError(f"NNPForce: the model {type(model).__name__} could not be compiled with torch.jit.script "
-                             f"({_first_line(e)}). Pass a torch.jit.ScriptModule or a TorchScript file.") from e
-        return _model_to_bytes(scripted)
-    raise TypeError(f"NNPForce: model must be a TorchScript file path, a torch.jit.ScriptModule, a torch.nn.Module "
-                    f"or bytes, not {type(model).__name__}.")
+    return torchscript.moduleBytes(model, 'NNPForce')
 
 
-def _first_line(error):
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+def _atomList(atoms):
+    """``atoms`` as a list of ints, or None; anything else is an error that says what is wrong."""
+    if atoms is None:
+        return None
+    if isinstance(atoms, (str, bytes)) or not isinstance(atoms, Iterable):
+        raise TypeError(f'NNPForce: atoms must be a sequence of integer particle indices, not '
+                        f'{type(atoms).__name__} ({atoms!r}). Platform properties go in a dict: '
+                        "NNPForce(model, {'useCUDAGraphs': 'false'}) or NNPForce(model, properties={...}).")
+    indices = []
+    for k, atom in enumerate(atoms):
+        if isinstance(atom, (bool, numpy.bool_)) or not isinstance(atom, numbers.Integral):
+            raise TypeError(f'NNPForce: atoms must be integer particle indices, but item {k} is {atom!r} '
+                            f'({type(atom).__name__}). Platform properties go in a dict: '
+                            "NNPForce(model, {'useCUDAGraphs': 'false'}) or NNPForce(model, properties={...}).")
+        indices.append(int(atom))
+    return indices
 
 
-def _check_torchscript(data, what):
-    import torch
-    try:
-        torch.jit.load(io.BytesIO(data))
-    except Exception as e:
-        raise ValueError(f"NNPForce: {what} is not a TorchScript module that torch.jit.load can read "
-                         f"({_first_line(e)}). Save the model with torch.jit.save(torch.jit.script(model), path).") from None
+class NNPForce(nnp_swig.NNPForce):
+    """NNPForce evaluates a TorchScript model on a region of the System's particles.
+
+    ``NNPForce(model, atoms=None, properties=None)``, also in openmm-torch's forms
+    ``NNPForce(model, {'useCUDAGraphs': 'false'})`` (a dict as second argument is the properties) and with
+    the keywords ``atoms=`` and ``properties=``.
+
+    Parameters
+    ----------
+    model : str or os.PathLike, torch.jit.ScriptModule, torch.nn.Module, or bytes
+        A TorchScript file written by torch.jit.save, a scripted module, a module that torch.jit.script can
+        compile, or the bytes torch.jit.save writes.
+    atoms : sequence of int, optional
+        Particle indices of the region, in the order the model receives them. None or empty means every
+        particle of the System.
+    properties : dict, optional
+        Platform properties (see setProperty), e.g. ``{'numThreads': '4'}``.
+    """
+
+    def __init__(self, model, atoms=None, properties=None):
+        if isinstance(atoms, Mapping):
+            if properties is not None:
+                raise TypeError('NNPForce: the properties are given twice (a dict as second argument and '
+                                'properties=); pass them once.')
+            atoms, properties = None, atoms
+        indices = _atomList(atoms)
+        if properties is not None and not isinstance(properties, Mapping):
+            raise TypeError(f'NNPForce: properties must be a dict of platform properties, not '
+                            f'{type(properties).__name__}.')
+        super().__init__(model)
+        if indices is not None:
+            self.setAtoms(indices)
+        for name, value in (properties or {}).items():
+            self.setProperty(str(name), str(value))
+
+    def getModule(self):
+        """The model as a torch.jit.ScriptModule (openmm-torch's name for getModel)."""
+        return self.getModel()
 
 
 def _as_nnp_force(force):
     """`force` as an NNPForce when the C++ object is one; anything else is returned as it is."""
     if type(force) is openmm.Force and nnp_swig.NNPForce.isinstance(force):
         nnp = nnp_swig.NNPForce.cast(force)
+        nnp.__class__ = NNPForce  # the Python class, with the openmm-torch forms and getModule
         if force.thisown:  # a new object owned by Python (deserialize, clone): pass ownership on
             force.thisown = False
             nnp.thisown = True

@@ -8,24 +8,18 @@ The interface follows openmm-ml's MLPotential, so moving from it means changing 
     system = potential.createSystem(topology)
 """
 
-import copy
-import os
-
 import openmm
 import torch
 
-from openmm_nnp import embedding, region as _region
-from openmm_nnp.nnp_swig import NNPForce
-from openmm_nnp.models import ANI
-from openmm_nnp.models.torchani_models import ANI_ELEMENTS, ANI_MODELS, canonicalANIName
+from openmm_nnp import embedding as _embedding, region as _region
+from openmm_nnp.force import NNPForce
+from openmm_nnp.models.registry import resolveModel
 
 _PRECISIONS = {'single': torch.float32, 'double': torch.float64}
 
-
-def createANIModel(name, atomicNumbers, dtype=torch.float32):
-    """The ANI model for a fixed list of atomic numbers (openmm_nnp.models.ANI: TorchANI's physics and weights,
-    static shapes, checked against TorchANI in tests/test_ani_models.py)."""
-    return ANI(name, atomicNumbers, dtype=dtype)
+# The embeddings createMixedSystem implements. 'mechanical' (openmm-ml's default and name): the NNP computes
+# the interactions inside the region, the MM force field everything else.
+EMBEDDINGS = ('mechanical',)
 
 
 def _acceptsBoxVectors(module):
@@ -35,83 +29,66 @@ def _acceptsBoxVectors(module):
 
 
 class NNPotential:
-    """A neural network potential that builds OpenMM Systems.
+    """A neural network potential that builds OpenMM Systems (openmm-ml's MLPotential interface).
 
     Parameters
     ----------
-    model : str, os.PathLike or torch.nn.Module
-        ``'ani1x'``, ``'ani1ccx'`` or ``'ani2x'`` (TorchANI's models; ``'ANI-2x'`` works too), the path of a
-        TorchScript file, or a torch.nn.Module / torch.jit.ScriptModule. A file or module receives the
-        region's positions in nm ([n, 3], in the order of the region's atoms) and, if its forward takes a
-        second argument and the System is periodic, the box vectors in nm ([3, 3]); it returns the energy
-        in kJ/mol.
+    model : str, os.PathLike, torch.nn.Module or ModelSpec
+        A registered model name (``'ani1x'``, ``'ani1ccx'``, ``'ani2x'``; case, '-' and '_' are ignored, so
+        ``'ANI-2x'`` works; others come from the ``openmm_nnp.models`` entry point, see
+        openmm_nnp.models.registry), the path of a TorchScript file, or a torch.nn.Module /
+        torch.jit.ScriptModule. A file or module receives the region's positions in nm ([n, 3], in the order
+        of the region's atoms) and, if its forward takes a second argument and the System is periodic, the box
+        vectors in nm ([3, 3]); it returns the energy in kJ/mol.
     precision : 'single' or 'double'
         Floating-point type the model computes in (float32 or float64).
+    options
+        Model options, e.g. ``modelIndex=0`` (one member of an ANI ensemble). They are the defaults of every
+        System this potential builds; createSystem and createMixedSystem take them too. An option the model
+        does not take is an error that names it.
     """
 
-    def __init__(self, model, precision='single'):
+    def __init__(self, model, precision='single', **options):
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be 'single' or 'double', not {precision!r}.")
         self.precision = precision
         self.dtype = _PRECISIONS[precision]
-        self._aniName = None
-        self._module = None
-        if isinstance(model, (str, os.PathLike)) and canonicalANIName(os.fspath(model)) is not None \
-                and not os.path.isfile(os.fspath(model)):
-            self._aniName = canonicalANIName(os.fspath(model))
-            self.name = self._aniName
-        elif isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
-            if not os.path.isfile(path):
-                raise ValueError(f"Unknown model '{path}': it is neither an ANI model name "
-                                 f"({', '.join(ANI_MODELS)}) nor an existing TorchScript file.")
-            try:
-                module = torch.jit.load(path, map_location='cpu')
-            except Exception as e:
-                raise ValueError(f"'{path}' is not a TorchScript file that torch.jit.load can read ({e}). Save "
-                                 'the model with torch.jit.save(torch.jit.script(model), path).') from None
-            self._module = module.to(self.dtype)
-            self.name = path
-        elif isinstance(model, torch.nn.Module):
-            module = model if isinstance(model, torch.jit.ScriptModule) else self._script(model)
-            self._module = copy.deepcopy(module).to(self.dtype)
-            self.name = type(model).__name__
-        else:
-            raise TypeError(f'model must be an ANI model name, a TorchScript file or a torch.nn.Module, not '
-                            f'{type(model).__name__}.')
-
-    @staticmethod
-    def _script(module):
-        try:
-            return torch.jit.script(module)
-        except Exception as e:
-            raise ValueError(f'The model {type(module).__name__} cannot be compiled with torch.jit.script '
-                             f'({str(e).splitlines()[0]}). Make it TorchScript-compatible or pass a '
-                             'torch.jit.ScriptModule.') from None
+        self.spec = resolveModel(model, 'NNPotential')
+        self.spec.checkOptions(options)
+        self.options = dict(options)
+        self.name = self.spec.name
 
     def __repr__(self):
-        return f'NNPotential({self.name!r}, precision={self.precision!r})'
+        options = ''.join(f', {name}={value!r}' for name, value in self.options.items())
+        return f'NNPotential({self.name!r}, precision={self.precision!r}{options})'
 
     # Model for a given region -------------------------------------------------------------------
 
-    def _supportedElements(self):
-        return ANI_ELEMENTS[self._aniName] if self._aniName is not None else None
+    def _modelOptions(self, args):
+        self.spec.checkOptions(args)
+        return {**self.options, **args}
 
-    def _requiresNeutral(self):
-        return self._aniName is not None  # ANI was trained on neutral molecules only
-
-    def _modelDescription(self):
-        return {'ani1x': 'ANI-1x', 'ani1ccx': 'ANI-1ccx', 'ani2x': 'ANI-2x'}.get(self._aniName, f'the model {self.name}')
-
-    def createModel(self, atomicNumbers):
+    def createModel(self, atomicNumbers, charge=0, **options):
         """The TorchScript module for a region with these atomic numbers (in the region's order)."""
-        if self._aniName is not None:
-            return torch.jit.script(createANIModel(self._aniName, atomicNumbers, self.dtype))
-        return self._module
+        return self.spec.createModule(list(atomicNumbers), self.dtype, charge, **self._modelOptions(options))
 
-    def _createForce(self, topology, atoms, periodic, forceGroup):
+    def checkRegion(self, topology, system, atoms, allowCutBonds=False):
+        """Raise ValueError if the model cannot describe the region ``atoms`` (particle indices): elements it does
+        not support, a net MM charge for a neutral-only model, cut bonds unless allowed (region.validateRegion)."""
+        _region.validateRegion(topology, system, atoms, self.spec.elements, self.spec.supportsCharge is False,
+                               allowCutBonds, self.spec.label)
+
+    def _regionCharge(self, system, atoms):
+        """The region's net charge (e) for models that take it: its MM charge rounded, 0 without an MM System."""
+        if not self.spec.supportsCharge or system is None:
+            return 0
+        charge = _region.regionNetCharge(system, atoms)
+        return 0 if charge is None else int(round(charge))
+
+    def createForce(self, topology, atoms, periodic, forceGroup=0, charge=0, **options):
+        """The NNPForce for the region ``atoms`` (particle indices) of ``topology``, with the region's bonds."""
         atomList = list(topology.atoms())
-        model = self.createModel([atomList[i].element.atomic_number for i in atoms])
+        model = self.createModel([atomList[i].element.atomic_number for i in atoms], charge, **options)
         force = NNPForce(model, list(atoms))
         force.setProperty('dtype', 'float64' if self.dtype == torch.float64 else 'float32')
         force.setBonds(_region.regionBonds(topology, atoms))
@@ -122,16 +99,17 @@ class NNPotential:
 
     # Systems --------------------------------------------------------------------------------------
 
-    def createSystem(self, topology, removeCMMotion=True, forceGroup=0):
-        """A System in which the NNP describes every atom of ``topology``.
+    def createSystem(self, topology, removeCMMotion=True, forceGroup=0, **args):
+        """A System in which the NNP describes every atom of ``topology`` (openmm-ml's createSystem).
 
         Masses come from the elements; the System is periodic when the topology has a periodic box.
+        ``args`` are model options (e.g. ``modelIndex``).
         """
+        options = self._modelOptions(args)
         atoms = list(range(topology.getNumAtoms()))
         if not atoms:
             raise ValueError('The topology has no atoms.')
-        _region.validateRegion(topology, None, atoms, self._supportedElements(), False, True,
-                               self._modelDescription())
+        self.checkRegion(topology, None, atoms, True)
         system = openmm.System()
         for atom in topology.atoms():
             if atom.element is None:
@@ -140,14 +118,16 @@ class NNPotential:
         box = topology.getPeriodicBoxVectors()
         if box is not None:
             system.setDefaultPeriodicBoxVectors(*box)
-        system.addForce(self._createForce(topology, atoms, box is not None, forceGroup))
+        system.addForce(self.createForce(topology, atoms, box is not None, forceGroup, **options))
         if removeCMMotion:
             system.addForce(openmm.CMMotionRemover())
         return system
 
     def createMixedSystem(self, topology, system, atoms=None, removeConstraints=True, forceGroup=0,
-                          interpolate=False, lambdaName='lambda_nnp', allowCutBonds=False, region=None):
-        """A copy of an MM System in which the NNP describes the interactions inside a region.
+                          interpolate=False, embedding='mechanical', returnInfo=False, *,
+                          lambdaName=_embedding.DEFAULT_LAMBDA_NAME, allowCutBonds=False, region=None, **args):
+        """A copy of an MM System in which the NNP describes the interactions inside a region
+        (openmm-ml's createMixedSystem, same arguments and defaults).
 
         Mechanical embedding: the NNP computes every interaction among region atoms; the MM force field
         keeps everything else, including Coulomb and Lennard-Jones between region and environment and
@@ -172,26 +152,43 @@ class NNPotential:
             the mixed System (1): U = U_MM(all) + lambda (U_NNP(region) - U_MM(region)). dU/dlambda is
             available from ``getState(parameterDerivatives=True)``. Note that at lambda = 0 the region's
             constraints are still removed unless removeConstraints=False.
+        embedding : str
+            ``'mechanical'`` (the only one; any other name is an error).
+        returnInfo : bool
+            Return openmm-ml's dictionary ``{'system', 'topology', 'oldToNew'}`` instead of the System. The
+            topology is the one given (no atoms are added) and oldToNew the identity.
         lambdaName : str
-            Name of that global parameter.
+            Name of the interpolation parameter, ``'lambda_interpolate'`` (openmm-ml's name) by default.
         allowCutBonds : bool
             Allow covalent bonds between region and environment (the NNP then sees an unsaturated fragment).
+        args
+            Model options (e.g. ``modelIndex``). ``mlLongRange=False`` is accepted (openmm-ml's option; the
+            NNP is short-ranged, so that is what it is), ``mlLongRange=True`` is an error.
         """
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"Unsupported embedding {embedding!r}: openmm-nnp builds the "
+                             f"{' and '.join(map(repr, EMBEDDINGS))} embedding only.")
+        if args.pop('mlLongRange', None):
+            raise ValueError('mlLongRange=True is not supported: the models openmm-nnp builds are short-ranged, '
+                             'so the MM force field keeps every interaction between periodic images.')
+        options = self._modelOptions(args)
         if region is not None:
             if atoms is not None:
                 raise ValueError("Pass the region once, as 'atoms' or as 'region', not both.")
             atoms = region
         atomIndices = _region.selectRegion(topology, atoms)
-        _region.validateRegion(topology, system, atomIndices, self._supportedElements(), self._requiresNeutral(),
-                               allowCutBonds, self._modelDescription())
+        self.checkRegion(topology, system, atomIndices, allowCutBonds)
         if not 0 <= forceGroup <= 31:
             raise ValueError(f'forceGroup must be between 0 and 31, not {forceGroup}.')
-        mixed = embedding.embedRegion(system, atomIndices, removeConstraints,
-                                      lambdaName if interpolate else None, 1.0)
-        force = self._createForce(topology, atomIndices, system.usesPeriodicBoundaryConditions(), forceGroup)
+        mixed = _embedding.embedRegion(system, atomIndices, removeConstraints,
+                                             lambdaName if interpolate else None, 1.0)
+        force = self.createForce(topology, atomIndices, system.usesPeriodicBoundaryConditions(), forceGroup,
+                                 self._regionCharge(system, atomIndices), **options)
         if interpolate:
             # NNP energy and forces multiplied by lambda; dU/dlambda gets the unscaled NNP energy.
             force.setScaleParameter(lambdaName, 1.0)
             force.addEnergyParameterDerivative(lambdaName)
         mixed.addForce(force)
+        if returnInfo:
+            return {'system': mixed, 'topology': topology, 'oldToNew': list(range(topology.getNumAtoms()))}
         return mixed

@@ -863,13 +863,12 @@ def endstateCorrection(inputs, outputDir, region=None, model='ani2x', precision=
     except (ValueError, TypeError) as e:
         raise InputError(f'{e} Built-in models: ani2x (default), ani1x, ani1ccx; or a TorchScript file.') from None
     indices = _region.selectRegion(loaded.topology, parseRegion(region))
-    system = potential.createMixedSystem(loaded.topology, loaded.system, indices, interpolate=True,
-                                         lambdaName='lambda_nnp')
+    system = potential.createMixedSystem(loaded.topology, loaded.system, indices, interpolate=True)
     if threads:
         for force in findNNPForces(system):
             force.setProperty('numThreads', str(threads))
     properties = {'Threads': str(threads)} if threads and platform == 'CPU' else None
-    common = dict(topology=loaded.topology, lambda_name='lambda_nnp', temperature=temperature * unit.kelvin,
+    common = dict(topology=loaded.topology, temperature=temperature * unit.kelvin,
                   timestep=timestep * unit.femtosecond, box_vectors=loaded.boxVectors, platform=platform,
                   platform_properties=properties, seed=seed, output_dir=str(outputDir), plots=plots,
                   n_equilibration_steps=equilibrationSteps)

@@ -251,7 +251,7 @@ def test_lambda_endpoints_and_derivative(case, ani_double):
     finite differences (U is linear in lambda, so the difference quotient is exact) and U_NNP - U_MM(region)."""
     mixed, positions = case['mixed'], case['positions']
     e_mm, f_mm, _ = case['mm']
-    e0, f0, d0 = evaluate(mixed, positions, parameters={'lambda_nnp': 0.0}, derivatives=True)
+    e0, f0, d0 = evaluate(mixed, positions, parameters={'lambda_interpolate': 0.0}, derivatives=True)
     assert e0 == pytest.approx(e_mm, abs=1e-6, rel=1e-11)
     assert np.abs(f0 - f_mm).max() < 1e-6
 
@@ -262,12 +262,12 @@ def test_lambda_endpoints_and_derivative(case, ani_double):
     assert e1 == pytest.approx(e_plain, abs=1e-6, rel=1e-11)
     assert np.abs(f1 - f_plain).max() < 1e-6
 
-    e_a, _, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 0.3})
-    e_b, _, d_mid = evaluate(mixed, positions, parameters={'lambda_nnp': 0.7}, derivatives=True)
+    e_a, _, _ = evaluate(mixed, positions, parameters={'lambda_interpolate': 0.3})
+    e_b, _, d_mid = evaluate(mixed, positions, parameters={'lambda_interpolate': 0.7}, derivatives=True)
     finite_difference = (e_b - e_a) / 0.4
     for d in (d0, d1, d_mid):
-        assert d['lambda_nnp'] == pytest.approx(finite_difference, abs=1e-3, rel=1e-9)
-        assert d['lambda_nnp'] == pytest.approx(case['ani'][0] - case['alone'][0], abs=ENERGY_TOL, rel=0)
+        assert d['lambda_interpolate'] == pytest.approx(finite_difference, abs=1e-3, rel=1e-9)
+        assert d['lambda_interpolate'] == pytest.approx(case['ani'][0] - case['alone'][0], abs=ENERGY_TOL, rel=0)
 
 
 def test_structure_of_mixed_system(case):
@@ -539,8 +539,8 @@ def test_custom_nonbonded_interaction_groups():
     potential = NNPotential(ToyModel(), precision='double')
     mixed = potential.createMixedSystem(topology, system, region, interpolate=True, allowCutBonds=True, forceGroup=1)
     e_mm, f_mm, _ = evaluate(system, positions)
-    e0, f0, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 0.0})
-    e1, _, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 1.0}, groups=1)
+    e0, f0, _ = evaluate(mixed, positions, parameters={'lambda_interpolate': 0.0})
+    e1, _, _ = evaluate(mixed, positions, parameters={'lambda_interpolate': 1.0}, groups=1)
     # Expected mixed MM energy: only group pairs with at least one atom outside the region.
     x = np.asarray(positions)
     pairs = {tuple(sorted((i, j))) for i in [0, 1, 2, 3, 4] for j in [3, 4, 5, 6, 7, 8, 9] if i != j}
@@ -572,7 +572,7 @@ def test_interpolation_nonbonded_methods(method):
     potential = NNPotential(ToyModel(), precision='double')
     mixed = potential.createMixedSystem(topology, system, region, interpolate=True, allowCutBonds=True)
     e_mm, f_mm, _ = evaluate(system, positions)
-    e0, f0, _ = evaluate(mixed, positions, parameters={'lambda_nnp': 0.0})
+    e0, f0, _ = evaluate(mixed, positions, parameters={'lambda_interpolate': 0.0})
     assert e0 == pytest.approx(e_mm, abs=1e-8, rel=1e-10)
     assert np.abs(f0 - f_mm).max() < 1e-6
 
@@ -638,13 +638,13 @@ def test_serialization_and_reload(toluene_single, tmp_path):
     path.write_text(openmm.XmlSerializer.serialize(mixed))
     reloaded = openmm.XmlSerializer.deserialize(path.read_text())
     nnp = [f for f in reloaded.getForces() if isinstance(f, NNPForce)]
-    assert len(nnp) == 1 and nnp[0].getForceGroup() == 2 and nnp[0].getScaleParameter() == 'lambda_nnp'
+    assert len(nnp) == 1 and nnp[0].getForceGroup() == 2 and nnp[0].getScaleParameter() == 'lambda_interpolate'
     assert nnp[0].usesPeriodicBoundaryConditions() and len(nnp[0].getBonds()) == 15
-    e1, f1, d1 = evaluate(mixed, positions, parameters={'lambda_nnp': 0.5}, derivatives=True)
-    e2, f2, d2 = evaluate(reloaded, positions, parameters={'lambda_nnp': 0.5}, derivatives=True)
+    e1, f1, d1 = evaluate(mixed, positions, parameters={'lambda_interpolate': 0.5}, derivatives=True)
+    e2, f2, d2 = evaluate(reloaded, positions, parameters={'lambda_interpolate': 0.5}, derivatives=True)
     assert e2 == pytest.approx(e1, abs=1e-6, rel=1e-12)
     assert np.abs(f2 - f1).max() < 1e-6
-    assert d2['lambda_nnp'] == pytest.approx(d1['lambda_nnp'], rel=1e-12)
+    assert d2['lambda_interpolate'] == pytest.approx(d1['lambda_interpolate'], rel=1e-12)
     integrator = openmm.LangevinMiddleIntegrator(300, 1.0, 0.001)
     context = openmm.Context(reloaded, integrator, openmm.Platform.getPlatformByName('CPU'))
     context.setPositions(positions)
@@ -754,7 +754,7 @@ def test_cut_bonds(ani2x):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match='neither an ANI model name'):
+    with pytest.raises(ValueError, match='neither a registered model name'):
         NNPotential('ani3x')
     with pytest.raises(ValueError, match="precision must be 'single' or 'double'"):
         NNPotential('ani2x', precision='half')

@@ -24,7 +24,7 @@ EXACT_KT = 1.5 * N_PARTICLES * math.log(K1 / K0)
 FAST = dict(temperature=T, collision_rate=10 / unit.picosecond, platform='Reference')
 
 
-def harmonic_system(shift=0.0, lambda_name='lambda_nnp', constant=0.0):
+def harmonic_system(shift=0.0, lambda_name='lambda_interpolate', constant=0.0):
     """Particles in isotropic wells whose spring constant goes from K0 (λ=0) to K1 (λ=1), whose centre moves by
     λ·shift along x (ΔG unchanged: a translation), plus λ·constant (adds constant to ΔG)."""
     system = openmm.System()
@@ -108,10 +108,10 @@ def test_constant_shift_exact():
     # Only the constant: ΔG is exact, with zero variance.
     system = openmm.System()
     system.addParticle(1.0)
-    force = openmm.CustomCompoundBondForce(1, 'lambda_nnp*c + 100*(x1^2+y1^2+z1^2)')
-    force.addGlobalParameter('lambda_nnp', 0.0)
+    force = openmm.CustomCompoundBondForce(1, 'lambda_interpolate*c + 100*(x1^2+y1^2+z1^2)')
+    force.addGlobalParameter('lambda_interpolate', 0.0)
     force.addGlobalParameter('c', constant)
-    force.addEnergyParameterDerivative('lambda_nnp')
+    force.addEnergyParameterDerivative('lambda_interpolate')
     force.addBond([0], [])
     system.addForce(force)
     eq = equilibrium(system, np.zeros((1, 3)), lambdas=3, n_samples=20)
@@ -124,7 +124,7 @@ def test_constant_shift_exact():
 
 def test_openmmtools_states_read_and_set_lambda():
     from openmmtools.states import CompoundThermodynamicState, ThermodynamicState
-    for name in ['lambda_nnp', 'lam2']:
+    for name in ['lambda_interpolate', 'lam2']:
         system, positions = harmonic_system(lambda_name=name)
         cls = alchemical_state_class(name)
         state = CompoundThermodynamicState(ThermodynamicState(system, T * unit.kelvin), [cls.from_system(system)])
@@ -139,7 +139,7 @@ def test_openmmtools_states_read_and_set_lambda():
         for lam, u in zip([0.0, 0.5, 1.0], reduced):
             k = K0 + lam * (K1 - K0)
             assert u == pytest.approx(beta * 0.5 * k * np.sum(positions ** 2), rel=1e-10)
-    with pytest.raises(ValueError, match="no global parameter 'lambda_nnp'"):
+    with pytest.raises(ValueError, match="no global parameter 'lambda_interpolate'"):
         run_equilibrium(harmonic_system(lambda_name='other')[0], positions, 3, **FAST)
 
 

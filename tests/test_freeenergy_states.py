@@ -22,12 +22,12 @@ def lambda_system(default):
     for _ in range(2):
         system.addParticle(12.0)
     nnp = NNPForce(Spring())
-    nnp.setScaleParameter('lambda_nnp', default)
-    nnp.addEnergyParameterDerivative('lambda_nnp')
+    nnp.setScaleParameter('lambda_interpolate', default)
+    nnp.addEnergyParameterDerivative('lambda_interpolate')
     system.addForce(nnp)
-    mm = openmm.CustomBondForce('(1-lambda_nnp)*200*r^2')
-    mm.addGlobalParameter('lambda_nnp', default)
-    mm.addEnergyParameterDerivative('lambda_nnp')
+    mm = openmm.CustomBondForce('(1-lambda_interpolate)*200*r^2')
+    mm.addGlobalParameter('lambda_interpolate', default)
+    mm.addEnergyParameterDerivative('lambda_interpolate')
     mm.addBond(0, 1)
     system.addForce(mm)
     return system
@@ -36,9 +36,9 @@ def lambda_system(default):
 def test_compound_state_sets_lambda_in_system_and_context():
     system = lambda_system(1.0)
     alchemical = NNPAlchemicalState.from_system(system)
-    assert alchemical.lambda_nnp == 1.0
+    assert alchemical.lambda_interpolate == 1.0
     state = CompoundThermodynamicState(ThermodynamicState(system, 300 * unit.kelvin), [alchemical])
-    state.lambda_nnp = 0.25
+    state.lambda_interpolate = 0.25
     # The System the state hands out has the new default in every force, the NNPForce included.
     created = state.system
     defaults = {type(f).__name__: f.getGlobalParameterDefaultValue(0) for f in created.getForces()
@@ -51,13 +51,13 @@ def test_compound_state_sets_lambda_in_system_and_context():
     context = state.create_context(integrator, openmm.Platform.getPlatformByName('Reference'))
     context.setPositions(positions)
     for lam in (0.0, 0.6, 1.0):
-        state.lambda_nnp = lam
+        state.lambda_interpolate = lam
         state.apply_to_context(context)
-        assert context.getParameter('lambda_nnp') == lam
+        assert context.getParameter('lambda_interpolate') == lam
         expected = lam * 50.0 * r2 + (1 - lam) * 200.0 * r2
         energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         assert energy == pytest.approx(expected, rel=1e-12)
         kT = (unit.MOLAR_GAS_CONSTANT_R * 300 * unit.kelvin).value_in_unit(unit.kilojoule_per_mole)
         assert state.reduced_potential(context) == pytest.approx(expected / kT, rel=1e-12)
     # Reading λ back from a Context.
-    assert NNPAlchemicalState.from_system(lambda_system(0.3)).lambda_nnp == 0.3
+    assert NNPAlchemicalState.from_system(lambda_system(0.3)).lambda_interpolate == 0.3

@@ -56,18 +56,18 @@ def test_end_states_and_derivative(toluene):
     kind, mm, mixed, nnp_mm, topology, positions = toluene
     e_mm, _ = _energy(mm, positions)
     e_nnp_mm, _ = _energy(nnp_mm, positions)
-    e0, _ = _energy(mixed, positions, lambda_nnp=0.0)
-    e1, _ = _energy(mixed, positions, lambda_nnp=1.0)
+    e0, _ = _energy(mixed, positions, lambda_interpolate=0.0)
+    e1, _ = _energy(mixed, positions, lambda_interpolate=1.0)
     tolerance = 1e-3 if kind == 'vacuum' else 2e-2  # PME sums of 6,495 atoms
     print(f'{kind}: U_MM {e_mm:.4f} vs U(0) {e0:.4f}; U_NNP/MM {e_nnp_mm:.4f} vs U(1) {e1:.4f} kJ/mol')
     assert e0 == pytest.approx(e_mm, abs=tolerance)
     assert e1 == pytest.approx(e_nnp_mm, abs=tolerance)
     h = 1e-3
     for lam in (0.0, 0.3, 1.0):
-        _, state = _energy(mixed, positions, lambda_nnp=lam)
-        derivative = state.getEnergyParameterDerivatives()['lambda_nnp']
-        plus, _ = _energy(mixed, positions, lambda_nnp=lam + h)
-        minus, _ = _energy(mixed, positions, lambda_nnp=lam - h)
+        _, state = _energy(mixed, positions, lambda_interpolate=lam)
+        derivative = state.getEnergyParameterDerivatives()['lambda_interpolate']
+        plus, _ = _energy(mixed, positions, lambda_interpolate=lam + h)
+        minus, _ = _energy(mixed, positions, lambda_interpolate=lam - h)
         fd = (plus - minus) / (2 * h)
         print(f'{kind} λ={lam}: dU/dλ {derivative:.4f}, finite difference {fd:.4f} kJ/mol')
         assert derivative == pytest.approx(fd, abs=tolerance / h)

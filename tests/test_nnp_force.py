@@ -365,13 +365,13 @@ def test_scale_parameter(platform, scale):
 
     system = make_system(n)
     force = NNPForce(PairModel(len(region)), region)
-    force.setScaleParameter('lambda_nnp', 1.0)
-    force.addEnergyParameterDerivative('lambda_nnp')
+    force.setScaleParameter('lambda_interpolate', 1.0)
+    force.addEnergyParameterDerivative('lambda_interpolate')
     system.addForce(force)
-    energy, forces, derivatives = evaluate(system, positions, platform, parameters={'lambda_nnp': scale})
+    energy, forces, derivatives = evaluate(system, positions, platform, parameters={'lambda_interpolate': scale})
     assert energy == pytest.approx(scale * unscaled_energy, rel=1e-12, abs=1e-12)
     np.testing.assert_allclose(forces, scale * unscaled_forces, rtol=1e-12, atol=1e-12)
-    assert derivatives['lambda_nnp'] == pytest.approx(unscaled_energy, rel=1e-12)
+    assert derivatives['lambda_interpolate'] == pytest.approx(unscaled_energy, rel=1e-12)
 
 
 def test_scale_multiplies_parameter_derivatives():
@@ -511,8 +511,8 @@ def configured_force():
     force.addGlobalParameter('k', 2.0)
     force.addGlobalParameter('c', -0.5)
     force.addEnergyParameterDerivative('c')
-    force.setScaleParameter('lambda_nnp', 0.7)
-    force.addEnergyParameterDerivative('lambda_nnp')
+    force.setScaleParameter('lambda_interpolate', 0.7)
+    force.addEnergyParameterDerivative('lambda_interpolate')
     force.setBonds([(3, 0), (0, 2)])
     force.setProperty('numThreads', '2')
     force.setForceGroup(5)
@@ -551,8 +551,8 @@ def test_system_from_xml_runs_in_a_fresh_process(tmp_path):
     system = make_system(n, periodic_box=BOXES['triclinic'])
     force = NNPForce(PeriodicPairModel(4), [4, 1, 3, 0])
     force.setUsesPeriodicBoundaryConditions(True)
-    force.setScaleParameter('lambda_nnp', 0.6)
-    force.addEnergyParameterDerivative('lambda_nnp')
+    force.setScaleParameter('lambda_interpolate', 0.6)
+    force.addEnergyParameterDerivative('lambda_interpolate')
     system.addForce(force)
     energy, forces, derivatives = evaluate(system, positions, 'CPU')
     (tmp_path / 'system.xml').write_text(openmm.XmlSerializer.serialize(system))
@@ -566,14 +566,14 @@ def test_system_from_xml_runs_in_a_fresh_process(tmp_path):
         state = context.getState(getEnergy=True, getForces=True, getParameterDerivatives=True)
         print(json.dumps({{'energy': state.getPotentialEnergy()._value,
                           'forces': state.getForces(asNumpy=True)._value.tolist(),
-                          'dlambda': state.getEnergyParameterDerivatives()['lambda_nnp']}}))
+                          'dlambda': state.getEnergyParameterDerivatives()['lambda_interpolate']}}))
     """)
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True)
     import json
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded['energy'] == pytest.approx(energy, rel=1e-12)
     np.testing.assert_allclose(loaded['forces'], forces, rtol=1e-12)
-    assert loaded['dlambda'] == pytest.approx(derivatives['lambda_nnp'], rel=1e-12)
+    assert loaded['dlambda'] == pytest.approx(derivatives['lambda_interpolate'], rel=1e-12)
 
 
 def test_get_force_returns_nnp_force():

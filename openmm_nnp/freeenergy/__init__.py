@@ -3,7 +3,7 @@
 - ``run_equilibrium``: λ windows, MBAR (+ overlap matrix) and TI from the dU/dλ profile.
 - ``run_nonequilibrium``: switching 0 → 1 and 1 → 0, BAR with bootstrap errors; forward Jarzynski.
 - ``corrected_relative_free_energy`` / ``corrected_binding_free_energy``: MM results + corrections.
-- ``NNPAlchemicalState``: openmmtools state that reads and sets ``lambda_nnp``.
+- ``NNPAlchemicalState``: openmmtools state that reads and sets ``lambda_interpolate``.
 - ``TaskRunner``: serial or Dask distributed execution with resumable, atomically stored results.
 
 See docs/free_energy.md.

@@ -1,13 +1,13 @@
 """openmmtools state support for the λ of interpolating NNP/MM Systems.
 
 ``NNPAlchemicalState`` is an openmmtools ``GlobalParameterState`` that controls the global parameter
-``lambda_nnp`` (λ = 0: MM, λ = 1: NNP/MM). Composed with a ``ThermodynamicState`` it reads and sets λ in
+``lambda_interpolate`` (openmm-ml's name; λ = 0: MM, λ = 1: NNP/MM). Composed with a ``ThermodynamicState`` it reads and sets λ in
 Systems and Contexts and computes reduced potentials at any λ::
 
     from openmmtools.states import ThermodynamicState, CompoundThermodynamicState
     state = CompoundThermodynamicState(ThermodynamicState(system, 300 * unit.kelvin),
                                        [NNPAlchemicalState.from_system(system)])
-    state.lambda_nnp = 0.5
+    state.lambda_interpolate = 0.5
     state.apply_to_context(context)
 
 Systems whose parameter has another name (``createMixedSystem(..., lambdaName='lam')``) get their own class from
@@ -18,21 +18,21 @@ import openmm
 import openmm.unit as unit
 from openmmtools.states import CompoundThermodynamicState, GlobalParameterState, ThermodynamicState
 
-DEFAULT_LAMBDA_NAME = 'lambda_nnp'
+from openmm_nnp.embedding import DEFAULT_LAMBDA_NAME
 
 
 class NNPAlchemicalState(GlobalParameterState):
-    """Controls ``lambda_nnp``, the MM (0) to NNP/MM (1) parameter of ``createMixedSystem(interpolate=True)``.
+    """Controls ``lambda_interpolate``, the MM (0) to NNP/MM (1) parameter of ``createMixedSystem(interpolate=True)``.
 
     NNPForce lists its scale parameter among its global parameters, so openmmtools finds and sets it
     like any other force's.
     """
 
-    lambda_nnp = GlobalParameterState.GlobalParameter('lambda_nnp', standard_value=1.0)
+    lambda_interpolate = GlobalParameterState.GlobalParameter(DEFAULT_LAMBDA_NAME, standard_value=1.0)
 
     def set_alchemical_parameters(self, value):
         """Set λ (the name openmmtools' alchemical tools use)."""
-        self.lambda_nnp = value
+        self.lambda_interpolate = value
 
 
 _CLASSES = {DEFAULT_LAMBDA_NAME: NNPAlchemicalState}
@@ -54,7 +54,7 @@ def alchemical_state_class(lambda_name=DEFAULT_LAMBDA_NAME):
             '__module__': __name__})
         cls.__qualname__ = name
         # The base class parameter would be searched for too: hide it.
-        cls.lambda_nnp = None
+        setattr(cls, DEFAULT_LAMBDA_NAME, None)
         globals()[name] = cls  # so that pickle finds the class in this process
         _CLASSES[lambda_name] = cls
     return _CLASSES[lambda_name]
