@@ -29,7 +29,7 @@ def _addModelOptions(parser):
     parser.add_argument('--model', default='ani2x', help=_MODELS_HELP)
     parser.add_argument('--precision', default='single', choices=['single', 'double'],
                         help='floating point precision of the NNP (default single)')
-    parser.add_argument('--platform', default='CPU', help='OpenMM platform: CPU (default) or Reference')
+    parser.add_argument('--platform', default='CPU', help='OpenMM platform: CPU (default), Reference, OpenCL or CUDA (where NNPForce has kernels for it)')
     parser.add_argument('--threads', type=int, help='CPU threads for OpenMM and the NNP (default: all)')
     parser.add_argument('--cutoff', type=float, default=1.0,
                         help='nonbonded cutoff in nm for Amber inputs (default 1.0; PME when periodic)')
