@@ -15,7 +15,11 @@ from collections.abc import Iterable, Mapping
 import numpy
 import openmm
 
-from openmm_nnp import nnp_swig
+from openmm_nnp import _plugin
+
+_plugin.loadLibraries()
+
+from openmm_nnp import nnp_swig  # noqa: E402
 from openmm_nnp.models import torchscript
 
 
@@ -128,10 +132,9 @@ def _missing_kernels_message(system, platform):
         return None
     if not any(nnp_swig.NNPForce.isinstance(force) for force in system.getForces()):
         return None
-    import openmm_nnp
     message = (f"NNPForce has no kernels for the {platform.getName()} platform; it runs on "
                f"{', '.join(_platforms_with_nnp_kernels())}. Choose one of those platforms.")
-    failures = openmm_nnp.getPluginLoadFailures()
+    failures = _plugin.getPluginLoadFailures()
     if failures:
         message += ' Kernel libraries that failed to load: ' + '; '.join(failures)
     return message
@@ -157,3 +160,7 @@ def install_context_check():
 
     __init__._nnp_context_check = True
     openmm.Context.__init__ = __init__
+
+
+install_force_downcasts()
+install_context_check()

@@ -13,8 +13,8 @@ Two implementations of the same arithmetic:
   exponential and power terms. For a few tens of atoms, the cost of dispatching hundreds of
   small tensor operations is what this removes. (openmm_nnp::ani_aev, differentiable by
   autograd, serves energies_per_member when positions require grad.) A saved TorchScript
-  model that uses the operators needs them registered: ``import openmm_nnp`` and the
-  NNPForce plugin do it.
+  model that uses the operators needs them registered: importing openmm_nnp.models (or
+  openmm_nnp.force) and the NNPForce plugin do it.
 * PyTorch operations only (``customOps=False``; also on other devices and whatever
   torch.export or torch.compile trace): a model file that any PyTorch can load, e.g.
   openmm-torch. It is built as follows.
@@ -67,7 +67,11 @@ from typing import Final, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from openmm_nnp import _plugin
+
 from .torchani_models import ANI_MODELS, canonicalANIName, load_torchani_model  # noqa: F401 (re-exported)
+
+_plugin.loadLibraries()  # the compiled operators the model calls
 
 NM_TO_ANGSTROM = 10.0
 
