@@ -2,7 +2,8 @@
 
 `import openmm_nnp` is light (OpenMM only, no torch): NNPForce, NNPotential and getPluginLoadFailures
 are imported on first use, and the compiled plugin is loaded then (see openmm_nnp._plugin), or when
-OpenMM deserializes XML that holds an NNPForce.
+OpenMM deserializes XML that holds an NNPForce; the TorchScript operators are registered when torch is
+imported, so saved models that call them load with torch.jit.load.
 """
 
 import os as _os
@@ -21,6 +22,7 @@ __all__ = ['NNPForce', 'NNPotential', 'getPluginLoadFailures']
 
 getPluginLoadFailures = _plugin.getPluginLoadFailures
 _plugin.installDeserializationHook()
+_plugin.registerOperatorsWithTorch()
 
 
 def __getattr__(name):

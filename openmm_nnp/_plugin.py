@@ -9,16 +9,21 @@ and its platform simply has no NNPForce kernels.
 
 What needs the plugin loads it: importing openmm_nnp.force (NNPForce) or openmm_nnp.models.ani, and
 deserializing XML that holds an NNPForce (`installDeserializationHook`, installed by `import openmm_nnp`,
-which itself stays light: no torch).
+which itself stays light: no torch). The operators alone are registered as soon as torch is imported
+(`registerOperatorsWithTorch`), so that torch.jit.load reads saved models that call them.
 """
 
 import functools
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 LIBRARY_DIR = os.path.dirname(os.path.abspath(__file__))
 # Kernel libraries by platform; the Reference/CPU one is required, the GPU ones are optional.
 KERNEL_LIBRARIES = [('libOpenMMNNPReference.so', True), ('libOpenMMNNPOpenCL.so', False), ('libOpenMMNNPCUDA.so', False)]
 _failures = []
+_operatorsLoaded = False
 
 
 def getPluginLoadFailures():
@@ -27,14 +32,22 @@ def getPluginLoadFailures():
     return list(_failures)
 
 
+def loadTorchOperators():
+    """Register openmm-nnp's TorchScript operators with PyTorch (once per process)."""
+    global _operatorsLoaded
+    if not _operatorsLoaded:
+        import torch
+        torch.ops.load_library(os.path.join(LIBRARY_DIR, 'libOpenMMNNPTorchOps.so'))
+        _operatorsLoaded = True
+
+
 def loadLibraries():
     """Register the TorchScript operators with PyTorch and the NNPForce kernels with OpenMM's platforms
     (once per process)."""
     import openmm
     if getattr(openmm.Platform, '_openmm_nnp_kernels_loaded', False):
         return
-    import torch
-    torch.ops.load_library(os.path.join(LIBRARY_DIR, 'libOpenMMNNPTorchOps.so'))
+    loadTorchOperators()
     for library, required in KERNEL_LIBRARIES:
         path = os.path.join(LIBRARY_DIR, library)
         if not required and not os.path.exists(path):
@@ -73,3 +86,29 @@ def installDeserializationHook():
         if method is None or getattr(method, '_nnp_loads_plugin', False):
             continue
         setattr(openmm.XmlSerializer, name, staticmethod(_loadingFirst(method)))
+
+
+class _AfterTorchImport(importlib.abc.MetaPathFinder):
+    """Finds torch with the other finders and registers the operators once torch has been imported."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'torch':
+            return None
+        sys.meta_path.remove(self)  # once; importlib.util.find_spec below uses the other finders
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, 'exec_module'):
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                loadTorchOperators()
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def registerOperatorsWithTorch():
+    """Register the operators now if torch is imported (cheap then), else right after it is imported."""
+    if 'torch' in sys.modules:
+        loadTorchOperators()
+    elif not any(isinstance(finder, _AfterTorchImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterTorchImport())
