@@ -19,7 +19,6 @@ in both systems and cancel). E_NNP comes from TorchANI called directly, not from
 
 import copy
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +30,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
-if (SHARED / 'models' / 'torchani').is_dir():
-    os.environ.setdefault('TORCHANI_DATA_DIR', str(SHARED / 'models' / 'torchani'))
-os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
 
 from openmm_nnp import NNPForce, NNPotential, embedding  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""openmm_nnp.simulate: --resume continues bit-for-bit, the MTS force-group layout, region parsing."""
+"""openmm_nnp.run and openmm_nnp.inputs: --resume continues bit-for-bit, the MTS force-group layout, region parsing."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,8 @@ import pytest
 
 from openmm_nnp import cli
 from openmm_nnp.errors import InputError
-from openmm_nnp.simulate import LoadedInput, createNNPSystem, loadInput, parseRegion
+from openmm_nnp.inputs import LoadedInput, createNNPSystem, loadInput
+from openmm_nnp.region import Region
 
 CB7_B2 = Path(__import__('openmmtools').__file__).parent / 'data' / 'cb7-b2'
 GUEST = [str(CB7_B2 / 'ligand.prmtop'), str(CB7_B2 / 'ligand.inpcrd')]
@@ -147,6 +148,11 @@ def test_mts_layout_splits_mm_and_nnp_correction():
     assert fast == pytest.approx(mm, abs=1e-6)  # the whole MM force field, region included
     # The MM region energy of the guest in vacuum is all of mm.
     assert slow == pytest.approx(nnp - mm, abs=1e-6)
+
+
+def parseRegion(text):
+    region = Region.parse(text)
+    return region.selection if region.selection is not None else region.indices
 
 
 def test_parse_region():
