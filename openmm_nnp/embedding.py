@@ -461,7 +461,7 @@ def regionMMTerms(system, region, prefactor, namePrefix):
     return terms
 
 
-def embedRegion(system, region, removeConstraints=True, lambdaName=None, lambdaDefault=1.0):
+def embedRegion(system, region, *, removeConstraints=True, lambdaName=None, lambdaDefault=1.0):
     """A copy of ``system`` without the interactions among the region's atoms (the input is not modified).
 
     Parameters

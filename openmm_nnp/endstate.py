@@ -30,7 +30,7 @@ def endstateCorrection(inputs, outputDir, region=None, model='ani2x', precision=
         if value < 2:
             raise InputError(f'--{name} must be at least 2, not {value}.')
     if threads is not None:
-        requirePositive('threads', threads, True)
+        requirePositive('threads', threads, integer=True)
     loaded = loadInput(inputs, nonbondedCutoff)
     system, indices, potential = createNNPSystem(loaded, region, model, precision, threads=threads, interpolate=True)
     properties = {'Threads': str(threads)} if threads and platform == 'CPU' else None

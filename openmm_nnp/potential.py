@@ -141,7 +141,7 @@ class NNPotential:
             The topology of ``system`` (its bonds tell which region bonds the NNP keeps whole).
         system : openmm.System
             The MM System.
-        atoms : sequence of int or str
+        atoms : sequence of int, str or region.Region
             The region: particle indices (the model receives them in this order) or an MDTraj selection
             string such as ``'resname MBN'``. ``region=`` is accepted as another name for it.
         removeConstraints : bool
@@ -181,8 +181,8 @@ class NNPotential:
         self.checkRegion(topology, system, atomIndices, allowCutBonds=allowCutBonds)
         if not 0 <= forceGroup <= 31:
             raise ValueError(f'forceGroup must be between 0 and 31, not {forceGroup}.')
-        mixed = _embedding.embedRegion(system, atomIndices, removeConstraints,
-                                             lambdaName if interpolate else None, 1.0)
+        mixed = _embedding.embedRegion(system, atomIndices, removeConstraints=removeConstraints,
+                                       lambdaName=lambdaName if interpolate else None)
         force = self.createForce(topology, atomIndices, system.usesPeriodicBoundaryConditions(), forceGroup,
                                  self._regionCharge(system, atomIndices), **options)
         if interpolate:

@@ -25,10 +25,10 @@ class RunSettings:
     def validate(self):
         requirePositive('timestep', self.timestep)
         requirePositive('temperature', self.temperature)
-        requirePositive('reportInterval', self.reportInterval, True)
-        requirePositive('checkpointInterval', self.checkpointInterval, True)
+        requirePositive('reportInterval', self.reportInterval, integer=True)
+        requirePositive('checkpointInterval', self.checkpointInterval, integer=True)
         if self.threads is not None:
-            requirePositive('threads', self.threads, True)
+            requirePositive('threads', self.threads, integer=True)
         if self.steps is None or self.steps < 0:
             raise InputError(f'--steps must be zero or positive, not {self.steps}.')
         if self.equilibrationSteps < 0:
@@ -59,7 +59,7 @@ def _option(name):
     return ''.join('-' + c.lower() if c.isupper() else c for c in name)
 
 
-def requirePositive(name, value, integer=False):
+def requirePositive(name, value, *, integer=False):
     """InputError naming the option (``name`` in camelCase) unless ``value`` is positive (an integer)."""
     if value is None or value <= 0 or (integer and int(value) != value):
         kind = 'a positive integer' if integer else 'positive'
