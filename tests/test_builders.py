@@ -295,6 +295,26 @@ def test_structure_of_mixed_system(case):
                            for k in range(force.getNumTorsions()))
 
 
+def test_region_mm_terms_complete_the_embedded_system(case):
+    """embedRegion + regionMMTerms(+1) is the MM System again; the terms' energy scales with the prefactor."""
+    system, region, positions = case['system'], case['region'], case['positions']
+    e_mm, f_mm, _ = case['mm']
+    embedded = embedding.embedRegion(system, region, removeConstraints=False)
+    e_embedded, _, _ = evaluate(embedded, positions)
+    restored = openmm.XmlSerializer.clone(embedded)
+    for term in embedding.regionMMTerms(system, region, 1.0, 'Restored'):
+        assert term.getName().startswith('Restored')
+        restored.addForce(term)
+    e, f, _ = evaluate(restored, positions)
+    assert e == pytest.approx(e_mm, abs=1e-6, rel=1e-11)
+    assert np.abs(f - f_mm).max() < 1e-6
+    removed = openmm.XmlSerializer.clone(embedded)
+    for term in embedding.regionMMTerms(system, region, -1.0, 'Removed'):
+        removed.addForce(term)
+    e_removed, _, _ = evaluate(removed, positions)
+    assert e_removed - e_embedded == pytest.approx(-(e_mm - e_embedded), abs=1e-6, rel=1e-11)
+
+
 # ---------------------------------------------------------------- precision, createSystem, models
 
 @needs(TOLUENE_DIR)

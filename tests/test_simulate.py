@@ -164,6 +164,19 @@ def test_parse_region():
         parseRegion('4-2')
 
 
+def test_region_is_selected_once_and_describes_itself(monkeypatch):
+    loaded = loadInput(GUEST)
+    region = Region.parse('resname B2')
+    assert region.select(loaded.topology) == list(range(30))
+    import mdtraj
+    monkeypatch.setattr(mdtraj.Topology, 'from_openmm', lambda *args: pytest.fail('the selection ran again'))
+    assert region.select(loaded.topology) == list(range(30))
+    assert region.describe() == "'resname B2'"
+    assert Region.parse('0-29').describe() == 'atoms 0..29'
+    assert Region.parse('3, 1').describe() == 'atom list'
+    assert Region.of({2, 0, 1}).select(loaded.topology) == [0, 1, 2]
+
+
 def test_nnp_system_is_used_as_is():
     loaded = loadInput(GUEST)
     mixed, indices, _ = createNNPSystem(loaded, '0-29', 'ani2x')
