@@ -7,7 +7,8 @@
 This is `openmm-nnp run` called from Python (openmm_nnp.run.simulate) on the Amber files openmmtools ships
 (complex-explicit.prmtop and .inpcrd, 4,491 atoms; the guest is residue B2). Results go to --output:
 trajectory.dcd, energies.csv, energies.png, ensemble_std.png (ANI-2x ensemble disagreement on the guest) and
-summary.json. Rerunning with the same --output continues the run from its last checkpoint. The same from a shell:
+summary.json. Rerunning with the same --output continues the run from its last checkpoint. ANI weights come from
+TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani) or are downloaded. The same from a shell:
 
     openmm-nnp run $CB7/complex-explicit.prmtop $CB7/complex-explicit.inpcrd --region 'resname B2' --time 2 -o out
 """

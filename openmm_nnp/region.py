@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from openmm_nnp.errors import InputError
+
 # How far the summed MM partial charges of a region may be from zero and still count as neutral (e).
 # Partial charges of a neutral molecule need not sum to exactly zero (AM1-BCC charges of the CB7:B2 guest
 # sum to -0.002 e); anything beyond 0.01 e is a charged region.
@@ -71,7 +73,6 @@ class Region:
             first, _, last = token.partition('-')
             last = last or first
             if int(last) < int(first):
-                from openmm_nnp.errors import InputError
                 raise InputError(f"The index range '{token}' is empty (its end is before its start).")
             indices.extend(range(int(first), int(last) + 1))
         return cls(indices=indices)
