@@ -32,7 +32,7 @@ def main():
     parser.add_argument('--threads', type=int, help='CPU threads (default: all)')
     args = parser.parse_args()
     if Path(args.output, 'run.json').exists():
-        return simulate(outputDir=args.output, resume=True)  # continue (or just re-summarize) an earlier run
+        return simulate(None, args.output, resume=True)  # continue (or just re-summarize) an earlier run
     return simulate([DATA / 'complex-explicit.prmtop', DATA / 'complex-explicit.inpcrd'], args.output,
                     region='resname B2', time=args.time, equilibration=args.equilibration, mts=args.mts,
                     reportInterval=50 * (args.mts or 1), checkpointInterval=500, threads=args.threads)

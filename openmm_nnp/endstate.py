@@ -15,7 +15,7 @@ from openmm_nnp.inputs import createNNPSystem, loadInput
 from openmm_nnp.run.settings import requirePositive
 
 
-def endstateCorrection(inputs, outputDir, region=None, model='ani2x', precision='single', platform='CPU',
+def endstateCorrection(inputs, outputDir, *, region=None, model='ani2x', precision='single', platform='CPU',
                        threads=None, nonbondedCutoff=1.0, method='equilibrium', lambdas=11, samples=500,
                        stepsPerSample=250, switches=50, switchingSteps=1000, equilibrationSteps=5000, timestep=1.0,
                        temperature=300.0, seed=2024, plots=True, log=print):

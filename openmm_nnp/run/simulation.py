@@ -72,7 +72,7 @@ def _createIntegrator(settings):
 class Simulation:
     """One NNP/MM run in an output folder; see the module docstring for the files it writes."""
 
-    def __init__(self, outputDir, log=print, progress=True, progressStream=None):
+    def __init__(self, outputDir, *, log=print, progress=True, progressStream=None):
         self.outputDir = Path(outputDir)
         self.log = log
         self.showProgress = progress
@@ -334,7 +334,7 @@ class Simulation:
         n = self.stepsPerIntegratorStep
         equilibration = settings.equilibrationSteps
         total = equilibration + settings.steps
-        progress = Progress(total, self.stepTimePs, self.progressStream, self.showProgress)
+        progress = Progress(total, self.stepTimePs, self.progressStream, enabled=self.showProgress)
         progress.start(startStep)
         step = startStep
         wallStart = time.perf_counter()
@@ -395,11 +395,11 @@ class Simulation:
 def _nextMultiple(step, interval):
     return (step // interval + 1) * interval
 
-def runSimulation(settings, outputDir, resume=False, plots=True, log=print, progress=True, progressStream=None,
+def runSimulation(settings, outputDir, *, resume=False, plots=True, log=print, progress=True, progressStream=None,
                   time=None):
     """Set up (or resume) and run; writes plots; returns the summary dict. On resume, ``settings.steps`` or
     ``time`` (ps) set a new production length."""
-    simulation = Simulation(outputDir, log, progress, progressStream)
+    simulation = Simulation(outputDir, log=log, progress=progress, progressStream=progressStream)
     if resume:
         start = simulation.resume(settings.steps if settings is not None else None, time)
     else:
@@ -415,7 +415,7 @@ def runSimulation(settings, outputDir, resume=False, plots=True, log=print, prog
     return summary
 
 
-def simulate(inputs=None, outputDir='nnp-run', *, resume=False, time=None, equilibration=None, plots=True,
+def simulate(inputs, outputDir, *, resume=False, time=None, equilibration=None, plots=True,
              progress=True, log=print, progressStream=None, **settings):
     """Run NNP/MM dynamics from files, or continue a run: what ``openmm-nnp run`` does, from Python.
 
@@ -423,7 +423,7 @@ def simulate(inputs=None, outputDir='nnp-run', *, resume=False, time=None, equil
     ----------
     inputs : path or list of paths
         A folder written by ``openmm-nnp prepare``, a System XML and a PDB/PDBx file, or an Amber prmtop and
-        inpcrd (see openmm_nnp.inputs.loadInput). Not with ``resume``.
+        inpcrd (see openmm_nnp.inputs.loadInput). None with ``resume``.
     outputDir : path
         The run's folder (see this module's docstring for what it holds).
     resume : bool
