@@ -87,7 +87,7 @@ def bench_models(testsystem, regions, args):
     from openmm_nnp.models import ANI
     from openmm_nnp.models.ani import load_torchani_model
 
-    load_torchani_model("ani2x")  # sets TORCHANI_DATA_DIR to the shared cache if present
+    load_torchani_model("ani2x")  # TorchANI's weights, from TORCHANI_DATA_DIR when set
     torchani_model = torch.jit.script(torchani.models.ANI2x(periodic_table_index=True))
     all_positions = np.asarray(testsystem.positions.value_in_unit(unit.nanometer))
     numbers = [atom.element.atomic_number for atom in testsystem.topology.atoms()]

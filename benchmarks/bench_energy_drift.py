@@ -15,6 +15,8 @@ Settings: MM only (toluene X-H bonds constrained at 2 fs; unconstrained at 1 fs)
 unconstrained (what `openmm-nnp run` does) at 0.5 and 1 fs; NNP/MM with the region's X-H bonds constrained
 (createMixedSystem(removeConstraints=False)) at 2 fs; NNP/MM with `--mts 2 --timestep 1` (MM every 1 fs, NNP
 correction every 2 fs). Prints a Markdown table.
+ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani; without it TorchANI
+downloads them).
 """
 
 import argparse
@@ -34,12 +36,11 @@ import openmm.unit as unit
 
 REPO = Path(__file__).resolve().parents[1]
 TOLUENE_WATER = REPO.parent / 'shared' / 'data' / 'toluene-water'
-if (REPO.parent / 'shared' / 'models' / 'torchani').is_dir():
-    os.environ.setdefault('TORCHANI_DATA_DIR', str(REPO.parent / 'shared' / 'models' / 'torchani'))
 sys.path.insert(0, str(REPO))
 
 from openmm_nnp import NNPotential  # noqa: E402
-from openmm_nnp.simulate import LoadedInput, createNNPSystem, degreesOfFreedom  # noqa: E402
+from openmm_nnp.inputs import LoadedInput, createNNPSystem  # noqa: E402
+from openmm_nnp.run.reporting import degreesOfFreedom  # noqa: E402
 
 TEMPERATURE = 300 * unit.kelvin
 REGION = 'resname MBN'

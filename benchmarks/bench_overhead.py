@@ -22,6 +22,8 @@ medians over rounds, all per integration step (the cost of a step does not depen
 It prints each time, NNP/MM / MM and the ideal (MM + model) / MM. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
 set OMP_WAIT_POLICY=PASSIVE): run it both ways to see what spin-waiting costs.
+ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani; without it TorchANI
+downloads them).
 """
 
 import argparse
@@ -36,14 +38,13 @@ if '--omp-default' in sys.argv:
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
-os.environ.setdefault('TORCHANI_DATA_DIR', str(SHARED / 'models' / 'torchani'))
 
 import openmm_nnp  # noqa: E402  (first, unless --omp-default)
 import openmm  # noqa: E402
 import torch  # noqa: E402
 from openmm import app, unit  # noqa: E402
 
-from openmm_nnp.simulate import LoadedInput, createNNPSystem  # noqa: E402
+from openmm_nnp.inputs import LoadedInput, createNNPSystem  # noqa: E402
 
 
 def host_guest():

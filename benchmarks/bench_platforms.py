@@ -8,10 +8,11 @@ NNPotential('ani2x').createMixedSystem. For each platform (CPU; OpenCL, CUDA whe
 precision) MM-only and NNP/MM contexts are stepped in alternating rounds so that load changes affect both
 alike; the script prints the median ms/step of each and their ratio. On a machine without a GPU, OpenCL
 runs on the CPU through PoCL: its numbers say what the kernel costs there, not what a GPU does.
+ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani; without it TorchANI
+downloads them).
 """
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
@@ -21,7 +22,6 @@ from openmm import app, unit
 
 REPO = Path(__file__).resolve().parents[1]
 TOLUENE = REPO.parent / 'shared' / 'data' / 'toluene-water'
-os.environ.setdefault('TORCHANI_DATA_DIR', str(REPO.parent / 'shared' / 'models' / 'torchani'))
 
 
 def systems():

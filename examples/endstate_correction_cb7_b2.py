@@ -10,7 +10,8 @@ binding free energy when one is given (--mm-dg value error, kcal/mol, from any t
 
 The default lengths are reduced so that both environments finish on 2 CPU cores in under 30 minutes; their
 errors are large. See docs/free_energy.md for production settings on a GPU. Rerunning with the same
---output resumes from the finished tasks.
+--output resumes from the finished tasks. ANI weights come from TORCHANI_DATA_DIR (the Makefile exports
+../shared/models/torchani) or are downloaded.
 """
 
 import argparse

@@ -4,21 +4,21 @@
     python examples/host_guest_cb7_b2.py                # 0.5 ps after 0.05 ps: about 3 minutes on 2 busy CPU cores
     python examples/host_guest_cb7_b2.py --time 1000 --equilibration 100 --mts 2    # full length: 1 ns
 
-This is `openmm-nnp run` called from Python on the Amber files openmmtools ships (complex-explicit.prmtop and
-.inpcrd, 4,491 atoms; the guest is residue B2). Results go to --output: trajectory.dcd, energies.csv,
-energies.png, ensemble_std.png (ANI-2x ensemble disagreement on the guest) and summary.json.
-The same from a shell:
+This is `openmm-nnp run` called from Python (openmm_nnp.run.simulate) on the Amber files openmmtools ships
+(complex-explicit.prmtop and .inpcrd, 4,491 atoms; the guest is residue B2). Results go to --output:
+trajectory.dcd, energies.csv, energies.png, ensemble_std.png (ANI-2x ensemble disagreement on the guest) and
+summary.json. Rerunning with the same --output continues the run from its last checkpoint. ANI weights come from
+TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani) or are downloaded. The same from a shell:
 
     openmm-nnp run $CB7/complex-explicit.prmtop $CB7/complex-explicit.inpcrd --region 'resname B2' --time 2 -o out
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import openmmtools
 
-from openmm_nnp import cli
+from openmm_nnp.run import simulate
 
 DATA = Path(openmmtools.__file__).parent / 'data' / 'cb7-b2'
 
@@ -31,17 +31,12 @@ def main():
     parser.add_argument('--output', default='output/host-guest-cb7-b2')
     parser.add_argument('--threads', type=int, help='CPU threads (default: all)')
     args = parser.parse_args()
-    argv = ['run', str(DATA / 'complex-explicit.prmtop'), str(DATA / 'complex-explicit.inpcrd'),
-            '--region', 'resname B2', '--time', str(args.time), '--equilibration', str(args.equilibration),
-            '--report-interval', '50', '--checkpoint-interval', '500', '--output', args.output]
-    if args.mts:
-        argv += ['--mts', str(args.mts), '--report-interval', str(50 * args.mts)]
-    if args.threads:
-        argv += ['--threads', str(args.threads)]
     if Path(args.output, 'run.json').exists():
-        argv = ['run', '--resume', '--output', args.output]  # continue (or just re-summarize) an earlier run
-    return cli.main(argv)
+        return simulate(None, args.output, resume=True)  # continue (or just re-summarize) an earlier run
+    return simulate([DATA / 'complex-explicit.prmtop', DATA / 'complex-explicit.inpcrd'], args.output,
+                    region='resname B2', time=args.time, equilibration=args.equilibration, mts=args.mts,
+                    reportInterval=50 * (args.mts or 1), checkpointInterval=500, threads=args.threads)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()

@@ -6,11 +6,10 @@
 Reads ../shared/data/toluene-water (next to the repository), builds the MM system with PME, replaces the
 toluene's internal interactions by ANI (mechanical embedding), minimizes, and runs Langevin dynamics.
 Writes a DCD trajectory and a CSV energy log to --output-dir and prints progress and ns/day.
-ANI weights come from TORCHANI_DATA_DIR (../shared/models/torchani when present) or are downloaded.
+ANI weights come from TORCHANI_DATA_DIR (`make example` exports ../shared/models/torchani) or are downloaded.
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,10 +43,6 @@ def main():
     if not DATA_DIR.is_dir():
         sys.exit(f'error: the toluene-in-water input files are missing: expected {DATA_DIR} '
                  '(toluene-explicit.prm7 and .rst7, the shared data folder next to the repository).')
-    shared = REPOSITORY.parent / 'shared' / 'models' / 'torchani'
-    if 'TORCHANI_DATA_DIR' not in os.environ and shared.is_dir():
-        os.environ['TORCHANI_DATA_DIR'] = str(shared)
-
     from openmm_nnp import NNPotential
 
     prmtop = app.AmberPrmtopFile(str(DATA_DIR / 'toluene-explicit.prm7'))

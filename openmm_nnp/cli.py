@@ -6,7 +6,7 @@
     openmm-nnp run -o run2 --resume
     openmm-nnp endstate prepared/solvent -o correction
 
-Each subcommand is a thin layer over openmm_nnp.prepare, openmm_nnp.simulate and openmm_nnp.freeenergy.
+Each subcommand is a thin layer over openmm_nnp.prepare, openmm_nnp.run and openmm_nnp.endstate.
 Bad inputs end with one line 'openmm-nnp <command>: error: <problem and fix>' and exit code 2 (--debug shows
 the traceback).
 """
@@ -14,10 +14,8 @@ the traceback).
 import argparse
 import errno
 import sys
-from pathlib import Path
 
 from openmm_nnp.errors import InputError
-from openmm_nnp.models.torchani_models import use_shared_torchani_data
 
 _MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H C N O), or a TorchScript file "
                 '(positions in nm -> energy in kJ/mol). ANI models are for neutral molecules only.')
@@ -119,13 +117,6 @@ def buildParser():
     return parser
 
 
-def _stepsFromTime(timePs, timestepFs, mts):
-    steps = int(round(timePs * 1000.0 / timestepFs))
-    if mts:
-        steps = int(round(steps / mts)) * mts
-    return steps
-
-
 def commandPrepare(args):
     from openmm_nnp.prepare import prepare
     legs = prepare(args.ligand, args.output, protein=args.protein, solventLeg=not args.no_solvent_leg, pH=args.ph,
@@ -136,48 +127,23 @@ def commandPrepare(args):
 
 
 def commandRun(args):
-    from openmm_nnp.simulate import RUN_FILE, RunSettings, readJSON, runSimulation
-    # Checked here: converted to steps, they would be reported as errors of --steps.
-    if args.time is not None and args.time <= 0:
-        raise InputError(f'--time must be positive (ps), not {args.time:g}.')
-    if args.equilibration is not None and args.equilibration < 0:
-        raise InputError(f'--equilibration must be zero or positive (ps), not {args.equilibration:g}.')
+    from openmm_nnp.run import simulate
+    options = dict(plots=not args.no_plots, progress=not args.no_progress)
     if args.resume:
-        if args.inputs:
-            raise InputError('With --resume, give only --output: the run folder holds the inputs it was started with.')
-        steps = args.steps
-        if args.time is not None:
-            if not (Path(args.output) / RUN_FILE).is_file():
-                raise InputError(f"'{args.output}' holds no run to resume (no {RUN_FILE}). Start it without --resume.")
-            info = readJSON(Path(args.output) / RUN_FILE, 'Start the run again in a new --output folder')
-            steps = _stepsFromTime(args.time, info['settings']['timestep'], info['settings']['mts'])
-        settings = RunSettings(steps=steps) if steps is not None else None
-        runSimulation(settings, args.output, resume=True, plots=not args.no_plots, progress=not args.no_progress)
+        simulate(args.inputs, args.output, resume=True, steps=args.steps, time=args.time, **options)
         return 0
-    if not args.inputs:
-        raise InputError('No input given: pass a folder from `openmm-nnp prepare`, a system XML and a PDB, or an '
-                         'Amber prmtop and inpcrd (or --resume with --output to continue a run).')
-    steps = args.steps if args.steps is not None else (
-        _stepsFromTime(args.time, args.timestep, args.mts) if args.time is not None else 1000)
-    if args.equilibration_steps is not None:
-        equilibrationSteps = args.equilibration_steps
-    elif args.equilibration is not None:
-        equilibrationSteps = _stepsFromTime(args.equilibration, args.timestep, args.mts)
-    else:
-        equilibrationSteps = 0
-    settings = RunSettings(
-        inputs=[str(Path(p).resolve()) for p in args.inputs], region=args.region, model=args.model,
-        precision=args.precision, platform=args.platform, temperature=args.temperature, friction=args.friction,
-        timestep=args.timestep, steps=steps, equilibrationSteps=equilibrationSteps, minimize=not args.no_minimize,
-        minimizeIterations=args.minimize_iterations, reportInterval=args.report_interval,
-        checkpointInterval=args.checkpoint_interval, trajectoryFormat=args.trajectory_format, mts=args.mts,
-        pressure=args.pressure, seed=args.seed, threads=args.threads, nonbondedCutoff=args.cutoff)
-    runSimulation(settings, args.output, resume=False, plots=not args.no_plots, progress=not args.no_progress)
+    simulate(args.inputs, args.output, time=args.time, equilibration=args.equilibration, region=args.region,
+             model=args.model, precision=args.precision, platform=args.platform, temperature=args.temperature,
+             friction=args.friction, timestep=args.timestep, steps=args.steps,
+             equilibrationSteps=args.equilibration_steps, minimize=not args.no_minimize,
+             minimizeIterations=args.minimize_iterations, reportInterval=args.report_interval,
+             checkpointInterval=args.checkpoint_interval, trajectoryFormat=args.trajectory_format, mts=args.mts,
+             pressure=args.pressure, seed=args.seed, threads=args.threads, nonbondedCutoff=args.cutoff, **options)
     return 0
 
 
 def commandEndstate(args):
-    from openmm_nnp.simulate import endstateCorrection
+    from openmm_nnp.endstate import endstateCorrection
     endstateCorrection(args.inputs, args.output, region=args.region, model=args.model, precision=args.precision,
                        platform=args.platform, threads=args.threads, nonbondedCutoff=args.cutoff,
                        method=args.method, lambdas=args.lambdas, samples=args.samples,
@@ -190,7 +156,6 @@ def commandEndstate(args):
 def main(argv=None):
     parser = buildParser()
     args = parser.parse_args(argv)
-    use_shared_torchani_data()
     handlers = {'prepare': commandPrepare, 'run': commandRun, 'endstate': commandEndstate}
     import openmm
     try:

@@ -14,9 +14,11 @@ With Ewald or PME, making a pair an exception also subtracts its reciprocal-spac
 q_i q_j / (4 pi eps0 r) plus its Lennard-Jones energy when r is inside the cutoff (the direct-space
 erfc part plus the erf part of the correction), and only the erf part beyond the cutoff.
 
-For interpolation (``lambdaName``), the removed terms are added back as Custom*Force copies whose
-energies are multiplied by (1 - lambda), which with an NNP scaled by lambda gives
-U(lambda) = U_MM(all) + lambda (U_NNP - U_MM(region)). The copies register dU/dlambda.
+``regionMMTerms`` returns exactly the removed terms as Custom*Forces whose energies are multiplied by a
+prefactor. Interpolation (``embedRegion``'s ``lambdaName``) adds them back with (1 - lambda), which with an NNP
+scaled by lambda gives U(lambda) = U_MM(all) + lambda (U_NNP - U_MM(region)); the copies register dU/dlambda.
+The multiple-time-step layout (NNPotential.createMTSSystem) adds them with +1 to the MM force group and with
+-1 to the NNP correction's group.
 """
 
 import copy
@@ -65,19 +67,38 @@ def _emptyCopy(force, termTag):
     return openmm.XmlSerializer.deserialize(ElementTree.tostring(root, encoding='unicode'))
 
 
-def _scaledExpression(expression, lambdaName):
+class OneMinusLambda:
+    """The interpolation prefactor (1 - lambda): ``name`` becomes a global parameter (default ``default``) of each
+    term, which registers its energy derivative."""
+
+    def __init__(self, name, default=1.0):
+        self.name = name
+        self.default = default
+        self.expression = f'(1-{name})'
+
+    def register(self, force):
+        force.addGlobalParameter(self.name, self.default)
+        force.addEnergyParameterDerivative(self.name)
+
+
+class _Constant:
+    """A constant prefactor (+1, -1)."""
+
+    def __init__(self, value):
+        self.expression = f'({float(value)!r})'
+
+    def register(self, force):
+        pass
+
+
+def _scaledExpression(expression, prefactor):
     # The first ';'-separated part of a custom expression is the energy; the rest are definitions.
     main, sep, definitions = expression.partition(';')
-    return f'(1-{lambdaName})*({main}){sep}{definitions}'
-
-
-def _addLambda(force, lambdaName, lambdaDefault):
-    force.addGlobalParameter(lambdaName, lambdaDefault)
-    force.addEnergyParameterDerivative(lambdaName)
+    return f'{prefactor.expression}*({main}){sep}{definitions}'
 
 
 class _BondedKind:
-    """How to read, re-add and (1 - lambda)-copy the terms of one bonded force class."""
+    """How to read, re-add and copy with a prefactor the terms of one bonded force class."""
 
     def __init__(self, termTag, numTerms, getTerm, particles, addTerm, scaledCopy):
         self.termTag = termTag
@@ -85,18 +106,18 @@ class _BondedKind:
         self.getTerm = getTerm
         self.particles = particles
         self.addTerm = addTerm
-        self.scaledCopy = scaledCopy  # (force, internal terms, lambdaName, default) -> new force
+        self.scaledCopy = scaledCopy  # (force, internal terms, prefactor) -> new force
 
 
 def _nativeScaledCopy(customClass, expression, perTermParameters, convert):
     """Scaled copy of a native bonded force as a Custom{Bond,Angle,Torsion}Force with the same energy."""
-    def make(force, terms, lambdaName, lambdaDefault):
-        custom = customClass(_scaledExpression(expression, lambdaName))
+    def make(force, terms, prefactor):
+        custom = customClass(_scaledExpression(expression, prefactor))
         for name in perTermParameters:
             getattr(custom, 'addPerBondParameter' if customClass is openmm.CustomBondForce else
                     'addPerAngleParameter' if customClass is openmm.CustomAngleForce else
                     'addPerTorsionParameter')(name)
-        _addLambda(custom, lambdaName, lambdaDefault)
+        prefactor.register(custom)
         custom.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
         for term in terms:
             particles, parameters = convert(term)
@@ -110,16 +131,16 @@ def _nativeScaledCopy(customClass, expression, perTermParameters, convert):
     return make
 
 
-def _customScaledCopy(force, terms, lambdaName, lambdaDefault, kind):
+def _customScaledCopy(force, terms, prefactor, kind):
     custom = _emptyCopy(force, kind.termTag)
-    custom.setEnergyFunction(_scaledExpression(force.getEnergyFunction(), lambdaName))
-    _addLambda(custom, lambdaName, lambdaDefault)
+    custom.setEnergyFunction(_scaledExpression(force.getEnergyFunction(), prefactor))
+    prefactor.register(custom)
     for term in terms:
         kind.addTerm(custom, term)
     return custom
 
 
-def _cmapScaledCopy(force, terms, lambdaName, lambdaDefault):
+def _cmapScaledCopy(force, terms, prefactor):
     # CMAP as a CustomCompoundBondForce of two dihedrals with a periodic bicubic spline of each map.
     # The map's grid holds angles 0, 2pi/size, ...; the periodic table needs the first point repeated at 2pi.
     used = sorted({term[0] for term in terms})
@@ -133,11 +154,11 @@ def _cmapScaledCopy(force, terms, lambdaName, lambdaDefault):
                                                          0, 2 * math.pi, True)))
     expression = ' + '.join(f'map{m}*cmap{m}(phi, psi)' for m in used)
     custom = openmm.CustomCompoundBondForce(
-        8, f'(1-{lambdaName})*({expression}); phi=dihedral(p1,p2,p3,p4); psi=dihedral(p5,p6,p7,p8)')
+        8, _scaledExpression(f'{expression}; phi=dihedral(p1,p2,p3,p4); psi=dihedral(p5,p6,p7,p8)', prefactor))
     for m, function in functions:
         custom.addTabulatedFunction(f'cmap{m}', function)
         custom.addPerBondParameter(f'map{m}')
-    _addLambda(custom, lambdaName, lambdaDefault)
+    prefactor.register(custom)
     custom.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
     for term in terms:
         selector = [1.0 if term[0] == m else 0.0 for m in used]
@@ -177,7 +198,7 @@ def _bondedKinds():
 
     def custom(tag, count, get, particles, add):
         kind = _BondedKind(tag, count, get, particles, add, None)
-        kind.scaledCopy = lambda f, terms, name, default: _customScaledCopy(f, terms, name, default, kind)
+        kind.scaledCopy = lambda f, terms, prefactor: _customScaledCopy(f, terms, prefactor, kind)
         return kind
 
     kinds['CustomBondForce'] = custom(
@@ -217,62 +238,64 @@ def _splitBonded(force, inside, kind):
     return kept, internal
 
 
-def _embedNonbonded(force, region):
-    """NonbondedForce copy with every region-region pair a zero exception; returns (copy, removed pairs).
-
-    Removed pairs: [(i, j, exception parameters or None for an ordinary pair)].
-    """
-    kept = copy.deepcopy(force)
+def _regionNonbondedPairs(force, region):
+    """The region-region pairs of a NonbondedForce: [(i, j, exception index or None, exception parameters
+    (chargeProd, sigma, epsilon) or None for an ordinary pair)]."""
     exceptions = {}
     for k in range(force.getNumExceptions()):
         i, j, chargeProd, sigma, epsilon = force.getExceptionParameters(k)
-        exceptions[(min(i, j), max(i, j))] = (k, _value(chargeProd), _value(sigma), _value(epsilon))
+        exceptions[(min(i, j), max(i, j))] = (k, (_value(chargeProd), _value(sigma), _value(epsilon)))
+    return [(i, j, *exceptions.get((i, j), (None, None))) for i, j in _regionPairs(region)]
+
+
+def _embedNonbonded(force, region):
+    """NonbondedForce copy with every region-region pair a zero exception."""
+    kept = copy.deepcopy(force)
     zeroed = set()
-    removed = []
-    for i, j in _regionPairs(region):
-        if (i, j) in exceptions:
-            k, chargeProd, sigma, epsilon = exceptions[(i, j)]
-            kept.setExceptionParameters(k, i, j, 0.0, sigma, 0.0)
+    for i, j, k, parameters in _regionNonbondedPairs(force, region):
+        if k is not None:
+            kept.setExceptionParameters(k, i, j, 0.0, parameters[1], 0.0)
             zeroed.add(k)
-            removed.append((i, j, (chargeProd, sigma, epsilon)))
         else:
             kept.addException(i, j, 0.0, 1.0, 0.0)
-            removed.append((i, j, None))
     # Parameter offsets on a region exception would bring the removed interaction back: zero them.
     for k in range(force.getNumExceptionParameterOffsets()):
         parameter, exception, chargeScale, sigmaScale, epsilonScale = force.getExceptionParameterOffset(k)
         if exception in zeroed:
             kept.setExceptionParameterOffset(k, parameter, exception, 0.0, 0.0, 0.0)
-    return kept, removed
+    return kept
 
 
-def _nonbondedScaledCopies(force, region, removed, lambdaName, lambdaDefault):
-    """(1 - lambda) times the region-region energy that _embedNonbonded removed, as CustomBondForces."""
+def _nonbondedScaledCopies(force, region, prefactor, namePrefix):
+    """The region-region energy that _embedNonbonded removes, times ``prefactor``, as CustomBondForces."""
     method = force.getNonbondedMethod()
     NB = openmm.NonbondedForce
     if method == NB.LJPME:
-        raise NotImplementedError('interpolate=True does not support NonbondedForce.LJPME yet: the removed '
-                                  'region-region LJ-PME terms have no closed form here. Use PME for the MM system.')
+        raise NotImplementedError('The region-region MM terms of NonbondedForce.LJPME have no closed form here, so '
+                                  'interpolate=True and the multiple-time-step layout do not support it yet. Use '
+                                  'PME for the MM system.')
     regionSet = set(region)
     for k in range(force.getNumParticleParameterOffsets()):
         parameter, particle = force.getParticleParameterOffset(k)[:2]
         if particle in regionSet:
-            raise NotImplementedError(f"interpolate=True: the NonbondedForce has a parameter offset ('{parameter}') "
-                                      f'on region particle {particle}; region charges must be fixed.')
+            raise NotImplementedError(f"The NonbondedForce has a parameter offset ('{parameter}') on region particle "
+                                      f'{particle}; interpolate=True and the multiple-time-step layout need fixed '
+                                      'region charges.')
     forces = []
-    exceptionTerms = [(i, j, p) for i, j, p in removed if p is not None and (p[0] != 0 or p[2] != 0)]
+    removed = _regionNonbondedPairs(force, region)
+    exceptionTerms = [(i, j, p) for i, j, k, p in removed if p is not None and (p[0] != 0 or p[2] != 0)]
     if exceptionTerms:
         # Exceptions are plain Coulomb + LJ with no cutoff (their reciprocal-space part is unchanged).
-        exceptionForce = openmm.CustomBondForce(
-            f'(1-{lambdaName})*({ONE_4PI_EPS0}*chargeProd/r + 4*epsilon*((sigma/r)^12-(sigma/r)^6))')
+        exceptionForce = openmm.CustomBondForce(_scaledExpression(
+            f'{ONE_4PI_EPS0}*chargeProd/r + 4*epsilon*((sigma/r)^12-(sigma/r)^6)', prefactor))
         for name in ('chargeProd', 'sigma', 'epsilon'):
             exceptionForce.addPerBondParameter(name)
         exceptionForce.setUsesPeriodicBoundaryConditions(force.getExceptionsUsePeriodicBoundaryConditions())
         for i, j, parameters in exceptionTerms:
             exceptionForce.addBond(i, j, list(parameters))
-        exceptionForce.setName('NNPInterpolationRegionExceptions')
+        exceptionForce.setName(f'{namePrefix}RegionExceptions')
         forces.append(exceptionForce)
-    pairs = [(i, j) for i, j, p in removed if p is None]
+    pairs = [(i, j) for i, j, k, p in removed if k is None]
     if pairs:
         cutoff = _value(force.getCutoffDistance())
         definitions = ''
@@ -290,9 +313,8 @@ def _nonbondedScaledCopies(force, region, removed, lambdaName, lambdaDefault):
             switch = _value(force.getSwitchingDistance())
             lj += f'*select(step(r-{switch}), 1-x^3*(10-15*x+6*x^2), 1)'
             definitions = f'; x=(r-{switch})/{cutoff - switch}'
-        pairForce = openmm.CustomBondForce(
-            f'(1-{lambdaName})*({ONE_4PI_EPS0}*qq*{coulomb} + 4*epsilon*((sigma/r)^12-(sigma/r)^6)*{lj})'
-            + definitions)
+        pairForce = openmm.CustomBondForce(_scaledExpression(
+            f'{ONE_4PI_EPS0}*qq*{coulomb} + 4*epsilon*((sigma/r)^12-(sigma/r)^6)*{lj}' + definitions, prefactor))
         for name in ('qq', 'sigma', 'epsilon'):
             pairForce.addPerBondParameter(name)
         pairForce.setUsesPeriodicBoundaryConditions(method in (NB.CutoffPeriodic, NB.Ewald, NB.PME))
@@ -300,11 +322,10 @@ def _nonbondedScaledCopies(force, region, removed, lambdaName, lambdaDefault):
             qi, si, ei = (_value(x) for x in force.getParticleParameters(i))
             qj, sj, ej = (_value(x) for x in force.getParticleParameters(j))
             pairForce.addBond(i, j, [qi * qj, 0.5 * (si + sj), math.sqrt(ei * ej)])
-        pairForce.setName('NNPInterpolationRegionPairs')
+        pairForce.setName(f'{namePrefix}RegionPairs')
         forces.append(pairForce)
     for f in forces:
-        _addLambda(f, lambdaName, lambdaDefault)
-        f.setForceGroup(force.getForceGroup())
+        prefactor.register(f)
     return forces
 
 
@@ -331,8 +352,8 @@ def _embedCustomNonbonded(force, region):
     return kept
 
 
-def _customNonbondedScaledCopy(force, region, lambdaName, lambdaDefault):
-    """(1 - lambda) times the region-region pairs of a CustomNonbondedForce (None if it has none)."""
+def _customNonbondedScaledCopy(force, region, prefactor):
+    """The region-region pairs of a CustomNonbondedForce times ``prefactor`` (None if it has none)."""
     regionSet = set(region)
     if force.getNumInteractionGroups() == 0:
         groups = [(set(region), set(region))]
@@ -346,32 +367,41 @@ def _customNonbondedScaledCopy(force, region, lambdaName, lambdaDefault):
     if not groups:
         return None
     scaled = _emptyCopy(force, 'InteractionGroups') if force.getNumInteractionGroups() else copy.deepcopy(force)
-    scaled.setEnergyFunction(_scaledExpression(force.getEnergyFunction(), lambdaName))
+    scaled.setEnergyFunction(_scaledExpression(force.getEnergyFunction(), prefactor))
     # The long-range correction is a property of the whole system; the mixed force keeps it unchanged.
     scaled.setUseLongRangeCorrection(False)
     for set1, set2 in groups:
         scaled.addInteractionGroup(sorted(set1), sorted(set2))
-    _addLambda(scaled, lambdaName, lambdaDefault)
+    prefactor.register(scaled)
     return scaled
 
 
-def _checkConstrainedBondsHaveTerms(system, constraints):
-    """With interpolation, lambda = 0 must be the MM System: a region constraint that is removed must leave
-    a bond term behind, or the atoms it held would be unbound at lambda = 0. Force-field loaders omit the
-    bond terms of constrained bonds (constraints=HBonds), so check."""
+def _regionConstraints(system, inside):
+    """Indices and particle pairs of the constraints between two region atoms."""
+    return [(k, tuple(system.getConstraintParameters(k)[:2])) for k in range(system.getNumConstraints())
+            if all(p in inside for p in system.getConstraintParameters(k)[:2])]
+
+
+def checkRegionConstraintsHaveTerms(system, region):
+    """ValueError unless every constraint between two region atoms has a HarmonicBondForce term.
+
+    The region's MM terms (interpolation at lambda = 0, the MM force group of the multiple-time-step layout)
+    must bind the atoms whose region constraints are removed. Force-field loaders omit the bond terms of
+    constrained bonds (constraints=HBonds), so check."""
     bonded = set()
     for force in system.getForces():
         if isinstance(force, openmm.HarmonicBondForce):
             for k in range(force.getNumBonds()):
                 i, j = force.getBondParameters(k)[:2]
                 bonded.add((min(i, j), max(i, j)))
-    missing = [(i, j) for i, j in constraints if (min(i, j), max(i, j)) not in bonded]
+    missing = [(i, j) for _, (i, j) in _regionConstraints(system, set(region)) if (min(i, j), max(i, j)) not in bonded]
     if missing:
         shown = ', '.join(f'{i}-{j}' for i, j in missing[:5]) + (', ...' if len(missing) > 5 else '')
-        raise ValueError(f'interpolate=True would remove {len(missing)} constraint(s) inside the region that have no '
-                         f'HarmonicBondForce term ({shown}), so at lambda = 0 those atoms would be unbound and the '
-                         'System would not be the MM System. Build the MM System with constraints=None (rigidWater=True '
-                         'keeps water rigid), or pass removeConstraints=False to keep the region constraints.')
+        raise ValueError(f'Removing the region constraints would remove {len(missing)} constraint(s) that have no '
+                         f'HarmonicBondForce term ({shown}), so the region\'s MM terms (interpolate=True at lambda = 0, '
+                         'the MM force group of multiple time steps) would leave those atoms unbound. Build the MM '
+                         'System with constraints=None (rigidWater=True keeps water rigid), or pass '
+                         'removeConstraints=False to keep the region constraints.')
 
 
 def globalParameterNames(system):
@@ -382,7 +412,56 @@ def globalParameterNames(system):
     return names
 
 
-def embedRegion(system, region, removeConstraints=True, lambdaName=None, lambdaDefault=1.0):
+def _unknownForce(force):
+    return ValueError(f"Cannot build a mixed NNP/MM system: the System holds a {_forceClass(force)} "
+                      f"('{force.getName()}'), and openmm-nnp does not know how to take the region-internal "
+                      'interactions out of it. Remove that force from the MM System (and add it back to the mixed '
+                      'System yourself if it does not act inside the region).')
+
+
+def regionMMTerms(system, region, prefactor, namePrefix):
+    """The MM energy terms among the region's atoms, multiplied by ``prefactor``, as new forces.
+
+    These are exactly the interactions embedRegion removes: bonded terms whose particles all lie in the region
+    and the region-region nonbonded pairs. Each force keeps the force group of the force it comes from and is
+    named ``namePrefix`` + what it holds.
+
+    Parameters
+    ----------
+    system : openmm.System
+    region : sequence of int
+        Particle indices of the region.
+    prefactor : float or OneMinusLambda
+        A constant (+1, -1) or OneMinusLambda(name, default) for interpolation.
+    namePrefix : str
+    """
+    prefactor = prefactor if isinstance(prefactor, OneMinusLambda) else _Constant(prefactor)
+    inside = set(region)
+    terms = []
+    for force in system.getForces():
+        name = _forceClass(force)
+        scaled = []
+        if name in _BONDED:
+            internal = _splitBonded(force, inside, _BONDED[name])[1]
+            if internal:
+                scaled.append(_BONDED[name].scaledCopy(force, internal, prefactor))
+                scaled[-1].setName(f'{namePrefix}{name}')
+        elif name == 'NonbondedForce':
+            scaled.extend(_nonbondedScaledCopies(force, region, prefactor, namePrefix))
+        elif name == 'CustomNonbondedForce':
+            copyForce = _customNonbondedScaledCopy(force, region, prefactor)
+            if copyForce is not None:
+                copyForce.setName(f'{namePrefix}{name}')
+                scaled.append(copyForce)
+        elif name not in _ENVIRONMENT_FORCES:
+            raise _unknownForce(force)
+        for term in scaled:
+            term.setForceGroup(force.getForceGroup())
+        terms.extend(scaled)
+    return terms
+
+
+def embedRegion(system, region, *, removeConstraints=True, lambdaName=None, lambdaDefault=1.0):
     """A copy of ``system`` without the interactions among the region's atoms (the input is not modified).
 
     Parameters
@@ -394,7 +473,7 @@ def embedRegion(system, region, removeConstraints=True, lambdaName=None, lambdaD
         Remove constraints between two region atoms (the NNP describes those bonds).
     lambdaName : str or None
         If given, add the removed terms back scaled by (1 - lambdaName), a new global parameter with
-        default ``lambdaDefault``, with energy derivatives registered.
+        default ``lambdaDefault``, with energy derivatives registered (regionMMTerms).
 
     Returns
     -------
@@ -403,51 +482,28 @@ def embedRegion(system, region, removeConstraints=True, lambdaName=None, lambdaD
     inside = set(region)
     if lambdaName is not None and lambdaName in globalParameterNames(system):
         raise ValueError(f"The System already has a global parameter '{lambdaName}'; choose another lambdaName.")
+    if lambdaName is not None and removeConstraints:
+        checkRegionConstraintsHaveTerms(system, region)
     newSystem = copy.deepcopy(system)
     while newSystem.getNumForces() > 0:
         newSystem.removeForce(newSystem.getNumForces() - 1)
     if removeConstraints:
-        removed = []
-        for k in reversed(range(newSystem.getNumConstraints())):
-            i, j, _ = newSystem.getConstraintParameters(k)
-            if i in inside and j in inside:
-                newSystem.removeConstraint(k)
-                removed.append((i, j))
-        if lambdaName is not None:
-            _checkConstrainedBondsHaveTerms(system, removed)
-
-    added = []
+        for k, _ in reversed(_regionConstraints(system, inside)):
+            newSystem.removeConstraint(k)
     for force in system.getForces():
         name = _forceClass(force)
-        scaled = []
         if name in _BONDED:
-            kind = _BONDED[name]
-            kept, internal = _splitBonded(force, inside, kind)
-            if lambdaName is not None and internal:
-                scaled.append(kind.scaledCopy(force, internal, lambdaName, lambdaDefault))
+            kept = _splitBonded(force, inside, _BONDED[name])[0]
         elif name == 'NonbondedForce':
-            kept, removed = _embedNonbonded(force, region)
-            if lambdaName is not None:
-                scaled.extend(_nonbondedScaledCopies(force, region, removed, lambdaName, lambdaDefault))
+            kept = _embedNonbonded(force, region)
         elif name == 'CustomNonbondedForce':
             kept = _embedCustomNonbonded(force, region)
-            if lambdaName is not None:
-                copyForce = _customNonbondedScaledCopy(force, region, lambdaName, lambdaDefault)
-                if copyForce is not None:
-                    scaled.append(copyForce)
         elif name in _ENVIRONMENT_FORCES:
             kept = copy.deepcopy(force)
         else:
-            raise ValueError(f"Cannot build a mixed NNP/MM system: the System holds a {name} ('{force.getName()}'), "
-                             'and openmm-nnp does not know how to take the region-internal interactions out of it. '
-                             'Remove that force from the MM System (and add it back to the mixed System yourself '
-                             'if it does not act inside the region).')
+            raise _unknownForce(force)
         newSystem.addForce(kept)
-        for s in scaled:
-            s.setForceGroup(force.getForceGroup())
-            if not s.getName().startswith('NNPInterpolation'):
-                s.setName(f'NNPInterpolation{name}')
-            added.append(s)
-    for s in added:
-        newSystem.addForce(s)
+    if lambdaName is not None:
+        for term in regionMMTerms(system, region, OneMinusLambda(lambdaName, lambdaDefault), 'NNPInterpolation'):
+            newSystem.addForce(term)
     return newSystem

@@ -72,11 +72,12 @@ class NNPotential:
         """The TorchScript module for a region with these atomic numbers (in the region's order)."""
         return self.spec.createModule(list(atomicNumbers), self.dtype, charge, **self._modelOptions(options))
 
-    def checkRegion(self, topology, system, atoms, allowCutBonds=False):
+    def checkRegion(self, topology, system, atoms, *, allowCutBonds=False):
         """Raise ValueError if the model cannot describe the region ``atoms`` (particle indices): elements it does
         not support, a net MM charge for a neutral-only model, cut bonds unless allowed (region.validateRegion)."""
-        _region.validateRegion(topology, system, atoms, self.spec.elements, self.spec.supportsCharge is False,
-                               allowCutBonds, self.spec.label)
+        _region.validateRegion(topology, system, atoms, supportedElements=self.spec.elements,
+                               requiresNeutral=self.spec.supportsCharge is False, allowCutBonds=allowCutBonds,
+                               modelName=self.spec.label)
 
     def _regionCharge(self, system, atoms):
         """The region's net charge (e) for models that take it: its MM charge rounded, 0 without an MM System."""
@@ -109,7 +110,7 @@ class NNPotential:
         atoms = list(range(topology.getNumAtoms()))
         if not atoms:
             raise ValueError('The topology has no atoms.')
-        self.checkRegion(topology, None, atoms, True)
+        self.checkRegion(topology, None, atoms, allowCutBonds=True)
         system = openmm.System()
         for atom in topology.atoms():
             if atom.element is None:
@@ -140,7 +141,7 @@ class NNPotential:
             The topology of ``system`` (its bonds tell which region bonds the NNP keeps whole).
         system : openmm.System
             The MM System.
-        atoms : sequence of int or str
+        atoms : sequence of int, str or region.Region
             The region: particle indices (the model receives them in this order) or an MDTraj selection
             string such as ``'resname MBN'``. ``region=`` is accepted as another name for it.
         removeConstraints : bool
@@ -177,11 +178,11 @@ class NNPotential:
                 raise ValueError("Pass the region once, as 'atoms' or as 'region', not both.")
             atoms = region
         atomIndices = _region.selectRegion(topology, atoms)
-        self.checkRegion(topology, system, atomIndices, allowCutBonds)
+        self.checkRegion(topology, system, atomIndices, allowCutBonds=allowCutBonds)
         if not 0 <= forceGroup <= 31:
             raise ValueError(f'forceGroup must be between 0 and 31, not {forceGroup}.')
-        mixed = _embedding.embedRegion(system, atomIndices, removeConstraints,
-                                             lambdaName if interpolate else None, 1.0)
+        mixed = _embedding.embedRegion(system, atomIndices, removeConstraints=removeConstraints,
+                                       lambdaName=lambdaName if interpolate else None)
         force = self.createForce(topology, atomIndices, system.usesPeriodicBoundaryConditions(), forceGroup,
                                  self._regionCharge(system, atomIndices), **options)
         if interpolate:
@@ -191,4 +192,28 @@ class NNPotential:
         mixed.addForce(force)
         if returnInfo:
             return {'system': mixed, 'topology': topology, 'oldToNew': list(range(topology.getNumAtoms()))}
+        return mixed
+
+    def createMTSSystem(self, topology, system, atoms, **args):
+        """A mixed System laid out for multiple time steps with MTSLangevinIntegrator(..., [(1, 1), (0, N)]).
+
+        Force group 0 is the complete MM force field, the region's own MM terms included (+U_MM(region)); group
+        1 is the NNP correction U_NNP(region) - U_MM(region), evaluated once per outer step. Together they are
+        createMixedSystem's System. ``atoms`` and ``args`` are createMixedSystem's (not forceGroup or
+        interpolate).
+        """
+        for name in ('forceGroup', 'interpolate', 'returnInfo'):
+            if args.get(name):
+                raise ValueError(f'createMTSSystem lays out the force groups itself; it does not take {name}.')
+        atomIndices = _region.selectRegion(topology, atoms)
+        if args.get('removeConstraints', True):
+            _embedding.checkRegionConstraintsHaveTerms(system, atomIndices)
+        mixed = self.createMixedSystem(topology, system, atomIndices, forceGroup=1, **args)
+        for force in mixed.getForces():
+            if not NNPForce.isinstance(force):
+                force.setForceGroup(0)
+        for prefactor, group, namePrefix in ((1.0, 0, 'NNPMTSRegionMM'), (-1.0, 1, 'NNPMTSCorrectionRegionMM')):
+            for term in _embedding.regionMMTerms(system, atomIndices, prefactor, namePrefix):
+                term.setForceGroup(group)
+                mixed.addForce(term)
         return mixed

@@ -1,5 +1,8 @@
 """The NNP region: which atoms it holds (indices or an MDTraj selection) and whether it is valid.
 
+``Region`` is a region as the user gave it, parsed once: ``Region.parse`` reads the text the command line
+takes ('resname LIG', '0-14,20', '0 1 2'), ``Region.of`` what the Python API takes (an MDTraj selection string
+or particle indices). ``select`` gives the particle indices, ``describe`` a short text for logs and summaries.
 Every check raises a ValueError that names the offending atoms and says how to fix the call.
 """
 
@@ -7,6 +10,8 @@ import numbers
 import re
 
 import numpy as np
+
+from openmm_nnp.errors import InputError
 
 # How far the summed MM partial charges of a region may be from zero and still count as neutral (e).
 # Partial charges of a neutral molecule need not sum to exactly zero (AM1-BCC charges of the CB7:B2 guest
@@ -25,34 +30,108 @@ def _describe(atoms, limit=8):
     return ', '.join(labels) + more
 
 
+class Region:
+    """An NNP region: an MDTraj selection or a sequence of particle indices, as given.
+
+    Build one with ``Region.of`` (API values) or ``Region.parse`` (command-line text). Exactly one of
+    ``selection`` (str) and ``indices`` (the given sequence, unchecked until ``select``) is set.
+    """
+
+    def __init__(self, selection=None, indices=None):
+        if (selection is None) == (indices is None):
+            raise ValueError('A Region is a selection or indices: pass exactly one.')
+        self.selection = selection
+        self.indices = indices
+        self._selected = None  # (topology, particle indices) of the last select
+
+    def __repr__(self):
+        return f'Region(selection={self.selection!r})' if self.selection is not None else f'Region({self.describe()})'
+
+    @classmethod
+    def of(cls, atoms):
+        """The region ``atoms``: a Region, an MDTraj selection string, or particle indices (a set is sorted)."""
+        if isinstance(atoms, Region):
+            return atoms
+        if atoms is None:
+            raise ValueError('No NNP region given: pass a list of atom indices or an MDTraj selection string '
+                             "such as 'resname MBN'.")
+        if isinstance(atoms, str):
+            return cls(selection=atoms)
+        return cls(indices=sorted(atoms) if isinstance(atoms, (set, frozenset)) else atoms)
+
+    @classmethod
+    def parse(cls, text):
+        """'resname LIG' -> a selection; '0-14,20' or '0 1 2' -> those indices; anything else as ``Region.of``."""
+        if not isinstance(text, str):
+            return cls.of(text)
+        text = text.strip()
+        tokens = text.replace(',', ' ').split()
+        if not tokens or not all(_INDEX_TOKEN.fullmatch(t) for t in tokens):
+            return cls(selection=text)
+        indices = []
+        for token in tokens:
+            first, _, last = token.partition('-')
+            last = last or first
+            if int(last) < int(first):
+                raise InputError(f"The index range '{token}' is empty (its end is before its start).")
+            indices.extend(range(int(first), int(last) + 1))
+        return cls(indices=indices)
+
+    def select(self, topology):
+        """The region's particle indices in ``topology``, checked, in the order the model will receive them:
+        as given, or ascending for a selection. The selection runs once per topology."""
+        if self._selected is None or self._selected[0] is not topology:
+            self._selected = (topology, self._select(topology))
+        return list(self._selected[1])
+
+    def describe(self):
+        """"'resname LIG'", 'atoms 0..14' (a contiguous ascending range) or 'atom list'."""
+        if self.selection is not None:
+            return f"'{self.selection}'"
+        indices = [int(i) for i in np.asarray(self.indices, dtype=object).reshape(-1)]
+        if indices and indices == list(range(indices[0], indices[-1] + 1)):
+            return f'atoms {indices[0]}..{indices[-1]}'
+        return 'atom list'
+
+    def _select(self, topology):
+        if self.selection is not None:
+            return _selectMDTraj(topology, self.selection)
+        return _checkIndices(topology, self.indices)
+
+
+_INDEX_TOKEN = re.compile(r'\d+(-\d+)?')
+
+
 def selectRegion(topology, atoms):
     """The region's particle indices, in the order the model will receive them.
 
     Parameters
     ----------
     topology : openmm.app.Topology
-    atoms : sequence of int, or str
+    atoms : sequence of int, str or Region
         Particle indices (kept in the given order), or an MDTraj selection string such as
         ``'resname MBN'`` (indices in ascending order).
     """
+    return Region.of(atoms).select(topology)
+
+
+def _selectMDTraj(topology, selection):
+    import mdtraj
+    try:
+        selected = mdtraj.Topology.from_openmm(topology).select(selection)
+    except Exception as e:
+        raise ValueError(f"The MDTraj selection '{selection}' could not be evaluated: "
+                         f'{_selectionError(selection, e)}. See https://mdtraj.org/1.9.4/atom_selection.html for '
+                         'the syntax.') from None
+    if len(selected) == 0:
+        raise ValueError(f"The MDTraj selection '{selection}' matches no atoms of the topology, so the NNP region "
+                         'would be empty. Check the residue or atom names (e.g. print the residue names of '
+                         'the topology).')
+    return [int(i) for i in selected]
+
+
+def _checkIndices(topology, atoms):
     numAtoms = topology.getNumAtoms()
-    if atoms is None:
-        raise ValueError('No NNP region given: pass a list of atom indices or an MDTraj selection string '
-                         "such as 'resname MBN'.")
-    if isinstance(atoms, str):
-        import mdtraj
-        try:
-            selected = mdtraj.Topology.from_openmm(topology).select(atoms)
-        except Exception as e:
-            raise ValueError(f"The MDTraj selection '{atoms}' could not be evaluated: {_selectionError(atoms, e)}. "
-                             'See https://mdtraj.org/1.9.4/atom_selection.html for the syntax.') from None
-        if len(selected) == 0:
-            raise ValueError(f"The MDTraj selection '{atoms}' matches no atoms of the topology, so the NNP region "
-                             'would be empty. Check the residue or atom names (e.g. print the residue names of '
-                             'the topology).')
-        return [int(i) for i in selected]
-    if isinstance(atoms, (set, frozenset)):
-        atoms = sorted(atoms)
     indices = []
     for i in np.asarray(atoms, dtype=object).reshape(-1):
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
@@ -140,7 +219,7 @@ def regionNetCharge(system, region):
     return None
 
 
-def validateRegion(topology, system, region, supportedElements=None, requiresNeutral=False,
+def validateRegion(topology, system, region, *, supportedElements=None, requiresNeutral=False,
                    allowCutBonds=False, modelName='the model'):
     """Raise ValueError if the region cannot be handed to the model.
 

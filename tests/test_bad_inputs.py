@@ -13,7 +13,8 @@ import openmm
 import openmm.app as app
 import pytest
 
-from openmm_nnp import cli, simulate
+from openmm_nnp import cli
+from openmm_nnp.run import simulation
 from openmm_nnp.errors import InputError, InstabilityError
 
 CB7_B2 = Path(__import__('openmmtools').__file__).parent / 'data' / 'cb7-b2'
@@ -138,8 +139,8 @@ def test_bad_numbers(tmp_path, capsys):
 
 
 def test_bad_numbers_through_the_api(tmp_path):
-    settings = simulate.RunSettings(inputs=GUEST, region='0-29', platform='Reference', threads=-2)
-    expectAPIError(lambda: simulate.runSimulation(settings, tmp_path / 'o', plots=False, progress=False),
+    settings = simulation.RunSettings(inputs=GUEST, region='0-29', platform='Reference', threads=-2)
+    expectAPIError(lambda: simulation.runSimulation(settings, tmp_path / 'o', plots=False, progress=False),
                    InputError, '--threads must be a positive integer')
     assert not (tmp_path / 'o').exists()
 
@@ -246,8 +247,8 @@ def test_output_is_a_file(tmp_path, capsys):
     (tmp_path / 'notes.txt').write_text('mine\n')
     expectError(capsys, ['run', *GUEST, *RUN, '-o', str(tmp_path / 'notes.txt')], 'is a file, not a folder',
                 '--output', untouched=tmp_path)
-    settings = simulate.RunSettings(inputs=GUEST, region='0-29', platform='Reference')
-    expectAPIError(lambda: simulate.runSimulation(settings, tmp_path / 'notes.txt'), InputError, 'is a file')
+    settings = simulation.RunSettings(inputs=GUEST, region='0-29', platform='Reference')
+    expectAPIError(lambda: simulation.runSimulation(settings, tmp_path / 'notes.txt'), InputError, 'is a file')
     assert (tmp_path / 'notes.txt').read_text() == 'mine\n'
 
 
@@ -255,16 +256,16 @@ def test_output_is_a_file(tmp_path, capsys):
 def test_os_error_while_running(tmp_path, capsys, monkeypatch, code, fix):
     """A full disk or a folder that became read-only: one line, and the run continues with --resume."""
     out = tmp_path / 'run'
-    write = simulate._atomicWrite
+    write = simulation.atomicWrite
 
     def failing(path, data):
-        if Path(path).name == simulate.CHECKPOINT and (out / simulate.PREVIOUS_CHECKPOINT).exists():
+        if Path(path).name == simulation.CHECKPOINT and (out / simulation.PREVIOUS_CHECKPOINT).exists():
             raise OSError(code, 'simulated', str(path))
         write(path, data)
 
-    monkeypatch.setattr(simulate, '_atomicWrite', failing)
+    monkeypatch.setattr(simulation, 'atomicWrite', failing)
     expectError(capsys, ['run', *GUEST, *RUN, '--steps', '8', '-o', str(out)], 'simulated', fix)
-    monkeypatch.setattr(simulate, '_atomicWrite', write)
+    monkeypatch.setattr(simulation, 'atomicWrite', write)
     code, stdout, stderr = run(capsys, ['run', '--resume', '-o', str(out)] + QUIET)
     assert code == 0, stderr
     assert list(np.genfromtxt(out / 'energies.csv', delimiter=',', names=True)['step']) == [2, 4, 6, 8]
@@ -284,23 +285,23 @@ def test_read_only_run_folder(runCopy, capsys):
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-@pytest.mark.parametrize('name', [simulate.RUN_FILE, simulate.CHECKPOINT_INFO])
+@pytest.mark.parametrize('name', [simulation.RUN_FILE, simulation.CHECKPOINT_INFO])
 def test_damaged_run_files(runCopy, capsys, name):
     (runCopy / name).write_text((runCopy / name).read_text()[:40])
     expectError(capsys, ['run', '--resume', '--steps', '10', '-o', str(runCopy)] + QUIET, name, 'damaged',
                 untouched=runCopy)
-    expectAPIError(lambda: simulate.Simulation(runCopy, log=lambda *a: None).resume(), InputError, name)
+    expectAPIError(lambda: simulation.Simulation(runCopy, log=lambda *a: None).resume(), InputError, name)
 
 
 def test_damaged_checkpoints(runCopy, capsys):
     """checkpoint.chk and the one before it truncated: --resume refuses and changes nothing."""
-    for name in (simulate.CHECKPOINT, simulate.PREVIOUS_CHECKPOINT):
+    for name in (simulation.CHECKPOINT, simulation.PREVIOUS_CHECKPOINT):
         data = (runCopy / name).read_bytes()
         (runCopy / name).write_bytes(data[:len(data) // 2])
     expectError(capsys, ['run', '--resume', '--steps', '10', '-o', str(runCopy)] + QUIET, 'truncated or damaged',
                 'checkpoint.chk', untouched=runCopy)
     before = snapshot(runCopy)
-    expectAPIError(lambda: simulate.runSimulation(None, runCopy, resume=True), InputError, 'truncated or damaged')
+    expectAPIError(lambda: simulation.runSimulation(None, runCopy, resume=True), InputError, 'truncated or damaged')
     assert snapshot(runCopy) == before
 
 
@@ -308,10 +309,10 @@ def test_resume_with_fewer_steps_than_done(runCopy, capsys):
     expectError(capsys, ['run', '--resume', '--steps', '4', '-o', str(runCopy)] + QUIET,
                 '--steps 4 is fewer production steps than this run has already done (8', untouched=runCopy)
     before = snapshot(runCopy)
-    expectAPIError(lambda: simulate.runSimulation(simulate.RunSettings(steps=6), runCopy, resume=True), InputError,
+    expectAPIError(lambda: simulation.runSimulation(simulation.RunSettings(steps=6), runCopy, resume=True), InputError,
                    'already done (8')
     assert snapshot(runCopy) == before
-    info = json.loads((runCopy / simulate.RUN_FILE).read_text())
+    info = json.loads((runCopy / simulation.RUN_FILE).read_text())
     expectError(capsys, ['run', '--resume', '--time', str(4 * info['settings']['timestep'] / 1000), '-o',
                          str(runCopy)] + QUIET, 'already done (8', untouched=runCopy)
 
@@ -326,7 +327,7 @@ def test_blow_up_stops_with_outputs_at_the_last_good_checkpoint(tmp_path, capsys
                                   '--report-interval', '5', '--checkpoint-interval', '10', '-o', str(out)]
                          + QUIET + FAST, 'blew up at step', 'temperature', 'smaller --timestep')
     step = int(re.search(r'blew up at step (\d+)', stderr).group(1))
-    checkpoint = json.loads((out / simulate.CHECKPOINT_INFO).read_text())
+    checkpoint = json.loads((out / simulation.CHECKPOINT_INFO).read_text())
     assert checkpoint['step'] < step and f'last good checkpoint, at step {checkpoint["step"]}' in stderr
     rows = np.atleast_1d(np.genfromtxt(out / 'energies.csv', delimiter=',', names=True))
     assert list(rows['step']) == list(range(5, checkpoint['step'] + 1, 5))
@@ -335,9 +336,9 @@ def test_blow_up_stops_with_outputs_at_the_last_good_checkpoint(tmp_path, capsys
     assert len(mdtraj.load(str(out / 'trajectory.dcd'), top=str(out / 'topology.pdb'))) == len(rows)
     assert not (out / 'summary.json').exists()
     # The API raises the same error.
-    settings = simulate.RunSettings(inputs=GUEST, region='0-29', platform='Reference', timestep=20.0, steps=40,
+    settings = simulation.RunSettings(inputs=GUEST, region='0-29', platform='Reference', timestep=20.0, steps=40,
                                     reportInterval=10, minimizeIterations=5, seed=3)
-    expectAPIError(lambda: simulate.runSimulation(settings, tmp_path / 'api', plots=False, progress=False,
+    expectAPIError(lambda: simulation.runSimulation(settings, tmp_path / 'api', plots=False, progress=False,
                                                   log=lambda *a: None), InstabilityError, 'blew up', '--timestep')
 
 

@@ -19,7 +19,6 @@ in both systems and cancel). E_NNP comes from TorchANI called directly, not from
 
 import copy
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +30,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
-if (SHARED / 'models' / 'torchani').is_dir():
-    os.environ.setdefault('TORCHANI_DATA_DIR', str(SHARED / 'models' / 'torchani'))
-os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
 
 from openmm_nnp import NNPForce, NNPotential, embedding  # noqa: E402
 
@@ -297,6 +293,26 @@ def test_structure_of_mixed_system(case):
         if isinstance(force, openmm.PeriodicTorsionForce):
             assert not any(all(p in region for p in force.getTorsionParameters(k)[:4])
                            for k in range(force.getNumTorsions()))
+
+
+def test_region_mm_terms_complete_the_embedded_system(case):
+    """embedRegion + regionMMTerms(+1) is the MM System again; the terms' energy scales with the prefactor."""
+    system, region, positions = case['system'], case['region'], case['positions']
+    e_mm, f_mm, _ = case['mm']
+    embedded = embedding.embedRegion(system, region, removeConstraints=False)
+    e_embedded, _, _ = evaluate(embedded, positions)
+    restored = openmm.XmlSerializer.clone(embedded)
+    for term in embedding.regionMMTerms(system, region, 1.0, 'Restored'):
+        assert term.getName().startswith('Restored')
+        restored.addForce(term)
+    e, f, _ = evaluate(restored, positions)
+    assert e == pytest.approx(e_mm, abs=1e-6, rel=1e-11)
+    assert np.abs(f - f_mm).max() < 1e-6
+    removed = openmm.XmlSerializer.clone(embedded)
+    for term in embedding.regionMMTerms(system, region, -1.0, 'Removed'):
+        removed.addForce(term)
+    e_removed, _, _ = evaluate(removed, positions)
+    assert e_removed - e_embedded == pytest.approx(-(e_mm - e_embedded), abs=1e-6, rel=1e-11)
 
 
 # ---------------------------------------------------------------- precision, createSystem, models

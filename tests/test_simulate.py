@@ -1,4 +1,4 @@
-"""openmm_nnp.simulate: --resume continues bit-for-bit, the MTS force-group layout, region parsing."""
+"""openmm_nnp.run and openmm_nnp.inputs: --resume continues bit-for-bit, the MTS force-group layout, region parsing."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,8 @@ import pytest
 
 from openmm_nnp import cli
 from openmm_nnp.errors import InputError
-from openmm_nnp.simulate import LoadedInput, createNNPSystem, loadInput, parseRegion
+from openmm_nnp.inputs import LoadedInput, createNNPSystem, loadInput
+from openmm_nnp.region import Region
 
 CB7_B2 = Path(__import__('openmmtools').__file__).parent / 'data' / 'cb7-b2'
 GUEST = [str(CB7_B2 / 'ligand.prmtop'), str(CB7_B2 / 'ligand.inpcrd')]
@@ -149,6 +150,11 @@ def test_mts_layout_splits_mm_and_nnp_correction():
     assert slow == pytest.approx(nnp - mm, abs=1e-6)
 
 
+def parseRegion(text):
+    region = Region.parse(text)
+    return region.selection if region.selection is not None else region.indices
+
+
 def test_parse_region():
     assert parseRegion('resname LIG') == 'resname LIG'
     assert parseRegion('0-3, 7') == [0, 1, 2, 3, 7]
@@ -156,6 +162,19 @@ def test_parse_region():
     assert parseRegion('index 0 to 4') == 'index 0 to 4'
     with pytest.raises(InputError, match='empty'):
         parseRegion('4-2')
+
+
+def test_region_is_selected_once_and_describes_itself(monkeypatch):
+    loaded = loadInput(GUEST)
+    region = Region.parse('resname B2')
+    assert region.select(loaded.topology) == list(range(30))
+    import mdtraj
+    monkeypatch.setattr(mdtraj.Topology, 'from_openmm', lambda *args: pytest.fail('the selection ran again'))
+    assert region.select(loaded.topology) == list(range(30))
+    assert region.describe() == "'resname B2'"
+    assert Region.parse('0-29').describe() == 'atoms 0..29'
+    assert Region.parse('3, 1').describe() == 'atom list'
+    assert Region.of({2, 0, 1}).select(loaded.topology) == [0, 1, 2]
 
 
 def test_nnp_system_is_used_as_is():

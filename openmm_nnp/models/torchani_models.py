@@ -1,12 +1,11 @@
 """TorchANI's built-in ANI models: their names, their elements, and where their weights come from.
 
-If the checkout sits next to a shared model cache (``<repo>/../shared/models/torchani``) and
-``TORCHANI_DATA_DIR`` is not already set, TorchANI is pointed at that cache so the built-in models load
-offline. Otherwise TorchANI uses its own default location and downloads the parameters on first use.
+TorchANI reads the parameters from ``TORCHANI_DATA_DIR`` when it is set (an offline cache; the Makefile and
+tests/conftest.py point it at ``../shared/models/torchani`` next to a checkout), else from its own default
+location, downloading them on first use.
 """
 
 import os
-from pathlib import Path
 
 ANI_MODELS = {'ani1x': 'ANI1x', 'ani1ccx': 'ANI1ccx', 'ani2x': 'ANI2x'}  # our name -> torchani.models factory
 
@@ -17,16 +16,7 @@ ANI_ELEMENTS = {
     'ani2x': {'H', 'C', 'N', 'O', 'F', 'S', 'Cl'},
 }
 
-SHARED_TORCHANI_DIR = Path(__file__).resolve().parents[2].parent / 'shared' / 'models' / 'torchani'
-
 _cache = {}
-
-
-def use_shared_torchani_data():
-    """Set ``TORCHANI_DATA_DIR`` to the shared cache if it exists and the variable is unset."""
-    if not os.environ.get('TORCHANI_DATA_DIR') and SHARED_TORCHANI_DIR.is_dir():
-        os.environ['TORCHANI_DATA_DIR'] = str(SHARED_TORCHANI_DIR)
-    os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
 
 
 def canonicalANIName(name):
@@ -41,7 +31,7 @@ def load_torchani_model(name):
     if key is None:
         raise ValueError(f"Unknown ANI model {name!r}; supported models are: {', '.join(ANI_MODELS)}")
     if key not in _cache:
-        use_shared_torchani_data()
+        os.environ.setdefault('TORCHANI_NO_WARN_EXTENSIONS', '1')
         import torchani
         _cache[key] = getattr(torchani.models, ANI_MODELS[key])(periodic_table_index=True).double()
     return _cache[key]
