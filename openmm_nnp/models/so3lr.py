@@ -58,10 +58,11 @@ def weightsPath():
 def loadPackageModel(dtype=torch.float64, path=None):
     """The package's SO3LR module (eager, from the pickled checkpoint), with the long-range settings set."""
     _requirePackage()
-    model = torch.load(path or weightsPath(), map_location='cpu', weights_only=False)
-    model.r_max_lr = LONG_RANGE_CUTOFF
-    model.dispersion_energy_cutoff_lr_damping = DISPERSION_DAMPING
-    model = model.to(dtype).eval()
+    with _defaultDtype(dtype):  # the package creates some tensors with the default dtype
+        model = torch.load(path or weightsPath(), map_location='cpu', weights_only=False)
+        model.r_max_lr = LONG_RANGE_CUTOFF
+        model.dispersion_energy_cutoff_lr_damping = DISPERSION_DAMPING
+        model = model.to(dtype).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
@@ -135,13 +136,10 @@ class SO3LR(torch.nn.Module):
             [1.0, 0.3, 0.1], dtype=dtype)
         example = example + 0.1 * torch.randn(n, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
         inputs = self._graph_inputs(example, None)
-        default_dtype = torch.get_default_dtype()
-        try:
-            with _quiet():
-                self.network = torch.jit.trace(graph, (example,) + inputs + (self.total_charge, self.total_spin),
-                                               check_trace=False)
-        finally:
-            torch.set_default_dtype(default_dtype)  # the package's code changes the default dtype
+        # The package creates some constants in forward() with the default dtype: trace them in the model's.
+        with _defaultDtype(dtype), _quiet(), _floatAtomCounts(graph.batch, dtype):
+            self.network = torch.jit.trace(graph, (example,) + inputs + (self.total_charge, self.total_spin),
+                                           check_trace=False)
 
     def _graph_inputs(self, positions: Tensor, boxVectors: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Short-range edges and shifts, long-range edges and shifts (Å) for positions in Å."""
@@ -168,6 +166,46 @@ class SO3LR(torch.nn.Module):
         energy = self.network(positions_angstrom, edge_index, shifts, edge_index_lr, shifts_lr, self.total_charge,
                               self.total_spin)
         return (energy * self.ev_to_kj_per_mol).to(positions.dtype)
+
+
+class _defaultDtype:
+    """Set torch's default dtype inside the block and restore it after (the package's code also changes it)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        torch.set_default_dtype(self.previous)
+
+
+class _floatAtomCounts:
+    """While tracing, make ``torch.ones_like(batch)`` floating point.
+
+    The package counts the atoms of a molecule as ``scatter_sum(torch.ones_like(batch))`` (integers) and spreads
+    the missing charge with ``1 / count``. Traced, that division yields torch's default dtype at run time, which is
+    float32 inside NNPForce: the partial charges of a float64 model would be off by ~1e-8. With floating-point
+    ones the count, and the division, have the model's dtype.
+    """
+
+    def __init__(self, batch, dtype):
+        self.batch, self.dtype = batch, dtype
+
+    def __enter__(self):
+        self.original = torch.ones_like
+        original, batch, dtype = self.original, self.batch, self.dtype
+
+        def ones_like(tensor, *args, **kwargs):
+            if tensor is batch and not args and not kwargs:
+                return original(tensor, dtype=dtype)
+            return original(tensor, *args, **kwargs)
+        torch.ones_like = ones_like
+
+    def __exit__(self, *exc):
+        torch.ones_like = self.original
 
 
 class _quiet:
