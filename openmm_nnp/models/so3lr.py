@@ -29,6 +29,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from openmm_nnp.models.pairs import all_pairs, check_box_widths, minimum_image_vectors
+
 SO3LR_ELEMENTS = ('H', 'C', 'N', 'O', 'F', 'P', 'S', 'Cl')
 SO3LR_ATOMIC_NUMBERS = (1, 6, 7, 8, 9, 15, 16, 17)
 SO3LR_DESCRIPTION = ('SO3LR: So3krates message passing (4.5 Å) with learned-charge electrostatics, dispersion '
@@ -121,10 +123,7 @@ class SO3LR(torch.nn.Module):
         n = len(atomicNumbers)
         model = packageModel if packageModel is not None else loadPackageModel(dtype)
         graph = _FixedGraphSO3LR(model, atomicNumbers, dtype)
-        receiver, sender = torch.meshgrid(torch.arange(n), torch.arange(n), indexing='ij')
-        off_diagonal = receiver != sender
-        # The package's convention: edge_index[0] sends, edge_index[1] receives.
-        self.register_buffer('pair_index', torch.stack([sender[off_diagonal], receiver[off_diagonal]]))
+        self.register_buffer('pair_index', all_pairs(n))
         self.register_buffer('total_charge', torch.tensor([float(charge)], dtype=dtype))
         self.register_buffer('total_spin', torch.tensor([float(spin)], dtype=dtype))
         self.nm_to_angstrom = 10.0
@@ -143,20 +142,12 @@ class SO3LR(torch.nn.Module):
 
     def _graph_inputs(self, positions: Tensor, boxVectors: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Short-range edges and shifts, long-range edges and shifts (Å) for positions in Å."""
-        vectors = (positions[self.pair_index[1]] - positions[self.pair_index[0]]).detach()
-        shifts = torch.zeros_like(vectors)
+        box: Optional[Tensor] = None
         if boxVectors is not None:
             box = boxVectors.to(positions.dtype) * self.nm_to_angstrom
-            widths = torch.stack([box[0, 0], box[1, 1], box[2, 2]])
-            if bool(torch.any(widths < self.min_box_width)):
-                raise ValueError('SO3LR: every periodic box width must exceed 2.4 nm (twice the 1.2 nm long-range '
-                                 'cutoff) for the minimum image convention to be exact; enlarge the box.')
-            shifted = vectors
-            shifted = shifted - torch.round(shifted[:, 2:3] / box[2, 2]) * box[2]
-            shifted = shifted - torch.round(shifted[:, 1:2] / box[1, 1]) * box[1]
-            shifted = shifted - torch.round(shifted[:, 0:1] / box[0, 0]) * box[0]
-            shifts = shifted - vectors
-            vectors = shifted
+        check_box_widths(box, self.min_box_width, 'SO3LR: every periodic box width must exceed 2.4 nm (twice the '
+                         '1.2 nm long-range cutoff) for the minimum image convention to be exact; enlarge the box.')
+        vectors, shifts = minimum_image_vectors(positions, self.pair_index, box)
         short = torch.linalg.vector_norm(vectors, dim=1) < self.cutoff
         return self.pair_index[:, short], shifts[short], self.pair_index, shifts
 
