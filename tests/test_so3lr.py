@@ -14,14 +14,11 @@ import torch
 
 so3krates_torch = pytest.importorskip('so3krates_torch', reason='so3krates-torch (SO3LR weights) is not installed')
 
-import openmm  # noqa: E402
-
 from openmm_nnp.models import so3lr  # noqa: E402
-from openmm_nnp.nnp_swig import NNPForce  # noqa: E402
+from model_reference import assertSame, evaluateInNNPForce, evaluateModule, wrapIntoBox  # noqa: E402
 
 EV = so3lr.EV_TO_KJ_PER_MOL
-ENERGY_RTOL = 1e-10
-FORCE_RTOL = 1e-10  # of the largest force component
+RTOL = 1e-10  # energy relative; forces relative to the largest component
 
 
 def _molecule(name, charge):
@@ -76,22 +73,6 @@ def package():
     return evaluate
 
 
-def _ours(module, positions, box=None):
-    """Energy (kJ/mol) and forces (kJ/mol/nm) of our module; positions and box in Å."""
-    x = torch.tensor(positions / 10.0, dtype=torch.float64, requires_grad=True)
-    boxVectors = None if box is None else torch.tensor(np.asarray(box) / 10.0, dtype=torch.float64)
-    energy = module(x, boxVectors)
-    energy.backward()
-    return energy.item(), -x.grad.numpy()
-
-
-def _compare(ours, theirs):
-    energy, forces = ours
-    reference_energy, reference_forces = theirs
-    assert energy == pytest.approx(reference_energy, rel=ENERGY_RTOL, abs=1e-6)
-    np.testing.assert_allclose(forces, reference_forces, rtol=0, atol=FORCE_RTOL * np.abs(reference_forces).max())
-
-
 @pytest.mark.parametrize('name, charge', [('CH3CH2OH', 0), ('acetate', -1), ('methylammonium', 1),
                                           ('CH3SCH3', 0)])
 def test_matches_package_isolated(package, name, charge):
@@ -100,7 +81,7 @@ def test_matches_package_isolated(package, name, charge):
     rng = np.random.default_rng(1)
     for _ in range(2):  # positions other than the traced example, and a changing short-range edge count
         moved = positions + rng.normal(scale=0.15, size=positions.shape)
-        _compare(_ours(module, moved), package(numbers, moved, charge))
+        assertSame(evaluateModule(module, moved), package(numbers, moved, charge), RTOL)
 
 
 def test_charge_changes_energy_as_package(package):
@@ -108,8 +89,8 @@ def test_charge_changes_energy_as_package(package):
     numbers, positions = _molecule('acetate', -1)
     module = so3lr.createSO3LRModel(numbers, charge=-1, dtype=torch.float64)
     neutral = so3lr.createSO3LRModel(numbers, charge=0, dtype=torch.float64)
-    charged, uncharged = _ours(module, positions), _ours(neutral, positions)
-    _compare(uncharged, package(numbers, positions, 0))
+    charged, uncharged = evaluateModule(module, positions), evaluateModule(neutral, positions)
+    assertSame(uncharged, package(numbers, positions, 0), RTOL)
     assert abs(charged[0] - uncharged[0]) > 1.0
 
 
@@ -118,20 +99,19 @@ def test_matches_package_periodic(package):
     numbers, positions = _molecule('acetate', -1)
     module = so3lr.createSO3LRModel(numbers, charge=-1, dtype=torch.float64)
     box = np.array([[25.0, 0.0, 0.0], [3.0, 26.0, 0.0], [-4.0, 5.0, 27.0]])
-    shifted = positions - positions.mean(axis=0)  # centred on a corner: atoms wrapped into the box land far apart
-    wrapped = shifted - np.floor(shifted @ np.linalg.inv(box) ) @ box
-    ours = _ours(module, wrapped, box)
-    _compare(ours, package(numbers, wrapped, -1, box))
-    isolated = _ours(module, shifted)
+    shifted, wrapped = wrapIntoBox(positions, box)
+    ours = evaluateModule(module, wrapped, box)
+    assertSame(ours, package(numbers, wrapped, -1, box), RTOL)
+    isolated = evaluateModule(module, shifted)
     # Only images more than 12 Å away are left out, so the periodic result equals the isolated molecule's.
-    assert ours[0] == pytest.approx(isolated[0], rel=ENERGY_RTOL)
+    assert ours[0] == pytest.approx(isolated[0], rel=RTOL)
 
 
 def test_small_box_refused():
     numbers, positions = _molecule('CH3CH2OH', 0)
     module = so3lr.createSO3LRModel(numbers, dtype=torch.float64)
     with pytest.raises(Exception, match='box width'):
-        _ours(module, positions, np.eye(3) * 20.0)
+        evaluateModule(module, positions, np.eye(3) * 20.0)
 
 
 def test_unsupported_element():
@@ -143,15 +123,5 @@ def test_in_nnpforce(package):
     """The module in an NNPForce of an OpenMM System (Reference platform, float64) matches the package."""
     numbers, positions = _molecule('methylammonium', 1)
     module = so3lr.createSO3LRModel(numbers, charge=1, dtype=torch.float64)
-    system = openmm.System()
-    for _ in numbers:
-        system.addParticle(1.0)
-    force = NNPForce(module, list(range(len(numbers))))
-    force.setProperty('dtype', 'float64')
-    system.addForce(force)
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('Reference'))
-    context.setPositions(positions / 10.0)
-    state = context.getState(getEnergy=True, getForces=True)
-    energy = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
-    forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
-    _compare((energy, forces), package(numbers, positions, 1))
+    energy, forces = evaluateInNNPForce(module, positions)
+    assertSame((energy, forces), package(numbers, positions, 1), RTOL)
