@@ -19,9 +19,11 @@ converts units and applies periodic boundary conditions.
 Units: positions and box in nm are multiplied by 10 to get Å; the energy in eV is multiplied by
 96.48533212331002 (kJ/mol per eV, CODATA 2018).
 
-Periodic boxes: displacements use the minimum image convention. That equals the package's sum over periodic
-images when no atom sees two images of another (or one of itself) within the 12 Å long-range cutoff, i.e. when
-every box width exceeds 24 Å; forward() raises otherwise.
+Periodic boxes: every pair of region atoms is taken at its minimum image (NNPForce hands over the region made
+whole). In boxes wider than 24 Å in every direction that equals the package's periodic sum; in smaller boxes
+the package would add the interactions of region atoms with periodic images of the region within 12 Å. In
+NNP/MM with mechanical embedding those image interactions belong to the MM force field (PME keeps them), so the
+module leaves them out and describes the region as one molecule.
 """
 
 from typing import Optional, Tuple
@@ -29,7 +31,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from openmm_nnp.models.pairs import all_pairs, check_box_widths, minimum_image_vectors
+from openmm_nnp.models.pairs import all_pairs, minimum_image_vectors
 
 SO3LR_ELEMENTS = ('H', 'C', 'N', 'O', 'F', 'P', 'S', 'Cl')
 SO3LR_ATOMIC_NUMBERS = (1, 6, 7, 8, 9, 15, 16, 17)
@@ -129,7 +131,6 @@ class SO3LR(torch.nn.Module):
         self.nm_to_angstrom = 10.0
         self.ev_to_kj_per_mol = EV_TO_KJ_PER_MOL
         self.cutoff = float(model.r_max)
-        self.min_box_width = 2.0 * LONG_RANGE_CUTOFF
         # Trace on a spread-out example, so that the short-range graph has fewer edges than the long-range one.
         example = torch.linspace(0.0, 1.5 * self.cutoff * n, n, dtype=dtype)[:, None] * torch.tensor(
             [1.0, 0.3, 0.1], dtype=dtype)
@@ -145,8 +146,6 @@ class SO3LR(torch.nn.Module):
         box: Optional[Tensor] = None
         if boxVectors is not None:
             box = boxVectors.to(positions.dtype) * self.nm_to_angstrom
-        check_box_widths(box, self.min_box_width, 'SO3LR: every periodic box width must exceed 2.4 nm (twice the '
-                         '1.2 nm long-range cutoff) for the minimum image convention to be exact; enlarge the box.')
         vectors, shifts = minimum_image_vectors(positions, self.pair_index, box)
         short = torch.linalg.vector_norm(vectors, dim=1) < self.cutoff
         return self.pair_index[:, short], shifts[short], self.pair_index, shifts
