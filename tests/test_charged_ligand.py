@@ -90,7 +90,9 @@ def test_short_md(acetate_in_water):
     system, topology, positions, region = acetate_in_water
     mixed, _, _ = _mixed(system, topology, region, torch.float32)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.001 * unit.picoseconds)
-    context = openmm.Context(mixed, integrator, openmm.Platform.getPlatformByName('CPU'))
+    # Reference and one torch thread: on a busy 2-core machine CPU-platform and torch threads wait for each other.
+    next(f for f in mixed.getForces() if isinstance(f, NNPForce)).setProperty('numThreads', '1')
+    context = openmm.Context(mixed, integrator, REFERENCE)
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, 20)
     context.setVelocitiesToTemperature(300 * unit.kelvin, 1)

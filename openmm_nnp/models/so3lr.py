@@ -131,8 +131,8 @@ class SO3LR(torch.nn.Module):
         self.nm_to_angstrom = 10.0
         self.ev_to_kj_per_mol = EV_TO_KJ_PER_MOL
         self.cutoff = float(model.r_max)
-        # Trace on a spread-out example, so that the short-range graph has fewer edges than the long-range one.
-        example = torch.linspace(0.0, 1.5 * self.cutoff * n, n, dtype=dtype)[:, None] * torch.tensor(
+        # Trace on a chain ~3.3 Å apart: neighbours are short-range edges, the rest long-range only.
+        example = torch.linspace(0.0, 0.7 * self.cutoff * (n - 1), n, dtype=dtype)[:, None] * torch.tensor(
             [1.0, 0.3, 0.1], dtype=dtype)
         example = example + 0.1 * torch.randn(n, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
         inputs = self._graph_inputs(example, None)
