@@ -13,7 +13,7 @@ import torch
 
 from openmm_nnp import embedding as _embedding, region as _region
 from openmm_nnp.force import NNPForce
-from openmm_nnp.models.registry import resolveModel
+from openmm_nnp.models.registry import chargeModelNames, resolveModel
 
 _PRECISIONS = {'single': torch.float32, 'double': torch.float64}
 
@@ -54,6 +54,7 @@ class NNPotential:
         self.precision = precision
         self.dtype = _PRECISIONS[precision]
         self.spec = resolveModel(model, 'NNPotential')
+        self.charge = options.pop('charge', None)
         self.spec.checkOptions(options)
         self.options = dict(options)
         self.name = self.spec.name
@@ -77,14 +78,21 @@ class NNPotential:
         not support, a net MM charge for a neutral-only model, cut bonds unless allowed (region.validateRegion)."""
         _region.validateRegion(topology, system, atoms, supportedElements=self.spec.elements,
                                requiresNeutral=self.spec.supportsCharge is False, allowCutBonds=allowCutBonds,
-                               modelName=self.spec.label)
+                               modelName=self.spec.label, chargeModels=chargeModelNames())
 
-    def _regionCharge(self, system, atoms):
-        """The region's net charge (e) for models that take it: its MM charge rounded, 0 without an MM System."""
-        if not self.spec.supportsCharge or system is None:
-            return 0
-        charge = _region.regionNetCharge(system, atoms)
-        return 0 if charge is None else int(round(charge))
+    def _regionCharge(self, system, atoms, charge=None):
+        """The region's net charge (e) handed to the model. Models that take one get the MM charge of the region
+        (an integer within region.NET_CHARGE_TOLERANCE) or the caller's ``charge`` option, checked against it;
+        a neutral-only model refuses a non-zero ``charge``; a model of unknown charge support takes none."""
+        charge = self.charge if charge is None else charge
+        if self.spec.supportsCharge:
+            return _region.regionCharge(system, atoms, charge)
+        if charge is not None:
+            if self.spec.supportsCharge is None:
+                raise ValueError(f'charge={charge!r} was given, but {self.spec.label} does not take a net charge.')
+            _region.checkChargeSupport(_region.regionCharge(None, atoms, charge), self.spec.label, False,
+                                       chargeModelNames())
+        return 0
 
     def createForce(self, topology, atoms, periodic, forceGroup=0, charge=0, **options):
         """The NNPForce for the region ``atoms`` (particle indices) of ``topology``, with the region's bonds."""
@@ -172,6 +180,7 @@ class NNPotential:
         if args.pop('mlLongRange', None):
             raise ValueError('mlLongRange=True is not supported: the models openmm-nnp builds are short-ranged, '
                              'so the MM force field keeps every interaction between periodic images.')
+        charge = args.pop('charge', None)
         options = self._modelOptions(args)
         if region is not None:
             if atoms is not None:
@@ -184,7 +193,7 @@ class NNPotential:
         mixed = _embedding.embedRegion(system, atomIndices, removeConstraints=removeConstraints,
                                        lambdaName=lambdaName if interpolate else None)
         force = self.createForce(topology, atomIndices, system.usesPeriodicBoundaryConditions(), forceGroup,
-                                 self._regionCharge(system, atomIndices), **options)
+                                 self._regionCharge(system, atomIndices, charge), **options)
         if interpolate:
             # NNP energy and forces multiplied by lambda; dU/dlambda gets the unscaled NNP energy.
             force.setScaleParameter(lambdaName, 1.0)

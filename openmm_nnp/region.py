@@ -219,14 +219,57 @@ def regionNetCharge(system, region):
     return None
 
 
+def regionCharge(system, region, charge=None):
+    """The region's net charge (an int, e) that a charge-aware model receives.
+
+    Without ``charge``: the sum of the region's MM partial charges (NonbondedForce), which must be an integer
+    within NET_CHARGE_TOLERANCE; 0 when the System has no NonbondedForce. With ``charge`` (the user's option):
+    it must be an integer and, when the MM charges sum to an integer, equal it; when they do not (e.g. charges
+    smeared over a boundary), ``charge`` overrides them.
+    """
+    total = regionNetCharge(system, region) if system is not None else None
+    nearest = None if total is None else round(total)
+    integral = total is not None and abs(total - nearest) <= NET_CHARGE_TOLERANCE
+    if charge is not None:
+        if isinstance(charge, (bool, np.bool_)) or not isinstance(charge, numbers.Real) or \
+                abs(charge - round(charge)) > 1e-9:
+            raise ValueError(f'charge={charge!r} is not an integer; pass the net charge of the NNP region in '
+                             'elementary charges, e.g. charge=-1.')
+        charge = int(round(charge))
+        if integral and charge != nearest:
+            raise ValueError(f'charge={charge} contradicts the MM partial charges of the NNP region, which sum to '
+                             f'{total:+.4f} e; pass charge={nearest} or leave charge out to use the MM charge.')
+        return charge
+    if total is None:
+        return 0
+    if not integral:
+        raise ValueError(f'The MM partial charges of the NNP region sum to {total:+.4f} e, which is not an integer '
+                         f'(within {NET_CHARGE_TOLERANCE} e): the region probably cuts a molecule or a charge group. '
+                         'Put whole molecules in the region, or pass charge=N to state its net charge.')
+    return int(nearest)
+
+
+def checkChargeSupport(charge, modelName, supportsCharge, chargeModels=()):
+    """Refuse a charged region for a model trained on neutral molecules only (``supportsCharge`` False).
+
+    chargeModels : names of models that take a net charge, listed in the message.
+    """
+    if supportsCharge is False and charge != 0:
+        others = f" Models that take a net charge: {', '.join(chargeModels)}." if chargeModels else ''
+        raise ValueError(f'The NNP region has a net charge of {charge:+d} e, but {modelName} was trained on neutral '
+                         'molecules only and would describe a charged region wrongly. Choose a neutral region '
+                         f'(e.g. include the counter-ion) or a model that takes a net charge.{others}')
+
+
 def validateRegion(topology, system, region, *, supportedElements=None, requiresNeutral=False,
-                   allowCutBonds=False, modelName='the model'):
+                   allowCutBonds=False, modelName='the model', chargeModels=()):
     """Raise ValueError if the region cannot be handed to the model.
 
     supportedElements : set of str or None
         Element symbols the model supports (None: the model's elements are unknown, not checked).
     requiresNeutral : bool
         Whether the model was trained on neutral molecules only (then the region's MM charge must be zero).
+    chargeModels : names of the models that take a net charge, named when a charged region is refused.
     """
     atoms = list(topology.atoms())
     if system is not None and system.getNumParticles() != len(atoms):
@@ -253,7 +296,7 @@ def validateRegion(topology, system, region, *, supportedElements=None, requires
             raise ValueError(f'The NNP region has a net MM charge of {charge:+.4f} e, but {modelName} was trained on '
                              'neutral molecules only and would describe a charged region wrongly. Choose a neutral '
                              'region (e.g. include the counter-ion or the whole molecule) or a model for charged '
-                             'systems.')
+                             'regions' + (f": {', '.join(chargeModels)}." if chargeModels else '.'))
     if not allowCutBonds:
         cut = cutBonds(topology, region, system)
         if cut:

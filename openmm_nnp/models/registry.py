@@ -5,6 +5,9 @@ charge, a description, the options it accepts, and how to build the TorchScript 
 atomic numbers, the floating-point type and the options). Two kinds are built in:
 
 * ANI-1x, ANI-1ccx and ANI-2x (``ANIModelSpec``: openmm_nnp.models.ANI with TorchANI's weights);
+* SO3LR (weights from the so3krates-torch wheel), MACE (mace-torch model files: MACE-OFF23 by name or any
+  file) and AIMNet2 (aimnet model files), built for the region by openmm_nnp.models.so3lr, .mace and .aimnet2
+  (their packages are imported only when such a model is built);
 * a TorchScript file or module given by the user (``TorchScriptModelSpec``; not registered under a name).
 
 Other packages add models through the ``openmm_nnp.models`` entry point group. Each entry point names a
@@ -25,6 +28,11 @@ from openmm_nnp.models import torchscript
 from openmm_nnp.models.torchani_models import ANI_ELEMENTS, ANI_MODELS
 
 ENTRY_POINT_GROUP = 'openmm_nnp.models'
+# Elements of the models built by openmm_nnp.models.so3lr, .mace and .aimnet2 (here, so that the registry needs
+# neither torch nor those packages; the modules import them from here).
+SO3LR_ELEMENTS = ('H', 'C', 'N', 'O', 'F', 'P', 'S', 'Cl')
+MACE_OFF_ELEMENTS = ('H', 'C', 'N', 'O', 'F', 'P', 'S', 'Cl', 'Br', 'I')
+AIMNET2_ELEMENTS = ('H', 'B', 'C', 'N', 'O', 'F', 'Si', 'P', 'S', 'Cl', 'As', 'Se', 'Br', 'I')
 
 
 class ModelSpec:
@@ -121,6 +129,63 @@ class TorchScriptModelSpec(ModelSpec):
         return self._module.to(dtype)
 
 
+class SO3LRModelSpec(ModelSpec):
+    """SO3LR from the so3krates-torch wheel (openmm_nnp.models.so3lr): charged regions, long-range terms inside."""
+
+    name = 'so3lr'
+    label = 'SO3LR'
+    description = ('SO3LR: So3krates network with learned-charge electrostatics, dispersion and ZBL; total charge '
+                   'and spin as inputs (H C N O F P S Cl)')
+    elements = set(SO3LR_ELEMENTS)
+    supportsCharge = True
+    options = {'spin': 'total spin of the region (default 0)'}
+
+    def createModule(self, atomicNumbers, dtype, charge=0, spin=0.0):
+        from openmm_nnp.models.so3lr import createSO3LRModel
+        return createSO3LRModel(atomicNumbers, charge=charge, dtype=dtype, spin=spin)
+
+
+class MACEModelSpec(ModelSpec):
+    """A MACE model (openmm_nnp.models.mace): MACE-OFF23 by name (mace-torch's download), or a user's file."""
+
+    supportsCharge = None  # a MACE-OFF23 model takes none; a file with a total-charge embedding does
+    options = {'modelPath': 'a mace-torch .model file (MACE-OFF23 models: instead of the download)'}
+
+    def __init__(self, name):
+        self.name = name
+        self.label = name.upper().replace('MACE-OFF23-', 'MACE-OFF23 ') if name != 'mace' else 'MACE'
+        if name != 'mace':
+            self.elements = set(MACE_OFF_ELEMENTS)
+            self.supportsCharge = False
+        self.description = (f'{self.label}: equivariant message passing for organic molecules (mace-torch)'
+                            if name != 'mace' else 'MACE: a mace-torch model file given as modelPath=')
+
+    def createModule(self, atomicNumbers, dtype, charge=0, modelPath=None):
+        from openmm_nnp.models.mace import createMACEModel
+        if self.name == 'mace' and modelPath is None:
+            raise ValueError("NNPotential('mace') needs modelPath= (a mace-torch .model file).")
+        return createMACEModel(atomicNumbers, charge=charge, dtype=dtype, name=None if self.name == 'mace' else self.name,
+                               modelPath=modelPath)
+
+
+class AIMNet2ModelSpec(ModelSpec):
+    """An AIMNet2 model file (openmm_nnp.models.aimnet2): charged regions."""
+
+    name = 'aimnet2'
+    label = 'AIMNet2'
+    description = 'AIMNet2: atoms-in-molecules network with the total charge as input (an aimnet model file, modelPath=)'
+    elements = set(AIMNET2_ELEMENTS)
+    supportsCharge = True
+    options = {'modelPath': 'an aimnet model file (.pt, or a legacy .jpt)'}
+
+    def createModule(self, atomicNumbers, dtype, charge=0, modelPath=None):
+        from openmm_nnp.models.aimnet2 import createAIMNet2Model
+        if modelPath is None:
+            raise ValueError("NNPotential('aimnet2') needs modelPath= (an aimnet model file): AIMNet2 weights are "
+                             'not bundled with any package openmm-nnp can install.')
+        return createAIMNet2Model(atomicNumbers, charge=charge, dtype=dtype, modelPath=modelPath)
+
+
 _registry = {}
 _entryPointsLoaded = False
 
@@ -200,5 +265,14 @@ def resolveModel(model, owner='NNPotential'):
     return TorchScriptModelSpec(model, owner)
 
 
+def chargeModelNames():
+    """Names of the registered models that take the region's net charge."""
+    return sorted(spec.name for spec in registeredModels().values() if spec.supportsCharge)
+
+
 for _name in ANI_MODELS:
     registerModel(ANIModelSpec(_name))
+registerModel(SO3LRModelSpec())
+for _name in ('mace-off23-small', 'mace-off23-medium', 'mace-off23-large', 'mace'):
+    registerModel(MACEModelSpec(_name))
+registerModel(AIMNet2ModelSpec())

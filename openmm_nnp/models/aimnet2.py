@@ -1,0 +1,122 @@
+"""AIMNet2 models (files of the ``aimnet`` package) for a fixed NNP region, as TorchScript modules for NNPForce.
+
+AIMNet2 files come in two formats, both read with the aimnet package's own loader: v2 ``.pt`` files (a
+configuration and a state dict; ``aimnet.models.base.load_model``) and legacy TorchScript ``.jpt`` files. The
+network takes a dictionary with the coordinates (Å), the atomic numbers and the total charge. A molecule given
+as a [1, n, 3] batch is evaluated in aimnet's dense mode: every pair of atoms, each cut off inside the network,
+no neighbour list. That suits a fixed region, so the module here records the network in that mode with
+torch.jit.trace, with the region's atomic numbers fixed and the positions and the total charge as inputs, and
+wraps it in a scripted module that converts units. tests/test_aimnet2.py checks it against aimnet's own
+calculator (which uses neighbour matrices instead) at positions and charges other than the traced ones.
+
+Long-range terms that aimnet's calculator adds outside the network (``needs_coulomb`` / ``needs_dispersion`` in
+a v2 file's metadata, without ``has_embedded_lr``) are not added here: such files are refused with a message.
+Models that embed them (e.g. the LRCoulomb output of the aimnet2.yaml architecture) are complete.
+
+Periodic boxes: dense mode has no periodic images, so the module takes positions only (forward(positions)); in
+an NNP/MM System the region is evaluated as an isolated molecule (OpenMM keeps molecules whole internally).
+
+Units: positions in nm are multiplied by 10 to get Å; the energy in eV is multiplied by 96.48533212331002.
+"""
+
+import os
+import warnings
+
+import torch
+from torch import Tensor
+
+EV_TO_KJ_PER_MOL = 96.48533212331002
+# The elements of the published AIMNet2 (wB97M-D3 / B97-3c) models.
+from openmm_nnp.models.registry import AIMNET2_ELEMENTS  # noqa: E402
+AIMNET2_DESCRIPTION = ('AIMNet2: atoms-in-molecules network with learned charges and embedded long-range Coulomb '
+                       'for neutral and charged molecules (aimnet .pt/.jpt model files)')
+
+
+def _requirePackage():
+    try:
+        import aimnet  # noqa: F401
+    except ImportError:
+        raise ImportError('AIMNet2 models need the package aimnet: pip install aimnet==0.2.6') from None
+
+
+def loadModelFile(path):
+    """The network in an aimnet model file and its metadata (an empty dict for legacy .jpt files)."""
+    _requirePackage()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"AIMNet2 model file '{path}' does not exist; pass modelPath= the path of an aimnet .pt "
+                         'or .jpt file.')
+    from aimnet.models.base import load_model
+    try:
+        model, metadata = load_model(path, device='cpu')
+    except Exception as e:
+        raise ValueError(f"'{path}' could not be read as an aimnet model file ({e}). Pass an AIMNet2 .pt (v2) or "
+                         '.jpt file.') from None
+    metadata = dict(metadata or {})
+    if (metadata.get('needs_coulomb') or metadata.get('needs_dispersion')) and not metadata.get('has_embedded_lr'):
+        raise ValueError(f"'{path}' expects aimnet's calculator to add long-range terms outside the network "
+                         f"(needs_coulomb={metadata.get('needs_coulomb')}, needs_dispersion="
+                         f"{metadata.get('needs_dispersion')}), which openmm-nnp does not add. Use a model file "
+                         'with the long-range terms embedded (has_embedded_lr).')
+    return model, metadata
+
+
+class _DenseAIMNet2(torch.nn.Module):
+    """The aimnet network for one region in dense mode (eager; only used to be traced)."""
+
+    def __init__(self, model, atomicNumbers):
+        super().__init__()
+        self.model = model
+        self.register_buffer('numbers', torch.tensor([atomicNumbers], dtype=torch.long))
+
+    def forward(self, coord: Tensor, charge: Tensor) -> Tensor:
+        output = self.model({'coord': coord.unsqueeze(0), 'numbers': self.numbers, 'charge': charge})
+        return output['energy'].sum()
+
+
+class AIMNet2(torch.nn.Module):
+    """An aimnet network for one region: ``forward(positions[n, 3] nm) -> energy (kJ/mol)``; the region's total
+    charge (e) is the buffer ``total_charge``."""
+
+    def __init__(self, model, atomicNumbers, charge=0, dtype=torch.float32):
+        super().__init__()
+        atomicNumbers = [int(z) for z in atomicNumbers]
+        if len(atomicNumbers) < 2:
+            raise ValueError('An AIMNet2 region needs at least 2 atoms.')
+        model = model.to(dtype).eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.register_buffer('total_charge', torch.tensor([float(charge)], dtype=dtype))
+        self.nm_to_angstrom = 10.0
+        self.ev_to_kj_per_mol = EV_TO_KJ_PER_MOL
+        # An example geometry: atoms on a loose helix, no two closer than 1 Å.
+        t = torch.arange(len(atomicNumbers), dtype=dtype)
+        example = torch.stack([1.5 * torch.cos(t), 1.5 * torch.sin(t), 1.1 * t], dim=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            self.network = torch.jit.trace(_DenseAIMNet2(model, atomicNumbers), (example, self.total_charge),
+                                           check_trace=False)
+
+    def forward(self, positions: Tensor) -> Tensor:
+        coord = positions.to(self.total_charge.dtype) * self.nm_to_angstrom
+        energy = self.network(coord, self.total_charge)
+        return (energy * self.ev_to_kj_per_mol).to(positions.dtype)
+
+
+def createAIMNet2Model(atomicNumbers, charge=0, dtype=torch.float32, modelPath=None, model=None):
+    """The TorchScript module for a region from an aimnet model file (``modelPath``) or network (``model``)."""
+    if (modelPath is None) == (model is None):
+        raise ValueError('AIMNet2: pass modelPath= the path of an aimnet .pt or .jpt model file (its weights cannot '
+                         'be downloaded by openmm-nnp).')
+    metadata = {}
+    if modelPath is not None:
+        model, metadata = loadModelFile(modelPath)
+    species = metadata.get('implemented_species') or []
+    unsupported = sorted(set(int(z) for z in atomicNumbers) - set(int(z) for z in species)) if species else []
+    if unsupported:
+        raise ValueError(f'This AIMNet2 model does not support atomic number(s) {unsupported}; it supports '
+                         f'{sorted(int(z) for z in species)}.')
+    if charge != 0 and metadata.get('supports_charged_systems') is False:
+        raise ValueError(f'This AIMNet2 model does not support charged systems, but the region has a net charge of '
+                         f'{charge:+d} e.')
+    return torch.jit.script(AIMNet2(model, atomicNumbers, charge=charge, dtype=dtype))

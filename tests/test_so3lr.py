@@ -1,0 +1,129 @@
+"""openmm_nnp.models.so3lr against the so3krates-torch package's own ASE calculator.
+
+Both evaluate the same float64 weights with the same operations; they differ only in how the graph is built (the
+package's neighbour list vs our all-pairs list cut per call), so energies and forces agree to rounding (measured:
+identical or within ~1e-14 relative). We ask for 1e-10 relative: the energy (~1e5 kJ/mol) within 1e-10 of itself
+and every force component within 1e-10 of the largest one (~1e4 kJ/mol/nm for the distorted geometries used
+here). That is loose enough for summation order and tight enough to catch a float32 step (1e-8), a wrong unit,
+sign, charge, cutoff or periodic image. The traced network is checked at positions, boxes and charges other than the ones it was traced with.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+so3krates_torch = pytest.importorskip('so3krates_torch', reason='so3krates-torch (SO3LR weights) is not installed')
+
+from openmm_nnp.models import so3lr  # noqa: E402
+from model_reference import assertSame, evaluateInNNPForce, evaluateModule, wrapIntoBox  # noqa: E402
+
+EV = so3lr.EV_TO_KJ_PER_MOL
+RTOL = 1e-10  # energy relative; forces relative to the largest component
+
+
+def _molecule(name, charge):
+    """Atomic numbers and positions (Å) of small molecules, charged ones made by adding or removing a proton."""
+    from ase.build import molecule
+    if name == 'acetate':
+        atoms = molecule('CH3COOH')
+        acidic = [i for i, a in enumerate(atoms) if a.symbol == 'H' and
+                  min(atoms.get_distance(i, j) for j, b in enumerate(atoms) if b.symbol == 'O') < 1.2]
+        del atoms[acidic[0]]
+    elif name == 'methylammonium':
+        atoms = molecule('H3CNH2')
+        nitrogen = [i for i, a in enumerate(atoms) if a.symbol == 'N'][0]
+        carbon = [i for i, a in enumerate(atoms) if a.symbol == 'C'][0]
+        direction = atoms.positions[nitrogen] - atoms.positions[carbon]
+        atoms.append('H')
+        atoms.positions[-1] = atoms.positions[nitrogen] + 1.03 * direction / np.linalg.norm(direction)
+    else:
+        atoms = molecule(name)
+    rng = np.random.default_rng(len(name) + 7 * charge)
+    positions = atoms.positions + rng.normal(scale=0.05, size=atoms.positions.shape)  # off the symmetric geometry
+    return atoms.get_atomic_numbers().tolist(), positions
+
+
+@pytest.fixture(scope='module')
+def package():
+    """The package's calculator (float64). It sets torch's default dtype globally, so that is restored after."""
+    from so3krates_torch.calculator.so3 import TorchkratesCalculator
+    default = torch.get_default_dtype()
+    calculator = TorchkratesCalculator(models=[so3lr.loadPackageModel(torch.float64)], default_dtype='float64',
+                                       r_max_lr=so3lr.LONG_RANGE_CUTOFF,
+                                       dispersion_energy_cutoff_lr_damping=so3lr.DISPERSION_DAMPING)
+    torch.set_default_dtype(default)
+
+    def evaluate(numbers, positions, charge, box=None):
+        """Energy (kJ/mol) and forces (kJ/mol/nm); positions and box in Å."""
+        import ase
+        atoms = ase.Atoms(numbers=numbers, positions=positions)
+        if box is not None:
+            atoms.set_cell(box)
+            atoms.set_pbc(True)
+        atoms.info['charge'] = charge
+        atoms.info['total_spin'] = 0.0
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            calculator.reset()
+            atoms.calc = calculator
+            return atoms.get_potential_energy() * EV, atoms.get_forces() * EV * 10.0
+        finally:
+            torch.set_default_dtype(previous)
+    return evaluate
+
+
+@pytest.mark.parametrize('name, charge', [('CH3CH2OH', 0), ('acetate', -1), ('methylammonium', 1),
+                                          ('CH3SCH3', 0)])
+def test_matches_package_isolated(package, name, charge):
+    numbers, positions = _molecule(name, charge)
+    module = so3lr.createSO3LRModel(numbers, charge=charge, dtype=torch.float64)
+    rng = np.random.default_rng(1)
+    for _ in range(2):  # positions other than the traced example, and a changing short-range edge count
+        moved = positions + rng.normal(scale=0.15, size=positions.shape)
+        assertSame(evaluateModule(module, moved), package(numbers, moved, charge), RTOL)
+
+
+def test_charge_changes_energy_as_package(package):
+    """The same atoms with another total charge: the charge reaches the network (buffer total_charge)."""
+    numbers, positions = _molecule('acetate', -1)
+    module = so3lr.createSO3LRModel(numbers, charge=-1, dtype=torch.float64)
+    neutral = so3lr.createSO3LRModel(numbers, charge=0, dtype=torch.float64)
+    charged, uncharged = evaluateModule(module, positions), evaluateModule(neutral, positions)
+    assertSame(uncharged, package(numbers, positions, 0), RTOL)
+    assert abs(charged[0] - uncharged[0]) > 1.0
+
+
+def test_matches_package_periodic(package):
+    """Triclinic box in OpenMM's reduced form, the molecule split across its faces."""
+    numbers, positions = _molecule('acetate', -1)
+    module = so3lr.createSO3LRModel(numbers, charge=-1, dtype=torch.float64)
+    box = np.array([[25.0, 0.0, 0.0], [3.0, 26.0, 0.0], [-4.0, 5.0, 27.0]])
+    shifted, wrapped = wrapIntoBox(positions, box)
+    ours = evaluateModule(module, wrapped, box)
+    assertSame(ours, package(numbers, wrapped, -1, box), RTOL)
+    isolated = evaluateModule(module, shifted)
+    # Only images more than 12 Å away are left out, so the periodic result equals the isolated molecule's.
+    assert ours[0] == pytest.approx(isolated[0], rel=RTOL)
+
+
+def test_small_box_is_minimum_image():
+    """In a box narrower than 24 Å the region is still one molecule: pairs at their minimum image."""
+    numbers, positions = _molecule('CH3CH2OH', 0)
+    module = so3lr.createSO3LRModel(numbers, dtype=torch.float64)
+    box = np.eye(3) * 15.0
+    centred, wrapped = wrapIntoBox(positions, box)
+    assertSame(evaluateModule(module, wrapped, box), evaluateModule(module, centred), RTOL)
+
+
+def test_unsupported_element():
+    with pytest.raises(ValueError, match='SO3LR does not support atomic number.*35.*Cl'):
+        so3lr.createSO3LRModel([6, 35, 1])
+
+
+def test_in_nnpforce(package):
+    """The module in an NNPForce of an OpenMM System (Reference platform, float64) matches the package."""
+    numbers, positions = _molecule('methylammonium', 1)
+    module = so3lr.createSO3LRModel(numbers, charge=1, dtype=torch.float64)
+    energy, forces = evaluateInNNPForce(module, positions)
+    assertSame((energy, forces), package(numbers, positions, 1), RTOL)
