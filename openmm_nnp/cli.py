@@ -13,9 +13,15 @@ the traceback).
 
 import argparse
 import errno
+import inspect
 import sys
 
+from openmm_nnp.endstate import endstateCorrection
 from openmm_nnp.errors import InputError
+from openmm_nnp.run.settings import RunSettings
+
+RUN = RunSettings.FIELDS  # the run's defaults; the end-state command's are endstateCorrection's own
+ENDSTATE = {name: parameter.default for name, parameter in inspect.signature(endstateCorrection).parameters.items()}
 
 _MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H C N O), or a TorchScript file "
                 '(positions in nm -> energy in kJ/mol). ANI models are for neutral molecules only.')
@@ -24,13 +30,13 @@ _MODELS_HELP = ("NNP: 'ani2x' (default; H C N O F S Cl), 'ani1x' or 'ani1ccx' (H
 def _addModelOptions(parser):
     parser.add_argument('--region', help="NNP region: an MDTraj selection ('resname LIG') or atom indices "
                         "('0-14', '0,3,5'). Default: the region written by `prepare`.")
-    parser.add_argument('--model', default='ani2x', help=_MODELS_HELP)
-    parser.add_argument('--precision', default='single', choices=['single', 'double'],
+    parser.add_argument('--model', default=RUN['model'], help=_MODELS_HELP)
+    parser.add_argument('--precision', default=RUN['precision'], choices=['single', 'double'],
                         help='floating point precision of the NNP (default single)')
-    parser.add_argument('--platform', default='CPU', help='OpenMM platform: CPU (default), Reference, OpenCL or CUDA (where NNPForce has kernels for it)')
+    parser.add_argument('--platform', default=RUN['platform'], help='OpenMM platform: CPU, Reference, OpenCL or CUDA (where NNPForce has kernels for it; default %(default)s)')
     parser.add_argument('--threads', type=int, help='CPU threads for OpenMM and the NNP (default: all)')
-    parser.add_argument('--cutoff', type=float, default=1.0,
-                        help='nonbonded cutoff in nm for Amber inputs (default 1.0; PME when periodic)')
+    parser.add_argument('--cutoff', type=float, default=RUN['nonbondedCutoff'],
+                        help='nonbonded cutoff in nm for Amber inputs (default %(default)s; PME when periodic)')
 
 
 def buildParser():
@@ -72,21 +78,21 @@ def buildParser():
     _addModelOptions(r)
     length = r.add_mutually_exclusive_group()
     length.add_argument('--time', type=float, help='production length in ps')
-    length.add_argument('--steps', type=int, help='production length in steps (default 1000)')
+    length.add_argument('--steps', type=int, help=f"production length in steps (default {RUN['steps']})")
     equilibration = r.add_mutually_exclusive_group()
     equilibration.add_argument('--equilibration', type=float, help='equilibration in ps before production (default 0)')
     equilibration.add_argument('--equilibration-steps', type=int, help='equilibration in steps')
-    r.add_argument('--timestep', type=float, default=1.0, help='time step in fs (default 1.0: the NNP region is '
+    r.add_argument('--timestep', type=float, default=RUN['timestep'], help='time step in fs (default %(default)s: the NNP region is '
                    'unconstrained)')
-    r.add_argument('--temperature', type=float, default=300.0, help='K (default 300)')
-    r.add_argument('--friction', type=float, default=1.0, help='Langevin friction in 1/ps (default 1)')
+    r.add_argument('--temperature', type=float, default=RUN['temperature'], help='K (default %(default)s)')
+    r.add_argument('--friction', type=float, default=RUN['friction'], help='Langevin friction in 1/ps (default %(default)s)')
     r.add_argument('--pressure', type=float, help='bar: add a Monte Carlo barostat (default: NVT)')
     r.add_argument('--no-minimize', action='store_true', help='skip energy minimization')
-    r.add_argument('--minimize-iterations', type=int, default=500, help='(default 500)')
-    r.add_argument('--report-interval', type=int, default=100,
-                   help='steps between trajectory frames and energy log lines (default 100)')
-    r.add_argument('--checkpoint-interval', type=int, default=1000, help='steps between checkpoints (default 1000)')
-    r.add_argument('--trajectory-format', default='dcd', choices=['dcd', 'xtc'])
+    r.add_argument('--minimize-iterations', type=int, default=RUN['minimizeIterations'], help='(default %(default)s)')
+    r.add_argument('--report-interval', type=int, default=RUN['reportInterval'],
+                   help='steps between trajectory frames and energy log lines (default %(default)s)')
+    r.add_argument('--checkpoint-interval', type=int, default=RUN['checkpointInterval'], help='steps between checkpoints (default %(default)s)')
+    r.add_argument('--trajectory-format', default=RUN['trajectoryFormat'], choices=['dcd', 'xtc'])
     r.add_argument('--mts', type=int, metavar='N', help='multiple time steps: MM every step, the NNP correction '
                    'U_NNP - U_MM(region) every N steps (MTSLangevinIntegrator)')
     r.add_argument('--seed', type=int, help='random seed for velocities and the integrator (default: random)')
@@ -103,16 +109,16 @@ def buildParser():
     e.add_argument('-o', '--output', default='nnp-endstate', help='output folder (default nnp-endstate); a rerun '
                    'with the same settings resumes')
     _addModelOptions(e)
-    e.add_argument('--method', default='equilibrium', choices=['equilibrium', 'nonequilibrium'])
-    e.add_argument('--lambdas', type=int, default=11, help='equilibrium: number of lambda windows (default 11)')
-    e.add_argument('--samples', type=int, default=500, help='equilibrium: samples per window (default 500)')
-    e.add_argument('--steps-per-sample', type=int, default=250, help='equilibrium: steps between samples')
-    e.add_argument('--switches', type=int, default=50, help='nonequilibrium: switches per direction (default 50)')
-    e.add_argument('--switching-steps', type=int, default=1000, help='nonequilibrium: steps per switch')
-    e.add_argument('--equilibration-steps', type=int, default=5000, help='steps before sampling (default 5000)')
-    e.add_argument('--timestep', type=float, default=1.0, help='fs (default 1.0)')
-    e.add_argument('--temperature', type=float, default=300.0, help='K (default 300)')
-    e.add_argument('--seed', type=int, default=2024)
+    e.add_argument('--method', default=ENDSTATE['method'], choices=['equilibrium', 'nonequilibrium'])
+    e.add_argument('--lambdas', type=int, default=ENDSTATE['lambdas'], help='equilibrium: number of lambda windows (default %(default)s)')
+    e.add_argument('--samples', type=int, default=ENDSTATE['samples'], help='equilibrium: samples per window (default %(default)s)')
+    e.add_argument('--steps-per-sample', type=int, default=ENDSTATE['stepsPerSample'], help='equilibrium: steps between samples (default %(default)s)')
+    e.add_argument('--switches', type=int, default=ENDSTATE['switches'], help='nonequilibrium: switches per direction (default %(default)s)')
+    e.add_argument('--switching-steps', type=int, default=ENDSTATE['switchingSteps'], help='nonequilibrium: steps per switch (default %(default)s)')
+    e.add_argument('--equilibration-steps', type=int, default=ENDSTATE['equilibrationSteps'], help='steps before sampling (default %(default)s)')
+    e.add_argument('--timestep', type=float, default=ENDSTATE['timestep'], help='fs (default %(default)s)')
+    e.add_argument('--temperature', type=float, default=ENDSTATE['temperature'], help='K (default %(default)s)')
+    e.add_argument('--seed', type=int, default=ENDSTATE['seed'])
     e.add_argument('--no-plots', action='store_true')
     return parser
 
@@ -143,7 +149,6 @@ def commandRun(args):
 
 
 def commandEndstate(args):
-    from openmm_nnp.endstate import endstateCorrection
     endstateCorrection(args.inputs, args.output, region=args.region, model=args.model, precision=args.precision,
                        platform=args.platform, threads=args.threads, nonbondedCutoff=args.cutoff,
                        method=args.method, lambdas=args.lambdas, samples=args.samples,

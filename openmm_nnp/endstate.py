@@ -11,14 +11,17 @@ import openmm.unit as unit
 
 from openmm_nnp.errors import InputError
 from openmm_nnp.files import atomicWrite
-from openmm_nnp.inputs import createNNPSystem, loadInput
-from openmm_nnp.run.settings import requirePositive
+from openmm_nnp.run.settings import RunSettings, requirePositive
 
 
-def endstateCorrection(inputs, outputDir, *, region=None, model='ani2x', precision='single', platform='CPU',
-                       threads=None, nonbondedCutoff=1.0, method='equilibrium', lambdas=11, samples=500,
-                       stepsPerSample=250, switches=50, switchingSteps=1000, equilibrationSteps=5000, timestep=1.0,
-                       temperature=300.0, seed=2024, plots=True, log=print):
+_RUN = RunSettings.FIELDS  # what a run and the end-state correction share: model, precision, platform, ...
+
+
+def endstateCorrection(inputs, outputDir, *, region=None, model=_RUN['model'], precision=_RUN['precision'],
+                       platform=_RUN['platform'], threads=None, nonbondedCutoff=_RUN['nonbondedCutoff'],
+                       method='equilibrium', lambdas=11, samples=500, stepsPerSample=250, switches=50,
+                       switchingSteps=1000, equilibrationSteps=5000, timestep=_RUN['timestep'],
+                       temperature=_RUN['temperature'], seed=2024, plots=True, log=print):
     """ΔG of switching the region from MM (λ = 0) to NNP/MM (λ = 1) with openmm_nnp.freeenergy.
 
     method 'equilibrium': ``lambdas`` windows with MBAR (and TI); 'nonequilibrium': ``switches`` switches each
@@ -26,6 +29,7 @@ def endstateCorrection(inputs, outputDir, *, region=None, model='ani2x', precisi
     Returns the freeenergy result object; writes endstate.json (ΔG in kJ/mol and kcal/mol) next to its files.
     """
     from openmm_nnp import freeenergy
+    from openmm_nnp.inputs import createNNPSystem, loadInput
     for name, value in (('samples', samples), ('switches', switches), ('lambdas', lambdas)):
         if value < 2:
             raise InputError(f'--{name} must be at least 2, not {value}.')
