@@ -188,8 +188,6 @@ def common_settings(system, positions, box_vectors, lambda_name, temperature, ti
         box_vectors = system.getDefaultPeriodicBoxVectors()
     box = _md.box_array(box_vectors) if system.usesPeriodicBoundaryConditions() else None
     runner = runner if runner is not None else TaskRunner('serial')
-    if platform_properties is None and platform == 'CPU' and runner.parallel:
-        platform_properties = {'Threads': '1'}
     base = {'system_xml': _md.system_xml(system), 'positions': positions, 'box': box,
             'lambda_name': lambda_name, 'temperature': _md.quantity(temperature, unit.kelvin),
             'timestep': _md.quantity(timestep, unit.picosecond),
