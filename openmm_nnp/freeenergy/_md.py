@@ -7,9 +7,9 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-import openmm_nnp  # registers NNPForce serialization in worker processes
+import openmm_nnp  # noqa: F401  (registers NNPForce serialization in worker processes)
 from openmm_nnp.freeenergy.analysis import kT_in_kJ_per_mol
-from openmm_nnp.freeenergy.parallel import current_share, share_properties
+from openmm_nnp.freeenergy.parallel import share_properties
 from openmm_nnp.freeenergy.states import lambda_states
 
 
@@ -49,11 +49,6 @@ class LambdaSimulation:
     def __init__(self, spec, lam):
         self.spec = spec
         self.system = openmm.XmlSerializer.deserialize(spec['system_xml'])
-        share = current_share()
-        for force in self.system.getForces():  # the NNP's torch threads: the task's, unless the System sets them
-            if share is not None and isinstance(force, openmm_nnp.NNPForce) \
-                    and not force.getProperties().get('numThreads'):
-                force.setProperty('numThreads', str(share.threads))
         self.name = spec['lambda_name']
         self.temperature = spec['temperature']
         self.beta = 1.0 / kT_in_kJ_per_mol(self.temperature)

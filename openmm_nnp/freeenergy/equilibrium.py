@@ -46,7 +46,7 @@ def sample_window(spec):
     final = sim.snapshot()
     return {'window': spec['window'], 'lambda': lam, 'u_kn': u_kn, 'dudl': dudl, 'snapshots': snapshots,
             'final_positions': final['positions'], 'final_box': final['box'],
-            'worker': worker_info(), 'elapsed_s': time.time() - start}
+            'worker': worker_info(sim.context), 'elapsed_s': time.time() - start}
 
 
 def _validator(lambdas, n_samples, n_snapshots):

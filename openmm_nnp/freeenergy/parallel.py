@@ -116,11 +116,19 @@ def run_task(function, argument, threads=None, devices=None):
             torch.set_num_threads(previous)
 
 
-def worker_info():
-    """Where a task ran and what it got (stored with its result)."""
+def worker_info(context=None):
+    """Where a task ran and what it got (stored with its result): host, process, its TaskShare, torch's
+    intra-op threads and, given the task's Context, its platform and that platform's property values."""
+    import torch
     share = current_share()
-    return {'host': socket.gethostname(), 'pid': os.getpid(),
-            'threads': None if share is None else share.threads, 'device': None if share is None else share.device}
+    info = {'host': socket.gethostname(), 'pid': os.getpid(), 'threads': None if share is None else share.threads,
+            'device': None if share is None else share.device, 'torch_threads': torch.get_num_threads()}
+    if context is not None:
+        platform = context.getPlatform()
+        info['platform'] = platform.getName()
+        info['platform_properties'] = {name: platform.getPropertyValue(context, name)
+                                       for name in platform.getPropertyNames()}
+    return info
 
 
 class ResultStore:
