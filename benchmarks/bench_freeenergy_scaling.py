@@ -39,7 +39,7 @@ from openmm_nnp.freeenergy.parallel import ResultStore, available_cores
 
 N_PARTICLES = 3000
 # Per system: sampling per window (equilibration steps, samples, steps per sample), ~ a few seconds per task.
-SAMPLING = {'harmonic': (1000, 50, 100), 'lj': (100, 25, 20)}
+SAMPLING = {'harmonic': (1000, 250, 20), 'lj': (100, 100, 5)}
 
 
 def parse_args():
@@ -53,14 +53,16 @@ def parse_args():
 
 
 def harmonic_system():
+    """Particles in wells; λ stiffens the wells of 10 of them (ΔG = 15 ln 4 kT, so that windows overlap)."""
     system = openmm.System()
-    force = openmm.CustomCompoundBondForce(1, '0.5*(k0+lam*(k1-k0))*(x1^2+y1^2+z1^2)')
+    force = openmm.CustomCompoundBondForce(1, '0.5*(k0+w*lam*(k1-k0))*(x1^2+y1^2+z1^2)')
     for name, value in [('lam', 0.0), ('k0', 200.0), ('k1', 800.0)]:
         force.addGlobalParameter(name, value)
+    force.addPerBondParameter('w')
     force.addEnergyParameterDerivative('lam')
     for i in range(N_PARTICLES):
         system.addParticle(12.0)
-        force.addBond([i], [])
+        force.addBond([i], [1.0 if i < 10 else 0.0])
     system.addForce(force)
     return system, np.random.default_rng(0).normal(0.0, 0.05, (N_PARTICLES, 3))
 
@@ -80,7 +82,7 @@ def lj_system():
     system.addForce(nonbonded)
     restraint = openmm.CustomBondForce('0.5*lam*k*r^2')
     restraint.addGlobalParameter('lam', 0.0)
-    restraint.addGlobalParameter('k', 100.0)
+    restraint.addGlobalParameter('k', 10.0)
     restraint.addEnergyParameterDerivative('lam')
     for i in range(0, 20, 2):
         restraint.addBond(i, i + 1)

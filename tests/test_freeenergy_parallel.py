@@ -81,15 +81,20 @@ def test_serial_tasks_get_the_machine_or_the_override():
         assert report['platform_properties']['Threads'] == '3' and report['torch_threads'] == override
 
 
-def test_local_workers_share_the_cores():
-    """The runner's own LocalCluster of two one-thread workers: each task gets half of the cores."""
+def test_local_workers_share_the_cores_and_take_a_device_each():
+    """The runner's own LocalCluster, one one-thread worker per device: each task gets half of the cores (on
+    this machine's platform: the CPU Context's Threads, torch's threads) and its worker's device."""
     pytest.importorskip('distributed')
     share = max(1, available_cores() // 2)
-    got = reports(lambdas=4, runner=TaskRunner('dask', n_workers=2, progress=False))
-    assert len({r['pid'] for r in got}) == 2 and os.getpid() not in {r['pid'] for r in got}
+    got = reports(lambdas=4, runner=TaskRunner('dask', devices=[0, 1], progress=False))
     for report in got:
         assert report['threads'] == share and report['torch_threads'] == share
         assert report['platform_properties']['Threads'] == str(share)
+    by_pid = {}
+    for report in got:
+        by_pid.setdefault(report['pid'], set()).add(report['device'])
+    assert os.getpid() not in by_pid
+    assert sorted(by_pid.values(), key=min) == [{0}, {1}]  # two workers, one device each
 
 
 def test_scheduler_workers_with_declared_cores_and_devices():
@@ -107,15 +112,6 @@ def test_scheduler_workers_with_declared_cores_and_devices():
         for report in reports(runner=runner, platform='Reference'):
             assert report['threads'] == 3 and report['device'] == '7'
             assert 'DeviceIndex' not in report['platform_properties']  # not a GPU platform
-
-
-def test_devices_go_to_the_workers_in_turn():
-    pytest.importorskip('distributed')
-    got = reports(lambdas=4, platform='Reference', runner=TaskRunner('dask', devices=[0, 1], progress=False))
-    by_pid = {}
-    for report in got:
-        by_pid.setdefault(report['pid'], set()).add(report['device'])
-    assert sorted(by_pid.values(), key=min) == [{0}, {1}]  # two workers (one per device), one device each
 
 
 def test_opencl_context_on_the_task_device():
