@@ -32,8 +32,9 @@ def small_system():
 def reports(platform='CPU', lambdas=2, **kwargs):
     """What each window's task got: the ``worker`` record stored with its result."""
     system, positions = small_system()
-    result = run_equilibrium(system, positions, lambdas, n_samples=4, steps_per_sample=2, n_equilibration_steps=0,
-                             minimize=False, lambda_dependence='linear', lambda_name='lam', platform=platform, **kwargs)
+    result = run_equilibrium(system, positions, lambdas, lambda_name='lam', n_samples=4, steps_per_sample=2,
+                             n_equilibration_steps=0, minimize=False, lambda_dependence='linear', platform=platform,
+                             **kwargs)
     return [window['worker'] for window in result.windows]
 
 
