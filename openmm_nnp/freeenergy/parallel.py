@@ -185,8 +185,8 @@ class TaskRunner:
         the worker threads on that host, or a worker's ``cores`` resource divided among its threads.
     devices : sequence, optional
         GPU device indices (CUDA/OpenCL ``DeviceIndex``). The Dask workers of a host take them in turn, in
-        address order: start as many workers per host as it has GPUs. Serially the first is used. None: the
-        platform's default device (right for workers that each see one GPU, as dask-cuda's do).
+        address order: start as many workers per host as it has GPUs. Serially the first is used. With
+        dask-cuda workers pass ``[0]`` (device 0 is each worker's own GPU). None: OpenMM picks the device.
     max_retries : int
         How many times a task that raised, or whose result failed validation, is run again.
     progress : bool
