@@ -9,6 +9,7 @@ import openmm.unit as unit
 
 import openmm_nnp  # noqa: F401  (registers NNPForce serialization in worker processes)
 from openmm_nnp.freeenergy.analysis import kT_in_kJ_per_mol
+from openmm_nnp.freeenergy.parallel import share_properties
 from openmm_nnp.freeenergy.states import lambda_states
 
 
@@ -61,7 +62,8 @@ class LambdaSimulation:
         integrator.setRandomNumberSeed(int(spec['seed']) % 2**31)
         self.integrator = integrator
         platform = openmm.Platform.getPlatformByName(spec.get('platform', 'CPU'))
-        self.context = self.state.create_context(integrator, platform, dict(spec.get('platform_properties') or {}))
+        self.context = self.state.create_context(integrator, platform,
+                                                 share_properties(platform.getName(), spec.get('platform_properties')))
         box = spec.get('box')
         if box is not None:
             self.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])

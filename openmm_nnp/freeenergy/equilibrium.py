@@ -46,7 +46,7 @@ def sample_window(spec):
     final = sim.snapshot()
     return {'window': spec['window'], 'lambda': lam, 'u_kn': u_kn, 'dudl': dudl, 'snapshots': snapshots,
             'final_positions': final['positions'], 'final_box': final['box'],
-            'worker': worker_info(), 'elapsed_s': time.time() - start}
+            'worker': worker_info(sim.context), 'elapsed_s': time.time() - start}
 
 
 def _validator(lambdas, n_samples, n_snapshots):
@@ -188,8 +188,6 @@ def common_settings(system, positions, box_vectors, lambda_name, temperature, ti
         box_vectors = system.getDefaultPeriodicBoxVectors()
     box = _md.box_array(box_vectors) if system.usesPeriodicBoundaryConditions() else None
     runner = runner if runner is not None else TaskRunner('serial')
-    if platform_properties is None and platform == 'CPU' and runner.parallel:
-        platform_properties = {'Threads': '1'}
     base = {'system_xml': _md.system_xml(system), 'positions': positions, 'box': box,
             'lambda_name': lambda_name, 'temperature': _md.quantity(temperature, unit.kelvin),
             'timestep': _md.quantity(timestep, unit.picosecond),

@@ -54,7 +54,7 @@ def switch(spec):
         works.append(float(work))
         profiles.append(profile)
     return {'direction': spec['direction'], 'works': works, 'work_profiles': profiles,
-            'worker': worker_info(), 'elapsed_s': time.time() - start}
+            'worker': worker_info(sim.context), 'elapsed_s': time.time() - start}
 
 
 def _switch_validator(expected):
