@@ -187,11 +187,11 @@ def test_scale_parameter_and_its_derivative(platform, scale):
     region = [4, 0, 5, 2]
     system = make_system(6)
     force = NNPForce(PairModel(len(region)), region)
-    force.setScaleParameter('lambda_nnp', 1.0)
-    force.addEnergyParameterDerivative('lambda_nnp')
+    force.setScaleParameter('lambda_interpolate', 1.0)
+    force.addEnergyParameterDerivative('lambda_interpolate')
     system.addForce(force)
-    expected, actual = assert_matches_reference(system, random_positions(6, seed=7), platform, parameters={'lambda_nnp': scale})
-    assert actual[2]['lambda_nnp'] != 0.0
+    expected, actual = assert_matches_reference(system, random_positions(6, seed=7), platform, parameters={'lambda_interpolate': scale})
+    assert actual[2]['lambda_interpolate'] != 0.0
     if scale == 0.0:
         assert actual[0] == 0.0 and np.all(actual[1] == 0.0)
 
@@ -226,8 +226,8 @@ def test_serialized_system_reloads(platform):
     system = make_system(5, periodic_box=BOXES['triclinic'])
     force = NNPForce(PeriodicPairModel(len(region)), region)
     force.setUsesPeriodicBoundaryConditions(True)
-    force.setScaleParameter('lambda_nnp', 0.6)
-    force.addEnergyParameterDerivative('lambda_nnp')
+    force.setScaleParameter('lambda_interpolate', 0.6)
+    force.addEnergyParameterDerivative('lambda_interpolate')
     system.addForce(force)
     reloaded = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
     assert_matches_reference(system, random_positions(5, seed=13), platform, gpu_system=reloaded)
