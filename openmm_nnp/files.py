@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from openmm_nnp.errors import InputError
@@ -17,10 +18,22 @@ def readJSON(path, fix):
 
 
 def atomicWrite(path, data):
-    """Write ``data`` (bytes) to ``path`` so that a crash leaves the old file or the new one, never a part."""
-    tmp = Path(str(path) + '.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` (bytes) to ``path`` so that a crash leaves the old file or the new one, never a part. The
+    temporary file is unique, so concurrent writers of one path (e.g. a retried task) cannot mix their bytes."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name, suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def writeJSON(path, data):
+    """``data`` as indented JSON, written atomically."""
+    atomicWrite(path, json.dumps(data, indent=2).encode())

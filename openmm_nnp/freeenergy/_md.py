@@ -1,4 +1,4 @@
-"""What the tasks share: a Context for a λ state from a picklable specification, and reduced potentials."""
+"""What the tasks share: a Context for a λ state from the protocol's MDSettings, and reduced potentials."""
 
 import hashlib
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-import openmm_nnp  # noqa: F401  (registers NNPForce serialization in worker processes)
+import openmm_nnp  # noqa: F401  (in worker processes: loads the plugin when a System with an NNPForce is deserialized)
 from openmm_nnp.freeenergy.analysis import kT_in_kJ_per_mol
 from openmm_nnp.freeenergy.parallel import share_properties
 from openmm_nnp.freeenergy.states import lambda_states
@@ -44,30 +44,31 @@ def fingerprint(obj):
 
 
 class LambdaSimulation:
-    """A Langevin simulation of ``spec['system_xml']`` whose λ can be set, with reduced potentials in kT."""
+    """A Langevin simulation of ``md`` (protocol.MDSettings) whose λ can be set, with reduced potentials in kT at
+    each λ of ``lambdas``."""
 
-    def __init__(self, spec, lam):
-        self.spec = spec
-        self.system = openmm.XmlSerializer.deserialize(spec['system_xml'])
-        self.name = spec['lambda_name']
-        self.temperature = spec['temperature']
+    def __init__(self, md, lam, lambdas=(0.0, 1.0), seed=1):
+        self.md = md
+        self.seed = int(seed) % 2**31
+        self.system = openmm.XmlSerializer.deserialize(md.system_xml)
+        self.name = md.lambda_name
+        self.temperature = md.temperature
         self.beta = 1.0 / kT_in_kJ_per_mol(self.temperature)
-        self.lambdas = list(spec.get('lambdas', [0.0, 1.0]))
+        self.lambdas = list(lambdas)
         self.states = lambda_states(self.system, self.temperature, self.lambdas, self.name)
         self.state = lambda_states(self.system, self.temperature, [lam], self.name)[0]
         self.pressure = self.state.pressure
         integrator = openmm.LangevinMiddleIntegrator(self.temperature * unit.kelvin,
-                                                     spec['collision_rate'] / unit.picosecond,
-                                                     spec['timestep'] * unit.picosecond)
-        integrator.setRandomNumberSeed(int(spec['seed']) % 2**31)
+                                                     md.collision_rate / unit.picosecond,
+                                                     md.timestep * unit.picosecond)
+        integrator.setRandomNumberSeed(self.seed)
         self.integrator = integrator
-        platform = openmm.Platform.getPlatformByName(spec.get('platform', 'CPU'))
+        platform = openmm.Platform.getPlatformByName(md.platform)
         self.context = self.state.create_context(integrator, platform,
-                                                 share_properties(platform.getName(), spec.get('platform_properties')))
-        box = spec.get('box')
-        if box is not None:
-            self.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-        self.context.setPositions(np.asarray(spec['positions']) * unit.nanometer)
+                                                 share_properties(platform.getName(), md.platform_properties))
+        if md.box is not None:
+            self.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in md.box])
+        self.context.setPositions(np.asarray(md.positions) * unit.nanometer)
         self.lam = lam
 
     def set_lambda(self, lam):
@@ -76,7 +77,7 @@ class LambdaSimulation:
 
     def set_velocities(self, velocities=None):
         if velocities is None:
-            self.context.setVelocitiesToTemperature(self.temperature * unit.kelvin, int(self.spec['seed']) % 2**31)
+            self.context.setVelocitiesToTemperature(self.temperature * unit.kelvin, self.seed)
         else:
             self.context.setVelocities(np.asarray(velocities) * unit.nanometer / unit.picosecond)
 
@@ -117,12 +118,9 @@ class LambdaSimulation:
                 'box': None if box is None else np.asarray(box)}
 
 
-def probe(system, positions, box, lambda_name, temperature, platform, platform_properties):
-    """β(U(1) − U(0)) at the starting positions and whether U is linear in λ (checked at λ = 0, ½, 1)."""
-    spec = {'system_xml': system_xml(system), 'positions': positions, 'box': box, 'lambda_name': lambda_name,
-            'temperature': temperature, 'lambdas': [0.0, 0.5, 1.0], 'collision_rate': 1.0, 'timestep': 0.001,
-            'seed': 1, 'platform': platform, 'platform_properties': platform_properties}
-    sim = LambdaSimulation(spec, 0.0)
+def probe(md):
+    """β(U(1) − U(0)) at the starting positions of ``md`` and whether U is linear in λ (checked at λ = 0, ½, 1)."""
+    sim = LambdaSimulation(md, 0.0, [0.0, 0.5, 1.0])
     values = []
     for lam in (0.0, 0.5, 1.0):
         sim.set_lambda(lam)

@@ -7,7 +7,6 @@ trapezoidal TI of <dU/dλ> as a cross-check.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -16,86 +15,40 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
+from openmm_nnp.files import writeJSON
 from openmm_nnp.freeenergy import _md, analysis
-from openmm_nnp.freeenergy.parallel import ResultStore, TaskRunner, worker_info
-from openmm_nnp.freeenergy.states import DEFAULT_LAMBDA_NAME, check_lambda_system
+from openmm_nnp.freeenergy.parallel import worker_info
+from openmm_nnp.freeenergy.protocol import WindowTask, common_settings, make_lambdas, result_store, window_validator
+from openmm_nnp.freeenergy.states import DEFAULT_LAMBDA_NAME
 
 logger = logging.getLogger('openmm_nnp.freeenergy')
 
 
-def sample_window(spec):
-    """Task: sample one λ window. Returns reduced potentials at all λ [K, n_samples] and β dU/dλ [n_samples]."""
+def sample_window(task):
+    """Task: sample one λ window (protocol.WindowTask). Returns reduced potentials at all λ [K, n_samples] and
+    β dU/dλ [n_samples]."""
     start = time.time()
-    lam = spec['lambdas'][spec['window']]
-    sim = _md.LambdaSimulation(spec, lam)
-    if spec.get('minimize', True):
-        openmm.LocalEnergyMinimizer.minimize(sim.context, 1.0, spec.get('minimize_iterations', 500))
-    sim.set_velocities(spec.get('velocities'))
-    if spec['n_equilibration_steps'] > 0:
-        sim.integrator.step(spec['n_equilibration_steps'])
-    n_samples, n_snapshots = spec['n_samples'], spec.get('n_snapshots', 0)
+    lam = task.lambdas[task.window]
+    sim = _md.LambdaSimulation(task.md, lam, task.lambdas, task.seed)
+    if task.minimize:
+        openmm.LocalEnergyMinimizer.minimize(sim.context, 1.0, task.minimize_iterations)
+    sim.set_velocities(task.velocities)
+    if task.n_equilibration_steps > 0:
+        sim.integrator.step(task.n_equilibration_steps)
+    n_samples, n_snapshots = task.n_samples, task.n_snapshots
     snapshot_at = set(np.linspace(0, n_samples - 1, n_snapshots).round().astype(int).tolist()) if n_snapshots else set()
-    u_kn = np.empty((len(spec['lambdas']), n_samples))
+    u_kn = np.empty((len(task.lambdas), n_samples))
     dudl = np.empty(n_samples)
     snapshots = []
     for n in range(n_samples):
-        sim.integrator.step(spec['steps_per_sample'])
-        u_kn[:, n], dudl[n] = sim.reduced_potentials(spec['linear'])
+        sim.integrator.step(task.steps_per_sample)
+        u_kn[:, n], dudl[n] = sim.reduced_potentials(task.linear)
         if n in snapshot_at:
             snapshots.append(sim.snapshot())
     final = sim.snapshot()
-    return {'window': spec['window'], 'lambda': lam, 'u_kn': u_kn, 'dudl': dudl, 'snapshots': snapshots,
+    return {'window': task.window, 'lambda': lam, 'u_kn': u_kn, 'dudl': dudl, 'snapshots': snapshots,
             'final_positions': final['positions'], 'final_box': final['box'],
             'worker': worker_info(sim.context), 'elapsed_s': time.time() - start}
-
-
-def _validator(lambdas, n_samples, n_snapshots):
-    def validate(name, result):
-        if not isinstance(result, dict) or 'u_kn' not in result or 'dudl' not in result:
-            raise ValueError(f'{name}: incomplete result')
-        if np.shape(result['u_kn']) != (len(lambdas), n_samples) or np.shape(result['dudl']) != (n_samples,):
-            raise ValueError(f'{name}: result has shape {np.shape(result["u_kn"])}, expected '
-                             f'{(len(lambdas), n_samples)}')
-        if len(result['snapshots']) != n_snapshots:
-            raise ValueError(f'{name}: {len(result["snapshots"])} snapshots instead of {n_snapshots}')
-        if not (np.all(np.isfinite(result['u_kn'])) and np.all(np.isfinite(result['dudl']))):
-            raise ValueError(f'{name}: NaN or infinite energies (the simulation blew up: use a smaller time step '
-                             'or minimize the starting structure)')
-    return validate
-
-
-def make_lambdas(lambdas):
-    """An int n gives n evenly spaced values from 0 to 1; a sequence must go from 0 to 1 in increasing order."""
-    if isinstance(lambdas, (int, np.integer)):
-        if lambdas < 2:
-            raise ValueError('At least two λ values (0 and 1) are needed.')
-        return np.linspace(0.0, 1.0, int(lambdas)).tolist()
-    values = [float(x) for x in lambdas]
-    if len(values) < 2 or values[0] != 0.0 or values[-1] != 1.0 or np.any(np.diff(values) <= 0):
-        raise ValueError(f'λ schedule must increase from 0 to 1, got {values}.')
-    return values
-
-
-def check_output_dir(output_dir, settings):
-    """Record the settings in output_dir/protocol.json; refuse to resume into a directory made with others."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, 'protocol.json')
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
-        if previous.get('fingerprint') != settings['fingerprint']:
-            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-            raise ValueError(f'{output_dir} holds results of a run with other settings (differences: {changed}). '
-                             'Use a new output_dir, or delete it to start over.')
-    else:
-        _write_json(path, settings)
-
-
-def _write_json(path, data):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -133,7 +86,7 @@ class EquilibriumResult:
 
     def save(self, output_dir, plots=True):
         os.makedirs(output_dir, exist_ok=True)
-        _write_json(os.path.join(output_dir, 'equilibrium.json'), self.to_dict())
+        writeJSON(os.path.join(output_dir, 'equilibrium.json'), self.to_dict())
         if plots:
             from openmm_nnp.freeenergy import plots as _plots
             _plots.plot_overlap(self.overlap_matrix, self.lambdas, os.path.join(output_dir, 'overlap_matrix.png'))
@@ -168,46 +121,6 @@ def analyze_windows(windows, lambdas, temperature, offset_kT, linear, discard_eq
         overlap_matrix=np.asarray(m['overlap_matrix']), dudl_mean_kT=np.asarray(means) + offset_kT,
         dudl_sem_kT=np.asarray(sems), statistical_inefficiency=gs, n_uncorrelated=N_k, offset_kT=offset_kT,
         linear=linear, windows=windows)
-
-
-def common_settings(system, positions, box_vectors, lambda_name, temperature, timestep, collision_rate, platform,
-                    platform_properties, runner, lambda_dependence):
-    """Settings shared by the equilibrium and nonequilibrium protocols, checked.
-
-    Returns (settings, runner, offset, linear): the picklable task settings, the task runner, the energy offset
-    used to keep reduced potentials in range, and whether U is linear in λ (probed unless lambda_dependence
-    says 'linear' or 'general').
-    """
-    if lambda_dependence not in ('auto', 'linear', 'general'):
-        raise ValueError(f"lambda_dependence must be 'auto', 'linear' or 'general', not {lambda_dependence!r}.")
-    check_lambda_system(system, lambda_name)
-    positions = _md.to_nm_array(positions)
-    if len(positions) != system.getNumParticles():
-        raise ValueError(f'{len(positions)} positions for a System of {system.getNumParticles()} particles.')
-    if box_vectors is None and system.usesPeriodicBoundaryConditions():
-        box_vectors = system.getDefaultPeriodicBoxVectors()
-    box = _md.box_array(box_vectors) if system.usesPeriodicBoundaryConditions() else None
-    runner = runner if runner is not None else TaskRunner('serial')
-    base = {'system_xml': _md.system_xml(system), 'positions': positions, 'box': box,
-            'lambda_name': lambda_name, 'temperature': _md.quantity(temperature, unit.kelvin),
-            'timestep': _md.quantity(timestep, unit.picosecond),
-            'collision_rate': _md.quantity(collision_rate, unit.picosecond ** -1),
-            'platform': platform, 'platform_properties': platform_properties or {}}
-    offset, linear = _md.probe(system, base['positions'], base['box'], lambda_name, base['temperature'], platform,
-                               base['platform_properties'])
-    if lambda_dependence != 'auto':
-        linear = lambda_dependence == 'linear'
-    return base, runner, offset, linear
-
-
-def result_store(settings, base, output_dir):
-    """Fingerprint the run's settings and inputs, and open the store of finished tasks in output_dir (None: no
-    store). A directory written by a run with other settings is refused."""
-    settings['fingerprint'] = _md.fingerprint([settings, base['system_xml'], base['positions'].round(6).tolist()])
-    if output_dir is None:
-        return None
-    check_output_dir(output_dir, settings)
-    return ResultStore(output_dir)
 
 
 def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name=DEFAULT_LAMBDA_NAME,
@@ -249,28 +162,28 @@ def run_equilibrium(system, positions, lambdas=11, *, topology=None, lambda_name
     lambdas = make_lambdas(lambdas)
     if n_samples < 4:
         raise ValueError('n_samples must be at least 4.')
-    base, runner, offset, linear = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
-                                                   collision_rate, platform, platform_properties, runner,
-                                                   lambda_dependence)
+    md, runner, offset, linear = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
+                                                 collision_rate, platform, platform_properties, runner,
+                                                 lambda_dependence)
     settings = {'kind': 'equilibrium', 'lambdas': lambdas, 'n_samples': n_samples,
                 'steps_per_sample': steps_per_sample, 'n_equilibration_steps': n_equilibration_steps,
                 'minimize': bool(minimize), 'linear': linear, 'n_snapshots': n_snapshots, 'seed': seed,
-                'temperature': base['temperature'], 'timestep': base['timestep'],
-                'collision_rate': base['collision_rate'], 'lambda_name': lambda_name}
-    store = result_store(settings, base, output_dir)
+                'temperature': md.temperature, 'timestep': md.timestep,
+                'collision_rate': md.collision_rate, 'lambda_name': lambda_name}
+    store = result_store(settings, md, output_dir)
     tasks = {}
     for i in range(len(lambdas)):
-        spec = dict(base, lambdas=lambdas, window=i, n_samples=n_samples, steps_per_sample=steps_per_sample,
-                    n_equilibration_steps=n_equilibration_steps, minimize=minimize, linear=linear,
-                    n_snapshots=n_snapshots if i in (0, len(lambdas) - 1) else 0, seed=seed + i)
-        tasks[f'window-{i:03d}'] = (sample_window, spec)
+        task = WindowTask(md, lambdas, window=i, n_samples=n_samples, steps_per_sample=steps_per_sample,
+                          n_equilibration_steps=n_equilibration_steps, seed=seed + i, linear=linear,
+                          minimize=bool(minimize), n_snapshots=n_snapshots if i in (0, len(lambdas) - 1) else 0)
+        tasks[f'window-{i:03d}'] = (sample_window, task)
 
     def validate(name, result):
-        _validator(lambdas, n_samples, tasks[name][1]['n_snapshots'])(name, result)
+        window_validator(lambdas, n_samples, tasks[name][1].n_snapshots)(name, result)
 
     results = runner.run(tasks, store, validate, description='λ windows')
     windows = [results[name] for name in sorted(results)]
-    result = analyze_windows(windows, lambdas, base['temperature'], offset, linear, discard_equilibration)
+    result = analyze_windows(windows, lambdas, md.temperature, offset, linear, discard_equilibration)
     if output_dir is not None:
         result.save(output_dir, plots)
         if topology is not None:

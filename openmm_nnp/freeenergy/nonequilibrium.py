@@ -16,24 +16,25 @@ import openmm
 import openmm.unit as unit
 
 from openmm_nnp.freeenergy import _md, analysis
-from openmm_nnp.freeenergy.equilibrium import (_validator, _write_json, common_settings, result_store,
-                                               sample_window)
+from openmm_nnp.files import writeJSON
+from openmm_nnp.freeenergy.equilibrium import sample_window
+from openmm_nnp.freeenergy.protocol import SwitchTask, WindowTask, common_settings, result_store, window_validator
 from openmm_nnp.freeenergy.parallel import worker_info
 from openmm_nnp.freeenergy.states import DEFAULT_LAMBDA_NAME
 
 
-def switch(spec):
-    """Task: switching trajectories from each of ``spec['snapshots']`` (one Context for all of them, since creating a
-    Context with an NNP costs seconds). Returns the works in kT and their profiles."""
+def switch(task):
+    """Task: switching trajectories from each of ``task.snapshots`` (protocol.SwitchTask; one Context for all of
+    them, since creating a Context with an NNP costs seconds). Returns the works in kT and their profiles."""
     start = time.time()
-    forward = spec['direction'] == 'forward'
+    forward = task.direction == 'forward'
     lam0, lam1 = (0.0, 1.0) if forward else (1.0, 0.0)
-    first = spec['snapshots'][0]
-    sim = _md.LambdaSimulation(dict(spec, positions=first['positions'], box=first['box']), lam0)
-    n = spec['switching_steps']
+    first = task.snapshots[0]
+    sim = _md.LambdaSimulation(task.md.at(first['positions'], first['box']), lam0, seed=task.seed)
+    n = task.switching_steps
     schedule = np.linspace(lam0, lam1, n + 1)
     works, profiles = [], []
-    for snapshot in spec['snapshots']:
+    for snapshot in task.snapshots:
         sim.set_lambda(lam0)
         if snapshot['box'] is not None:
             sim.context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in snapshot['box']])
@@ -42,7 +43,7 @@ def switch(spec):
         work = 0.0
         profile = np.empty(n)
         for k in range(n):
-            if spec['linear']:
+            if task.linear:
                 _, dudl = sim.energy_and_derivative()
                 work += (schedule[k + 1] - schedule[k]) * dudl
                 sim.set_lambda(schedule[k + 1])
@@ -53,7 +54,7 @@ def switch(spec):
             sim.integrator.step(1)
         works.append(float(work))
         profiles.append(profile)
-    return {'direction': spec['direction'], 'works': works, 'work_profiles': profiles,
+    return {'direction': task.direction, 'works': works, 'work_profiles': profiles,
             'worker': worker_info(sim.context), 'elapsed_s': time.time() - start}
 
 
@@ -93,7 +94,7 @@ class NonequilibriumResult:
 
     def save(self, output_dir, plots=True):
         os.makedirs(output_dir, exist_ok=True)
-        _write_json(os.path.join(output_dir, 'nonequilibrium.json'), self.to_dict())
+        writeJSON(os.path.join(output_dir, 'nonequilibrium.json'), self.to_dict())
         if plots:
             from openmm_nnp.freeenergy import plots as _plots
             _plots.plot_work(self.forward_work_kT, self.reverse_work_kT, self.delta_g.value_kT,
@@ -151,18 +152,18 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
         if equilibrium is None:
             raise ValueError('Pass starting positions, or an EquilibriumResult as equilibrium=.')
         positions = equilibrium.windows[0]['final_positions']
-    base, runner, offset, linear = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
-                                                   collision_rate, platform, platform_properties, runner,
-                                                   lambda_dependence)
+    md, runner, offset, linear = common_settings(system, positions, box_vectors, lambda_name, temperature, timestep,
+                                                 collision_rate, platform, platform_properties, runner,
+                                                 lambda_dependence)
     ends = ['forward', 'reverse'] if directions == 'both' else ['forward']
     settings = {'kind': 'nonequilibrium', 'n_switches': n_switches, 'switching_steps': switching_steps,
                 'directions': directions, 'n_chains': n_chains, 'n_equilibration_steps': n_equilibration_steps,
                 'steps_between_snapshots': steps_between_snapshots, 'minimize': bool(minimize), 'linear': linear,
-                'seed': seed, 'temperature': base['temperature'], 'timestep': base['timestep'],
-                'collision_rate': base['collision_rate'], 'lambda_name': lambda_name,
+                'seed': seed, 'temperature': md.temperature, 'timestep': md.timestep,
+                'collision_rate': md.collision_rate, 'lambda_name': lambda_name,
                 'from_equilibrium': equilibrium is not None,
                 'switches_per_task': switches_per_task}
-    store = result_store(settings, base, output_dir)
+    store = result_store(settings, md, output_dir)
 
     # End-state configurations.
     starts = {}
@@ -179,12 +180,12 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
         tasks = {}
         for d, direction in enumerate(ends):
             for c in range(n_chains):
-                spec = dict(base, lambdas=[0.0, 1.0], window=0 if direction == 'forward' else 1,
-                            n_samples=per_chain, steps_per_sample=steps_between_snapshots,
-                            n_equilibration_steps=n_equilibration_steps, minimize=minimize, linear=True,
-                            n_snapshots=per_chain, seed=seed + 1000 * d + c)
-                tasks[f'endstate-{direction}-{c:03d}'] = (sample_window, spec)
-        validate = _validator([0.0, 1.0], per_chain, per_chain)
+                task = WindowTask(md, [0.0, 1.0], window=0 if direction == 'forward' else 1, n_samples=per_chain,
+                                  steps_per_sample=steps_between_snapshots,
+                                  n_equilibration_steps=n_equilibration_steps, seed=seed + 1000 * d + c,
+                                  linear=True, minimize=bool(minimize), n_snapshots=per_chain)
+                tasks[f'endstate-{direction}-{c:03d}'] = (sample_window, task)
+        validate = window_validator([0.0, 1.0], per_chain, per_chain)
         sampled = runner.run(tasks, store, validate, description='end states')
         for direction in ends:
             starts[direction] = [s for name in sorted(sampled) if name.startswith(f'endstate-{direction}')
@@ -197,15 +198,14 @@ def run_nonequilibrium(system, positions=None, *, topology=None, lambda_name=DEF
         chosen = np.linspace(0, len(snapshots) - 1, n_switches).round().astype(int)
         for c, first in enumerate(range(0, n_switches, switches_per_task)):
             group = [snapshots[s] for s in chosen[first:first + switches_per_task]]
-            spec = dict(base, direction=direction, snapshots=group, switching_steps=switching_steps,
-                        linear=linear, seed=seed + 100000 + 10000 * d + c)
             name = f'switch-{direction}-{c:04d}'
-            tasks[name] = (switch, spec)
+            tasks[name] = (switch, SwitchTask(md, direction, group, switching_steps, seed=seed + 100000 + 10000 * d + c,
+                                              linear=linear))
             expected[name] = len(group)
     done = runner.run(tasks, store, _switch_validator(expected), description='switching tasks')
     forward = [w for n in sorted(done) if n.startswith('switch-forward') for w in done[n]['works']]
     reverse = [w for n in sorted(done) if n.startswith('switch-reverse') for w in done[n]['works']]
-    result = analyze_work(forward, reverse, base['temperature'], offset, switching_steps, n_bootstrap, seed)
+    result = analyze_work(forward, reverse, md.temperature, offset, switching_steps, n_bootstrap, seed)
     if output_dir is not None:
         result.save(output_dir, plots)
     return result

@@ -19,8 +19,9 @@ import os
 import pickle
 import socket
 import sys
-import tempfile
 import time
+
+from openmm_nnp.files import atomicWrite
 
 logger = logging.getLogger('openmm_nnp.freeenergy')
 
@@ -151,17 +152,7 @@ class ResultStore:
             return pickle.load(f)
 
     def save(self, name, result):
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix='.' + name, suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path(name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomicWrite(self.path(name), pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class TaskFailed(RuntimeError):
