@@ -19,7 +19,9 @@ medians over rounds, all per integration step (the cost of a step does not depen
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
   positions (what one NNP/MM step cannot avoid).
 
-It prints each time, NNP/MM / MM and the ideal (MM + model) / MM. --omp-default imports torch before
+It prints each time, NNP/MM / MM and the ideal (MM + model) / MM. Then, for each system, where the rest goes:
+the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
+the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
 set OMP_WAIT_POLICY=PASSIVE): run it both ways to see what spin-waiting costs.
 ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani; without it TorchANI
@@ -128,6 +130,7 @@ def main():
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"{'system':14s} {'MM':>7s} {'NNP/MM':>7s} {'MTS 2':>7s} {'model':>7s}   ms per step  |  "
           f"{'NNP/MM÷MM':>9s} {'ideal':>6s} {'MTS÷MM':>7s}")
+    split = {}
     for build in (host_guest, toluene_water):
         name, loaded, region = build()
         contexts, model = contexts_for(loaded, region, args.threads)
@@ -148,7 +151,35 @@ def main():
         m = {label: statistics.median(values) for label, values in times.items()}
         print(f"{name:14s} {m['MM']:7.1f} {m['NNP/MM']:7.1f} {m['NNP/MM MTS 2']:7.1f} {m['model']:7.1f}   ms per step  |  "
               f"{m['NNP/MM'] / m['MM']:9.2f} {(m['MM'] + m['model']) / m['MM']:6.2f} {m['NNP/MM MTS 2'] / m['MM']:7.2f}")
+        split[name] = alternation(contexts['NNP/MM'][0], args)
         del contexts
+    print('\nForces of the NNP/MM context by force group (getState), ms per evaluation:')
+    print(f"{'system':14s} {'MM alone':>9s} {'NNP alone':>10s} {'sum':>6s} {'alternating':>12s}")
+    for name, t in split.items():
+        print(f"{name:14s} {t['mm']:9.1f} {t['nnp']:10.1f} {t['mm'] + t['nnp']:6.1f} {t['both']:12.1f}")
+
+
+def alternation(context, args):
+    """Group 0 (MM) and group 1 (NNP) of a copy of the NNP/MM context's System, each repeated, and alternating."""
+    system = openmm.XmlSerializer.clone(context.getSystem())
+    for force in system.getForces():
+        force.setForceGroup(1 if isinstance(force, openmm_nnp.NNPForce) else 0)
+    copy = openmm.Context(system, openmm.VerletIntegrator(0.001), context.getPlatform(),
+                          {'Threads': context.getPlatform().getPropertyValue(context, 'Threads')})
+    copy.setState(context.getState(getPositions=True))
+
+    def timed(groups_sequence):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            for groups in groups_sequence:
+                copy.getState(getForces=True, groups=groups)
+        return (time.perf_counter() - start) / args.steps * 1e3
+    times = {'mm': [], 'nnp': [], 'both': []}
+    for _ in range(args.rounds):
+        times['mm'].append(timed([{0}]))
+        times['nnp'].append(timed([{1}]))
+        times['both'].append(timed([{0}, {1}]))
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 if __name__ == '__main__':
