@@ -1,4 +1,5 @@
-"""NNPForce on the Reference and CPU platforms: energies, forces, parameters, periodicity, serialization
+"""NNPForce on the Reference and CPU platforms (tests/test_gpu_platforms.py: the GPU platforms against Reference):
+energies, forces, parameters, periodicity, serialization
 and bad input, checked against analytic models and finite differences.
 
 The models here are written in float64 unless a test is about float32, so agreement is limited by
