@@ -32,8 +32,8 @@ import openmm_nnp
 from openmm_nnp import NNPForce
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_nnp_force import (BOXES, ForcesModel, HarmonicRestraint, PairModel, ParameterModel,  # noqa: E402
-                            PeriodicPairModel, chain_positions, make_system, random_positions, state_of)
+from test_nnp_force import (BOXES, ForcesModel, HarmonicRestraint, PairModel, PeriodicPairModel,  # noqa: E402
+                            chain_positions, make_system, parameter_system, random_positions, state_of)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
@@ -170,13 +170,7 @@ def test_bonded_region_longer_than_half_the_box(platform):
 
 @pytest.mark.parametrize('platform', GPU_CASES)
 def test_global_parameters_and_derivatives(platform):
-    system = make_system(4)
-    force = NNPForce(ParameterModel(), [0, 2, 3])
-    force.addGlobalParameter('k', 2.0)
-    force.addGlobalParameter('c', 0.5)
-    force.addEnergyParameterDerivative('k')
-    force.addEnergyParameterDerivative('c')
-    system.addForce(force)
+    system = parameter_system(4)
     for k, c in [(2.0, 0.5), (-1.5, 3.0)]:
         assert_matches_reference(system, random_positions(4, seed=6), platform, parameters={'k': k, 'c': c})
 

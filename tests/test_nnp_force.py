@@ -328,9 +328,8 @@ def test_bonds_are_reported_to_openmm_as_one_molecule():
 
 # ---------------------------------------------------------------- global parameters and scaling
 
-@pytest.mark.parametrize('platform', PLATFORMS)
-def test_global_parameters_and_their_derivatives(platform):
-    n = 4
+def parameter_system(n=4):
+    """ParameterModel on atoms [0, 2, 3] with global parameters k = 2, c = 0.5 and both derivatives requested."""
     system = make_system(n)
     force = NNPForce(ParameterModel(), [0, 2, 3])
     force.addGlobalParameter('k', 2.0)
@@ -338,6 +337,13 @@ def test_global_parameters_and_their_derivatives(platform):
     force.addEnergyParameterDerivative('k')
     force.addEnergyParameterDerivative('c')
     system.addForce(force)
+    return system
+
+
+@pytest.mark.parametrize('platform', PLATFORMS)
+def test_global_parameters_and_their_derivatives(platform):
+    n = 4
+    system = parameter_system(n)
     positions = random_positions(n, seed=6)
     sub = positions[[0, 2, 3]]
     for k, c in [(2.0, 0.5), (-1.5, 3.0)]:
