@@ -97,3 +97,55 @@ def test_bad_input(tmp_path):
     junk.write_bytes(b'not a model')
     with pytest.raises(ValueError, match='could not be read as an aimnet model file'):
         aimnet2.createAIMNet2Model([6, 8], modelPath=junk)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A v2 model file as aimnet publishes them, written by aimnet's own exporter from random weights of its
+    aimnet2_dftd3_wb97m.yaml architecture: the exporter strips the long-range Coulomb and D3 modules from the
+    network and records them in the metadata (needs_coulomb, needs_dispersion) for the calculator to add."""
+    import importlib.resources
+    from aimnet.config import build_module, load_yaml
+    from aimnet.train.export_model import export_model
+    folder = tmp_path_factory.mktemp('aimnet2')
+    architecture = str(importlib.resources.files('aimnet') / 'models' / 'aimnet2_dftd3_wb97m.yaml')
+    torch.manual_seed(1)
+    torch.save(build_module(load_yaml(architecture)).state_dict(), folder / 'weights.pt')
+    # Self-atomic energies (eV) for the exporter: any values, the same file feeds both sides.
+    (folder / 'model.sae').write_text('\n'.join(f'{z}: {-13.6 * z}' for z in (1, 6, 7, 8, 9, 16, 17)))
+    export_model.callback(str(folder / 'weights.pt'), str(folder / 'model.pt'), architecture,
+                          str(folder / 'model.sae'), None, None)
+    return folder / 'model.pt'
+
+
+def test_exported_file_needs_long_range_terms(exported):
+    """The file really leaves Coulomb and D3 to the calculator (else the next test would prove nothing)."""
+    model, metadata = aimnet2.loadModelFile(exported)
+    assert metadata['needs_coulomb'] and metadata['needs_dispersion']
+    assert metadata['coulomb_mode'] == 'sr_embedded'
+    numbers, positions = _acetate()
+    bare = torch.jit.script(aimnet2.AIMNet2(model, numbers, dtype=torch.float64))
+    complete = aimnet2.createAIMNet2Model(numbers, dtype=torch.float64, modelPath=exported)
+    assert abs(_evaluate(bare, positions)[0] - _evaluate(complete, positions)[0]) > 1.0
+
+
+@pytest.mark.parametrize('charge', [-1, 0])
+def test_exported_file_matches_package(exported, charge):
+    """With the external Coulomb and D3 terms the module equals aimnet's calculator on the same file (the
+    calculator runs in float32: tolerances as above)."""
+    from aimnet.calculators import AIMNet2Calculator
+    calculator = AIMNet2Calculator(str(exported), device='cpu')
+    numbers, positions = _acetate()
+    module = aimnet2.createAIMNet2Model(numbers, charge=charge, dtype=torch.float64, modelPath=exported)
+    rng = np.random.default_rng(charge + 11)
+    for _ in range(2):
+        moved = positions + rng.normal(scale=0.1, size=positions.shape)
+        result = calculator({'coord': moved, 'numbers': np.asarray(numbers), 'charge': float(charge)}, forces=True)
+        theirs = result['energy'].item() * EV, result['forces'].double().numpy() * EV * 10.0
+        _assertClose(_evaluate(module, moved), theirs)
+    assertSame(evaluateInNNPForce(module, positions), _evaluate(module, positions), 1e-12)
+
+
+def test_incomplete_dispersion_parameters():
+    with pytest.raises(ValueError, match='no complete d3_params'):
+        aimnet2.externalLongRangeTerms({'needs_dispersion': True, 'd3_params': {'s8': 0.4}})
