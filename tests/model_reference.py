@@ -45,3 +45,21 @@ def wrapIntoBox(positions, box):
     """Positions centred on the origin and wrapped into the box (rows a, b, c): a molecule split across faces."""
     centred = positions - positions.mean(axis=0)
     return centred, centred - np.floor(centred @ np.linalg.inv(box)) @ box
+
+
+def exportRandomAIMNet2File(folder, seed=1):
+    """The path of a v2 model file as aimnet publishes them, written by aimnet's own exporter from random weights of
+    its aimnet2_dftd3_wb97m.yaml architecture (the published wB97M-D3 model's): the exporter strips the long-range
+    Coulomb and D3 modules from the network and records them in the metadata (needs_coulomb, needs_dispersion)
+    for the calculator to add. Random weights: right for checking the code and timing it, not for chemistry."""
+    import importlib.resources
+    from aimnet.config import build_module, load_yaml
+    from aimnet.train.export_model import export_model
+    architecture = str(importlib.resources.files('aimnet') / 'models' / 'aimnet2_dftd3_wb97m.yaml')
+    torch.manual_seed(seed)
+    torch.save(build_module(load_yaml(architecture)).state_dict(), folder / 'weights.pt')
+    # Self-atomic energies (eV) for the exporter: any values, the same file feeds both sides of a comparison.
+    (folder / 'model.sae').write_text('\n'.join(f'{z}: {-13.6 * z}' for z in (1, 6, 7, 8, 9, 16, 17)))
+    export_model.callback(str(folder / 'weights.pt'), str(folder / 'model.pt'), architecture,
+                          str(folder / 'model.sae'), None, None)
+    return folder / 'model.pt'

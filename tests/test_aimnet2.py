@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip('aimnet', reason='aimnet is not installed')
 
-from model_reference import assertSame, evaluateInNNPForce  # noqa: E402
+from model_reference import assertSame, evaluateInNNPForce, exportRandomAIMNet2File  # noqa: E402
 
 from openmm_nnp.models import aimnet2  # noqa: E402
 
@@ -101,21 +101,7 @@ def test_bad_input(tmp_path):
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-    """A v2 model file as aimnet publishes them, written by aimnet's own exporter from random weights of its
-    aimnet2_dftd3_wb97m.yaml architecture: the exporter strips the long-range Coulomb and D3 modules from the
-    network and records them in the metadata (needs_coulomb, needs_dispersion) for the calculator to add."""
-    import importlib.resources
-    from aimnet.config import build_module, load_yaml
-    from aimnet.train.export_model import export_model
-    folder = tmp_path_factory.mktemp('aimnet2')
-    architecture = str(importlib.resources.files('aimnet') / 'models' / 'aimnet2_dftd3_wb97m.yaml')
-    torch.manual_seed(1)
-    torch.save(build_module(load_yaml(architecture)).state_dict(), folder / 'weights.pt')
-    # Self-atomic energies (eV) for the exporter: any values, the same file feeds both sides.
-    (folder / 'model.sae').write_text('\n'.join(f'{z}: {-13.6 * z}' for z in (1, 6, 7, 8, 9, 16, 17)))
-    export_model.callback(str(folder / 'weights.pt'), str(folder / 'model.pt'), architecture,
-                          str(folder / 'model.sae'), None, None)
-    return folder / 'model.pt'
+    return exportRandomAIMNet2File(tmp_path_factory.mktemp('aimnet2'))
 
 
 def test_exported_file_needs_long_range_terms(exported):
