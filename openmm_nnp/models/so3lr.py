@@ -293,6 +293,17 @@ class SO3LR(torch.nn.Module):
         eye = torch.eye(n, dtype=torch.float64)
         buffer('identity', eye)
         buffer('off_diagonal', 1.0 - eye)
+        # Unordered pairs a < b: the filters are symmetric in the pair, so they are computed once per pair. Flat
+        # indices of (a, b) in an n x n tensor, and for each (i, j) its unordered pair (the diagonal: pair 0).
+        first, second = torch.triu_indices(n, n, offset=1)
+        self.register_buffer('pair_first', first.contiguous())
+        self.register_buffer('pair_second', second.contiguous())
+        self.register_buffer('pair_flat', (first * n + second).contiguous())
+        pair_of = torch.zeros(n, n, dtype=torch.long)
+        pair_of[first, second] = torch.arange(len(first))
+        pair_of[second, first] = torch.arange(len(first))
+        self.register_buffer('pair_of', pair_of.reshape(-1))
+        self.num_pairs = int(len(first))
 
         # Embeddings: element, charge and spin (constants of the region), scaled by 1/sqrt(3) as the package does.
         embedding = state['inv_feature_embedding.embedding.weight'].t()[numbers - 1]
@@ -314,6 +325,8 @@ class SO3LR(torch.nn.Module):
         buffer('degree_expand', expand.t().contiguous())  # [4, 24]: per degree -> per component
         contraction = state['euclidean_transformers.0.euclidean_attention_block.so3_conv_invariants.cg_rep']
         buffer('degree_contract', contraction[:, None] * expand)  # [24, 4]: squared components -> invariants
+        heads = torch.arange(self.num_features) // self.head_dim
+        buffer('head_sum', torch.nn.functional.one_hot(heads, self.num_heads).to(torch.float64))  # [F, heads]
 
         # Filter networks. First layers of the radial parts, all layers and both filters at once: [R, 2 L F].
         rbf_first, rbf_first_bias, rbf_second, rbf_second_bias = [], [], [], []
@@ -345,20 +358,19 @@ class SO3LR(torch.nn.Module):
             w1, b1 = _linear(state, p + 'mlp_1.1')
             w2, b2 = _linear(state, p + 'mlp_1.3')
             mlp.append((w1, b1, w2, b2))
-        buffer('rbf_first', torch.cat(rbf_first, dim=1))  # [R, 2 L F]
+        # Filter networks (Fig. 3e of the So3krates paper): filter = MLP(radial basis) + MLP(ev-difference
+        # invariants). The radial first layers of all layers and both filters (inv, ev) in one [R, 2 L F] matrix.
+        buffer('rbf_first', torch.cat(rbf_first, dim=1))
         buffer('rbf_first_bias', torch.cat(rbf_first_bias))
-        # The first layer's ev features are zero, so its filters' ev parts are constants: folded into the bias.
-        constant = [torch.nn.functional.silu(ev_first_bias[k]) @ ev_second[k] + ev_second_bias[k] for k in range(2)]
-        buffer('first_filter_second', torch.stack(rbf_second[:2]))  # [2, F, F]
-        buffer('first_filter_bias', torch.stack([rbf_second_bias[k] + constant[k] for k in range(2)])[:, None, :])
-        # Later layers: [rbf hidden | ev hidden] @ [rbf second; ev second], both filters batched: [L-1, 2, F+H, F].
-        buffer('ev_first', torch.stack([torch.cat(ev_first[2 * l:2 * l + 2], dim=1) for l in range(1, L)]))
-        buffer('ev_first_bias', torch.stack([torch.cat(ev_first_bias[2 * l:2 * l + 2]) for l in range(1, L)]))
-        buffer('filter_second', torch.stack([torch.stack([torch.cat([rbf_second[k], ev_second[k]], dim=0)
-                                                          for k in (2 * l, 2 * l + 1)]) for l in range(1, L)]))
-        buffer('filter_second_bias', torch.stack([torch.stack([rbf_second_bias[k] + ev_second_bias[k]
-                                                               for k in (2 * l, 2 * l + 1)])[:, None, :]
-                                                  for l in range(1, L)]))
+        buffer('filter_rbf_second', torch.stack(rbf_second))  # [2 L, F, F], index 2 layer + (0 inv, 1 ev)
+        buffer('filter_ev_first', torch.stack([torch.cat(ev_first[2 * l:2 * l + 2], dim=1) for l in range(L)]))
+        buffer('filter_ev_first_bias', torch.stack([torch.cat(ev_first_bias[2 * l:2 * l + 2]) for l in range(L)]))
+        buffer('filter_ev_second', torch.stack(ev_second))  # [2 L, H, F]
+        # The first layer's ev features are zero, so its filters' ev parts are constants, added to the bias.
+        first_layer = [torch.nn.functional.silu(ev_first_bias[k]) @ ev_second[k] for k in range(2)]
+        biases = [rbf_second_bias[k] + ev_second_bias[k] for k in range(2 * L)]
+        buffer('filter_bias', torch.stack([biases[k] + first_layer[k] if k < 2 else biases[k]
+                                           for k in range(2 * L)]))
         self.ev_hidden = int(ev_first[0].shape[1])
         # Queries, keys, values: [L, F, 5 F] (invariant query, key, value; ev query, key), per-head blocks.
         buffer('qkv', torch.stack([torch.cat([query[l], key[l], value[l], query_ev[l], key_ev[l]], dim=1)
@@ -450,50 +462,65 @@ class SO3LR(torch.nn.Module):
         s = r / self.cutoff
         cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
                              torch.zeros_like(r)) * self.off_diagonal
-        # Bernstein radial basis in log space.
-        e = torch.exp(-self.rbf_gamma * r).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
-        rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, :, None]
-                        + self.rbf_k_reverse * torch.log(1.0 - e)[:, :, None]).reshape(pairs, -1)
         # Spherical harmonics of the unit pair vectors, from their tensor powers.
         u = (vectors / r[:, :, None]).reshape(pairs, 3)
         u2 = (u[:, :, None] * u[:, None, :]).reshape(pairs, 9)
         u3 = (u2[:, :, None] * u[:, None, :]).reshape(pairs, 27)
         u4 = (u3[:, :, None] * u[:, None, :]).reshape(pairs, 81)
         harmonics = (torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix).reshape(n, n, -1)
-        # Hidden radial features of all filters of all layers: [2 L, pairs, F].
-        hidden = torch.nn.functional.silu(torch.addmm(self.rbf_first_bias, rbf, self.rbf_first))
-        hidden = hidden.reshape(pairs, 2 * self.num_layers, F).transpose(0, 1)
+
+        # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
+        # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
+        # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
+        # autodiff mishandles here: the forces came out wrong.)
+        distances = r.detach().reshape(-1).index_select(0, self.pair_flat)
+        active = torch.nonzero(distances < self.cutoff).reshape(-1)
+        count = active.shape[0]
+        active = torch.cat([active, torch.zeros(1, dtype=active.dtype, device=active.device)])
+        slot = torch.full([self.num_pairs], count, dtype=torch.long, device=active.device)
+        slot.index_copy_(0, active[:count], torch.arange(count, device=active.device))
+        dense_slot = slot.index_select(0, self.pair_of)
+        first = self.pair_first.index_select(0, active)
+        second = self.pair_second.index_select(0, active)
+        r_active = r.reshape(-1).index_select(0, self.pair_flat.index_select(0, active))
+        # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
+        e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
+        rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
+                        + self.rbf_k_reverse * torch.log(1.0 - e)[:, None])
+        hidden = torch.nn.functional.silu(torch.addmm(self.rbf_first_bias, rbf, self.rbf_first)).split(F, dim=1)
 
         features = self.initial_features
         ev = torch.zeros_like(harmonics[0])
         for layer in range(self.num_layers):
+            inv_net, ev_net = 2 * layer, 2 * layer + 1
             if layer == 0:
-                filters = torch.baddbmm(self.first_filter_bias, hidden[0:2], self.first_filter_second)
+                filter_inv = torch.addmm(self.filter_bias[inv_net], hidden[inv_net], self.filter_rbf_second[inv_net])
+                filter_ev = torch.addmm(self.filter_bias[ev_net], hidden[ev_net], self.filter_rbf_second[ev_net])
             else:
-                difference = ev[None, :, :] - ev[:, None, :]  # [i, j] = ev_j - ev_i
-                invariants = (difference * difference).reshape(pairs, -1) @ self.degree_contract
-                ev_hidden = torch.nn.functional.silu(torch.addmm(self.ev_first_bias[layer - 1], invariants,
-                                                                 self.ev_first[layer - 1]))
-                ev_hidden = ev_hidden.reshape(pairs, 2, self.ev_hidden).transpose(0, 1)
-                filters = torch.baddbmm(self.filter_second_bias[layer - 1],
-                                        torch.cat([hidden[2 * layer:2 * layer + 2], ev_hidden], dim=2),
-                                        self.filter_second[layer - 1])
+                difference = ev.index_select(0, second) - ev.index_select(0, first)
+                invariants = (difference * difference) @ self.degree_contract
+                ev_hidden = torch.nn.functional.silu(torch.addmm(self.filter_ev_first_bias[layer], invariants,
+                                                                 self.filter_ev_first[layer])).split(self.ev_hidden, 1)
+                filter_inv = torch.addmm(torch.addmm(self.filter_bias[inv_net], ev_hidden[0],
+                                                     self.filter_ev_second[inv_net]),
+                                         hidden[inv_net], self.filter_rbf_second[inv_net])
+                filter_ev = torch.addmm(torch.addmm(self.filter_bias[ev_net], ev_hidden[1],
+                                                    self.filter_ev_second[ev_net]),
+                                        hidden[ev_net], self.filter_rbf_second[ev_net])
             projected = features @ self.qkv[layer]  # [n, 5 F]
-            q = projected[:, 0:F]
-            k = projected[:, F:2 * F]
-            v = projected[:, 2 * F:3 * F]
-            q_ev = projected[:, 3 * F:4 * F]
-            k_ev = projected[:, 4 * F:5 * F]
-            queries = torch.stack([q, q_ev])[:, :, None, :]  # [2, n, 1, F]
-            keys = torch.stack([k, k_ev])[:, None, :, :]  # [2, 1, n, F]
-            # Attention per head: [2, n, n, heads], the cutoff folded in.
-            attention = (queries * keys * filters.reshape(2, n, n, F)).reshape(
-                2, n, n, self.num_heads, self.head_dim).sum(-1) * cutoff[None, :, :, None]
-            # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij) fc(ij).
-            messages = torch.bmm(attention[0].permute(2, 0, 1),
+            q, k, v, q_ev, k_ev = projected.split(F, dim=1)
+            # Attention per head, [n, n, heads], the cutoff folded in.
+            attention = ((q[:, None, :] * k[None, :, :]) * filter_inv.index_select(0, dense_slot).reshape(n, n, F)
+                         ).reshape(pairs, F) @ self.head_sum
+            attention = attention.reshape(n, n, self.num_heads) * cutoff[:, :, None]
+            attention_ev = ((q_ev[:, None, :] * k_ev[None, :, :])
+                            * filter_ev.index_select(0, dense_slot).reshape(n, n, F)).reshape(pairs, F) @ self.head_sum
+            attention_ev = attention_ev.reshape(n, n, self.num_heads) * cutoff[:, :, None]
+            # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
+            messages = torch.bmm(attention.permute(2, 0, 1),
                                  v.reshape(n, self.num_heads, self.head_dim).transpose(0, 1))
             features = features + messages.transpose(0, 1).reshape(n, F)
-            ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
+            ev = ev + ((attention_ev @ self.degree_expand) * harmonics).sum(1)
             norms = self.layer_norms[layer]
             features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
             hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
