@@ -236,12 +236,14 @@ def _chargeSpinEmbedding(state, prefix, numbers, psi):
     return embedded + torch.nn.functional.silu(hidden) @ state[prefix + '.mlp.3.weight'].t()
 
 
-def _switch(x: Tensor, x_on: float, x_off: float, epsilon: float) -> Tensor:
-    """Smooth step from 1 (x <= x_on) to 0 (x >= x_off) built from exp(-1/t); exactly 0 from x_off on (epsilon:
-    the package's regulariser of the denominator, SWITCH_EPSILON)."""
-    c = (x - x_on) / (x_off - x_on)
-    rising = torch.where(1.0 - c > 0, torch.exp(-1.0 / (1.0 - c).clamp_min(1e-12)), torch.zeros_like(c))
-    falling = torch.where(c > 0, torch.exp(-1.0 / c.clamp_min(1e-12)), torch.zeros_like(c))
+def _switches(x: Tensor, x_on: Tensor, inverse_width: Tensor, epsilon: float) -> Tensor:
+    """Smooth steps from 1 (x <= x_on) to 0 (x >= x_on + width), one per entry of x_on and inverse_width ([S]):
+    [S, *x.shape]. Built from exp(-1/t), which is exactly 0 for t <= 0 (t clamped to 1e-12 there, as the
+    package does, which also gives zero gradients); epsilon: the package's regulariser of the denominator."""
+    shape = [-1] + [1] * x.dim()
+    c = (x[None] - x_on.reshape(shape)) * inverse_width.reshape(shape)
+    rising = torch.exp(-1.0 / (1.0 - c).clamp_min(1e-12))
+    falling = torch.exp(-1.0 / c.clamp_min(1e-12))
     return rising / (rising + falling + epsilon)
 
 
@@ -277,7 +279,6 @@ class SO3LR(torch.nn.Module):
         self.ev_to_kj_per_mol = EV_TO_KJ_PER_MOL
         self.layer_norm_epsilon = LAYER_NORM_EPSILON
         self.switch_epsilon = SWITCH_EPSILON
-        self.zbl_switch_off = ZBL_SWITCH_OFF
         self.qdo_sigma_fit: Tuple[float, float, float, float] = QDO_SIGMA_FIT
         self.qdo_damping_factor = QDO_DAMPING_FACTOR
         self.cutoff = float(model.r_max)
@@ -318,6 +319,7 @@ class SO3LR(torch.nn.Module):
         buffer('rbf_k_reverse', state[prefix + 'k_rev'].to(torch.float64))
         self.rbf_gamma = float(state[prefix + 'gamma'])
         self.rbf_epsilon = float(model.radial_embedding.radial_basis_fn.eps)
+        self.smallest_normal = float(torch.finfo(dtype).tiny)
         buffer('harmonics_matrix', sphericalHarmonicsMatrix(degrees))
         repeats = torch.tensor([2 * degree + 1 for degree in degrees])
         segments = torch.repeat_interleave(torch.arange(len(degrees)), repeats)
@@ -325,8 +327,8 @@ class SO3LR(torch.nn.Module):
         buffer('degree_expand', expand.t().contiguous())  # [4, 24]: per degree -> per component
         contraction = state['euclidean_transformers.0.euclidean_attention_block.so3_conv_invariants.cg_rep']
         buffer('degree_contract', contraction[:, None] * expand)  # [24, 4]: squared components -> invariants
-        heads = torch.arange(self.num_features) // self.head_dim
-        buffer('head_sum', torch.nn.functional.one_hot(heads, self.num_heads).to(torch.float64))  # [F, heads]
+        heads = torch.arange(2 * self.num_features) // self.head_dim  # invariant heads, then ev heads (degrees)
+        buffer('head_sum', torch.nn.functional.one_hot(heads, 2 * self.num_heads).to(torch.float64))  # [2 F, 8]
 
         # Filter networks. First layers of the radial parts, all layers and both filters at once: [R, 2 L F].
         rbf_first, rbf_first_bias, rbf_second, rbf_second_bias = [], [], [], []
@@ -372,8 +374,8 @@ class SO3LR(torch.nn.Module):
         buffer('filter_bias', torch.stack([biases[k] + first_layer[k] if k < 2 else biases[k]
                                            for k in range(2 * L)]))
         self.ev_hidden = int(ev_first[0].shape[1])
-        # Queries, keys, values: [L, F, 5 F] (invariant query, key, value; ev query, key), per-head blocks.
-        buffer('qkv', torch.stack([torch.cat([query[l], key[l], value[l], query_ev[l], key_ev[l]], dim=1)
+        # Queries, keys, values: [L, F, 5 F] (invariant and ev queries, invariant and ev keys, values), per-head blocks.
+        buffer('qkv', torch.stack([torch.cat([query[l], query_ev[l], key[l], key_ev[l], value[l]], dim=1)
                                    for l in range(L)]))
         buffer('interaction', torch.stack(interaction))
         buffer('interaction_bias', torch.stack(interaction_bias))
@@ -418,7 +420,7 @@ class SO3LR(torch.nn.Module):
         c_sum = softplus['c1'] + softplus['c2'] + softplus['c3'] + softplus['c4']
         buffer('zbl_coefficients',
                torch.tensor([softplus[f'c{k}'] / c_sum for k in range(1, 5)], dtype=torch.float64))
-        buffer('zbl_exponents', torch.tensor([softplus[f'a{k}'] for k in range(1, 5)], dtype=torch.float64))
+        buffer('zbl_exponents', torch.tensor([-softplus[f'a{k}'] for k in range(1, 5)], dtype=torch.float64))
         coulomb = float(model.zbl_repulsion.ke)
         buffer('zbl_charge_products', coulomb * z[:, None] * z[None, :] * (1.0 - eye))
         zp = z ** softplus['p']
@@ -432,6 +434,11 @@ class SO3LR(torch.nn.Module):
         self.coulomb_shift = math.erf(rc / sigma) / rc
         self.coulomb_force_shift = (2 * rc * math.exp(-(rc / sigma) ** 2) / (math.sqrt(math.pi) * sigma)
                                     - math.erf(rc / sigma)) / rc ** 2
+        switch_on = [0.0, self.electrostatic_cuton, self.long_range_cutoff - self.dispersion_damping]
+        switch_off = [ZBL_SWITCH_OFF, self.long_range_cutoff, self.long_range_cutoff]
+        buffer('switch_on', torch.tensor(switch_on, dtype=torch.float64))
+        buffer('switch_inverse_width', 1.0 / (torch.tensor(switch_off, dtype=torch.float64)
+                                              - torch.tensor(switch_on, dtype=torch.float64)))
 
         # Dispersion: free-atom polarisabilities and C6 coefficients of the elements (the package's tables).
         buffer('free_polarizabilities', physical_potentials.ALPHAS.to(torch.float64)[numbers - 1])
@@ -487,6 +494,9 @@ class SO3LR(torch.nn.Module):
         e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
         rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
                         + self.rbf_k_reverse * torch.log(1.0 - e)[:, None])
+        # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
+        # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
+        rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
         hidden = torch.nn.functional.silu(torch.addmm(self.rbf_first_bias, rbf, self.rbf_first)).split(F, dim=1)
 
         features = self.initial_features
@@ -507,20 +517,19 @@ class SO3LR(torch.nn.Module):
                 filter_ev = torch.addmm(torch.addmm(self.filter_bias[ev_net], ev_hidden[1],
                                                     self.filter_ev_second[ev_net]),
                                         hidden[ev_net], self.filter_rbf_second[ev_net])
-            projected = features @ self.qkv[layer]  # [n, 5 F]
-            q, k, v, q_ev, k_ev = projected.split(F, dim=1)
-            # Attention per head, [n, n, heads], the cutoff folded in.
-            attention = ((q[:, None, :] * k[None, :, :]) * filter_inv.index_select(0, dense_slot).reshape(n, n, F)
-                         ).reshape(pairs, F) @ self.head_sum
-            attention = attention.reshape(n, n, self.num_heads) * cutoff[:, :, None]
-            attention_ev = ((q_ev[:, None, :] * k_ev[None, :, :])
-                            * filter_ev.index_select(0, dense_slot).reshape(n, n, F)).reshape(pairs, F) @ self.head_sum
-            attention_ev = attention_ev.reshape(n, n, self.num_heads) * cutoff[:, :, None]
+            projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
+            queries = projected[:, :2 * F]
+            keys = projected[:, 2 * F:4 * F]
+            v = projected[:, 4 * F:]
+            # Attention of both kinds (4 invariant heads, 4 degrees), [n, n, 8], the cutoff folded in.
+            filters = torch.cat([filter_inv, filter_ev], dim=1).index_select(0, dense_slot).reshape(n, n, 2 * F)
+            attention = (((queries[:, None, :] * keys[None, :, :]) * filters).reshape(pairs, 2 * F)
+                         @ self.head_sum).reshape(n, n, -1) * cutoff[:, :, None]
             # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
-            messages = torch.bmm(attention.permute(2, 0, 1),
+            messages = torch.bmm(attention[:, :, :self.num_heads].permute(2, 0, 1),
                                  v.reshape(n, self.num_heads, self.head_dim).transpose(0, 1))
             features = features + messages.transpose(0, 1).reshape(n, F)
-            ev = ev + ((attention_ev @ self.degree_expand) * harmonics).sum(1)
+            ev = ev + ((attention[:, :, self.num_heads:] @ self.degree_expand) * harmonics).sum(1)
             norms = self.layer_norms[layer]
             features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
             hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
@@ -543,51 +552,42 @@ class SO3LR(torch.nn.Module):
         raw_charges = heads[:, 1]
         charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
         hirshfeld = torch.abs(heads[:, 2])
-        return atomic_energy + self._zbl(r, cutoff) + self._electrostatics(r, charges) \
-            + self._dispersion(r, hirshfeld)
+        return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
 
-    def _zbl(self, r: Tensor, cutoff: Tensor) -> Tensor:
-        screened = r * self.zbl_inverse_lengths
-        c = self.zbl_coefficients
-        a = self.zbl_exponents
-        screening = c[0] * torch.exp(-a[0] * screened) + c[1] * torch.exp(-a[1] * screened) \
-            + c[2] * torch.exp(-a[2] * screened) + c[3] * torch.exp(-a[3] * screened)
-        switch = _switch(r, 0.0, self.zbl_switch_off, self.switch_epsilon)
-        repulsion = cutoff * self.zbl_charge_products / r.clamp_min(1e-6) * screening * switch
-        return 0.5 * repulsion.sum()
-
-    def _electrostatics(self, r: Tensor, charges: Tensor) -> Tensor:
-        switch = _switch(r, self.electrostatic_cuton, self.long_range_cutoff, self.switch_epsilon)
-        plain = torch.erf(r / self.electrostatic_sigma) / r - self.coulomb_shift
-        shifted = plain - self.coulomb_force_shift * (r - self.long_range_cutoff)
-        potential = switch * plain + (1.0 - switch) * shifted
-        potential = torch.where(r < self.long_range_cutoff, potential, torch.zeros_like(r)) * self.off_diagonal
-        return 0.5 * self.coulomb_constant * (charges[:, None] * potential * charges[None, :]).sum()
-
-    def _dispersion(self, r: Tensor, hirshfeld: Tensor) -> Tensor:
+    def _physical_terms(self, r: Tensor, cutoff: Tensor, charges: Tensor, hirshfeld: Tensor) -> Tensor:
+        """ZBL repulsion, electrostatics and dispersion of all pairs (each ordered pair once, times 1/2)."""
+        # The three switching functions at once: ZBL (0 to 1.5 Å), electrostatics (5.4 to 12 Å), dispersion
+        # (10 to 12 Å). The long-range ones vanish at and beyond 12 Å, like the package's neighbour list.
+        switches = _switches(r, self.switch_on, self.switch_inverse_width, self.switch_epsilon)
+        # ZBL: screened nuclear repulsion, times the short-range cutoff function.
+        screening = (self.zbl_coefficients[:, None, None]
+                     * torch.exp(self.zbl_exponents[:, None, None] * (r * self.zbl_inverse_lengths)[None])).sum(0)
+        repulsion = (cutoff * self.zbl_charge_products / r.clamp_min(1e-6) * screening * switches[0]).sum()
+        # Electrostatics: erf(r / sigma) / r shifted to zero at the cutoff, blended into its shifted-force form
+        # beyond the cut-on: plain - (1 - switch) * force_shift * (r - cutoff).
+        inside = (r < self.long_range_cutoff).to(r.dtype) * self.off_diagonal
+        potential = (torch.erf(r / self.electrostatic_sigma) / r - self.coulomb_shift
+                     - (1.0 - switches[1]) * self.coulomb_force_shift * (r - self.long_range_cutoff)) * inside
+        electrostatics = self.coulomb_constant * (charges @ (potential @ charges))
+        # Dispersion (vdW-QDO): polarisabilities and C6 from the Hirshfeld ratios, combined per pair.
         polarizability = self.free_polarizabilities * hirshfeld
         c6 = self.free_c6 * hirshfeld * hirshfeld
-        alpha_i, alpha_j = polarizability[:, None], polarizability[None, :]
-        c6_i, c6_j = c6[:, None], c6[None, :]
-        alpha = 0.5 * (alpha_i + alpha_j)
-        c6_pair = 2.0 * c6_i * c6_j * alpha_j * alpha_i / (alpha_i * alpha_i * c6_j + alpha_j * alpha_j * c6_i)
-        alpha_root = alpha ** (1.0 / 7.0)
+        product = c6 * polarizability
+        cross = (polarizability * polarizability)[:, None] * c6[None, :]
+        c6_pair = 2.0 * product[:, None] * product[None, :] / (cross + cross.t())
+        alpha_root = (0.5 * (polarizability[:, None] + polarizability[None, :])) ** (1.0 / 7.0)
         radius = self.vdw_radius_factor * alpha_root
         b0, b1, b2, b3 = self.qdo_sigma_fit
-        sigma = b3 * radius ** 3 + b2 * radius * radius + b1 * radius + b0
-        gamma = 0.5 / (sigma * sigma)
-        c8 = 5.0 / gamma * c6_pair
-        c10 = 245.0 / 8.0 / (gamma * gamma) * c6_pair
-        p = self.dispersion_scale * 2.0 * self.qdo_damping_factor * alpha_root
-        distance = r / self.bohr
-        d2 = distance * distance
-        d6 = d2 * d2 * d2
-        p2 = p * p
+        sigma = ((b3 * radius + b2) * radius + b1) * radius + b0
+        sigma2 = sigma * sigma  # gamma = 1 / (2 sigma^2): C8 = 5 / gamma C6, C10 = 245 / (8 gamma^2) C6
+        p2 = (self.dispersion_scale * 2.0 * self.qdo_damping_factor * alpha_root) ** 2
         p6 = p2 * p2 * p2
-        potential = -(c6_pair / (d6 + p6) + c8 / (d6 * d2 + p6 * p2) + c10 / (d6 * d2 * d2 + p6 * p2 * p2))
-        switch = _switch(r, self.long_range_cutoff - self.dispersion_damping, self.long_range_cutoff,
-                         self.switch_epsilon)
-        return 0.5 * self.hartree * (potential * switch * self.off_diagonal).sum()
+        d2 = (r / self.bohr) ** 2
+        d6 = d2 * d2 * d2
+        potential = c6_pair * (1.0 / (d6 + p6) + 10.0 * sigma2 / (d6 * d2 + p6 * p2)
+                               + 122.5 * sigma2 * sigma2 / (d6 * d2 * d2 + p6 * p2 * p2))
+        dispersion = -self.hartree * (potential * switches[2] * self.off_diagonal).sum()
+        return 0.5 * (repulsion + electrostatics + dispersion)
 
 
 class _defaultDtype:
