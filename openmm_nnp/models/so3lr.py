@@ -314,9 +314,11 @@ class SO3LR(torch.nn.Module):
 
         # Radial basis (Bernstein polynomials of exp(-gamma r)), the spherical harmonics, the degree contractions.
         prefix = 'radial_embedding.radial_basis_fn.'
-        buffer('rbf_log_binomial', state[prefix + 'b'])
-        buffer('rbf_k', state[prefix + 'k'].to(torch.float64))
-        buffer('rbf_k_reverse', state[prefix + 'k_rev'].to(torch.float64))
+        # A constant 1 appended to the basis (exp(0)) carries the first filter layers' biases into their matrix.
+        zero = torch.zeros(1, dtype=torch.float64)
+        buffer('rbf_log_binomial', torch.cat([state[prefix + 'b'], zero]))
+        buffer('rbf_k', torch.cat([state[prefix + 'k'].to(torch.float64), zero]))
+        buffer('rbf_k_reverse', torch.cat([state[prefix + 'k_rev'].to(torch.float64), zero]))
         self.rbf_gamma = float(state[prefix + 'gamma'])
         self.rbf_epsilon = float(model.radial_embedding.radial_basis_fn.eps)
         self.smallest_normal = float(torch.finfo(dtype).tiny)
@@ -362,8 +364,7 @@ class SO3LR(torch.nn.Module):
             mlp.append((w1, b1, w2, b2))
         # Filter networks (Fig. 3e of the So3krates paper): filter = MLP(radial basis) + MLP(ev-difference
         # invariants). The radial first layers of all layers and both filters (inv, ev) in one [R, 2 L F] matrix.
-        buffer('rbf_first', torch.cat(rbf_first, dim=1))
-        buffer('rbf_first_bias', torch.cat(rbf_first_bias))
+        buffer('rbf_first', torch.cat([torch.cat(rbf_first, dim=1), torch.cat(rbf_first_bias)[None, :]]))
         buffer('filter_rbf_second', torch.stack(rbf_second))  # [2 L, F, F], index 2 layer + (0 inv, 1 ev)
         buffer('filter_ev_first', torch.stack([torch.cat(ev_first[2 * l:2 * l + 2], dim=1) for l in range(L)]))
         buffer('filter_ev_first_bias', torch.stack([torch.cat(ev_first_bias[2 * l:2 * l + 2]) for l in range(L)]))
@@ -497,7 +498,7 @@ class SO3LR(torch.nn.Module):
         # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
         # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
-        hidden = torch.nn.functional.silu(torch.addmm(self.rbf_first_bias, rbf, self.rbf_first)).split(F, dim=1)
+        hidden = torch.nn.functional.silu(rbf @ self.rbf_first).split(F, dim=1)
 
         features = self.initial_features
         ev = torch.zeros_like(harmonics[0])
