@@ -524,8 +524,9 @@ class SO3LR(torch.nn.Module):
             v = projected[:, 4 * F:]
             # Attention of both kinds (4 invariant heads, 4 degrees), [n, n, 8], the cutoff folded in.
             filters = torch.cat([filter_inv, filter_ev], dim=1).index_select(0, dense_slot).reshape(n, n, 2 * F)
-            attention = (((queries[:, None, :] * keys[None, :, :]) * filters).reshape(pairs, 2 * F)
-                         @ self.head_sum).reshape(n, n, -1) * cutoff[:, :, None]
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd: per receiver i a [n, 2 F] @ [2 F, 8] product.
+            attention = torch.bmm(filters * keys[None, :, :], queries[:, :, None] * self.head_sum[None, :, :]) \
+                * cutoff[:, :, None]
             # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
             messages = torch.bmm(attention[:, :, :self.num_heads].permute(2, 0, 1),
                                  v.reshape(n, self.num_heads, self.head_dim).transpose(0, 1))
