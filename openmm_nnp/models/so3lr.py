@@ -314,11 +314,9 @@ class SO3LR(torch.nn.Module):
 
         # Radial basis (Bernstein polynomials of exp(-gamma r)), the spherical harmonics, the degree contractions.
         prefix = 'radial_embedding.radial_basis_fn.'
-        # A constant 1 appended to the basis (exp(0)) carries the first filter layers' biases into their matrix.
-        zero = torch.zeros(1, dtype=torch.float64)
-        buffer('rbf_log_binomial', torch.cat([state[prefix + 'b'], zero]))
-        buffer('rbf_k', torch.cat([state[prefix + 'k'].to(torch.float64), zero]))
-        buffer('rbf_k_reverse', torch.cat([state[prefix + 'k_rev'].to(torch.float64), zero]))
+        buffer('rbf_log_binomial', state[prefix + 'b'])
+        buffer('rbf_k', state[prefix + 'k'].to(torch.float64))
+        buffer('rbf_k_reverse', state[prefix + 'k_rev'].to(torch.float64))
         self.rbf_gamma = float(state[prefix + 'gamma'])
         self.rbf_epsilon = float(model.radial_embedding.radial_basis_fn.eps)
         self.smallest_normal = float(torch.finfo(dtype).tiny)
@@ -498,7 +496,11 @@ class SO3LR(torch.nn.Module):
         # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
         # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
-        hidden = torch.nn.functional.silu(rbf @ self.rbf_first).split(F, dim=1)
+        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
+        # is an einsum, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
+        # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
+        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
+        hidden = torch.nn.functional.silu(torch.einsum('pr,rf->pf', rbf, self.rbf_first)).split(F, dim=1)
 
         features = self.initial_features
         ev = torch.zeros_like(harmonics[0])
