@@ -6,17 +6,17 @@ repulsion, electrostatics of learned partial charges that sum to the total charg
 switched off between 5.4 and 12 Å) and Tkatchenko-Scheffler-like dispersion from learned Hirshfeld ratios
 (12 Å, damping width 2 Å). Elements: H C N O F P S Cl.
 
-The package evaluates the model on a graph that a neighbour-list library builds on every call, with scatter
-and gather over edge lists (about 0.25 s per energy+forces call for a 30-atom ligand on 2 cores). An NNP region
-has a fixed list of atoms (20-100), so this module is our own implementation of the same network for one
-region, on dense n x n pair tensors: the weights are read from the wheel's checkpoint, everything that depends
-only on the region's elements, charge and spin is computed once in the constructor (element, charge and spin
-embeddings, per-atom energy scales and shifts, reference polarisabilities and C6 coefficients, ZBL charge
-products), and a call does a few batched matrix products per layer. Every ordered pair of distinct atoms is a
-pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on the diagonal), the long-range
-switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour lists leave out add
-exactly zero, and the energy is the package's (tests/test_so3lr.py compares energies and forces with the
-package's own calculator in float64).
+The package evaluates the model on a graph that a neighbour-list library builds on every call, with scatter and
+gather over edge lists. An NNP region has a fixed list of atoms (20-100), so this module is our own implementation
+of the same network for one region, on dense n x n pair tensors: the weights are read from the wheel's checkpoint,
+everything that depends only on the region's elements, charge and spin is computed once in the constructor
+(element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
+coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
+symmetric in the pair, run once per unordered pair within the short-range cutoff. Cost: docs/models.md
+(benchmarks/bench_so3lr.py). Every ordered pair of distinct atoms is a pair; the short-range cutoff function is
+zero at and beyond 4.5 Å (and on the diagonal), the long-range switching functions are zero at and beyond 12 Å, so
+the pairs the package's neighbour lists leave out add exactly zero, and the energy is the package's
+(tests/test_so3lr.py compares energies and forces with the package's own calculator in float64).
 
 Units: positions and box in nm are multiplied by 10 to get Å; the energy in eV is multiplied by
 96.48533212331002 (kJ/mol per eV, CODATA 2018).
@@ -29,7 +29,7 @@ module leaves them out and describes the region as one molecule.
 """
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -284,7 +284,7 @@ class SO3LR(torch.nn.Module):
         self.cutoff = float(model.r_max)
         self.long_range_cutoff = float(model.r_max_lr)
         self.dispersion_damping = float(model.dispersion_energy_cutoff_lr_damping)
-        F, L = self.num_features, self.num_layers
+        L = self.num_layers
 
         def buffer(name, tensor):
             self.register_buffer(name, tensor.to(dtype).contiguous())
@@ -450,7 +450,6 @@ class SO3LR(torch.nn.Module):
 
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
         dtype = self.identity.dtype
-        n = self.num_atoms
         x = positions.to(dtype) * self.nm_to_angstrom
         vectors = x[:, None, :] - x[None, :, :]  # [i, j] = x_i - x_j
         if boxVectors is not None:
