@@ -102,6 +102,16 @@ def test_two_molecules_pairs_beyond_cutoffs(package):
     assertSame(evaluateModule(module, positions), package(numbers, positions, -1), RTOL)
 
 
+@pytest.mark.parametrize('numbers, positions, charge', [
+    ([8, 1], [[0.0, 0.0, 0.0], [0.97, 0.1, 0.0]], -1),  # hydroxide: the smallest region, one pair
+    ([6, 8], [[0.0, 0.0, 0.0], [6.0, 0.5, 0.0]], 0),  # no pair within 4.5 Å: no message passing at all
+])
+def test_smallest_regions(package, numbers, positions, charge):
+    module = so3lr.createSO3LRModel(numbers, charge=charge, dtype=torch.float64)
+    positions = np.array(positions)
+    assertSame(evaluateModule(module, positions), package(numbers, positions, charge), RTOL)
+
+
 def test_spin_matches_package(package):
     """A doublet (total_spin 0.5, the package's convention): the spin embedding."""
     numbers, positions = _molecule('methylammonium', 1)
