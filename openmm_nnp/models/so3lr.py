@@ -364,8 +364,10 @@ class SO3LR(torch.nn.Module):
         # invariants). The radial first layers of all layers and both filters (inv, ev) in one [R, 2 L F] matrix.
         buffer('rbf_first', torch.cat([torch.cat(rbf_first, dim=1), torch.cat(rbf_first_bias)[None, :]]))
         buffer('filter_rbf_second', torch.stack(rbf_second))  # [2 L, F, F], index 2 layer + (0 inv, 1 ev)
-        buffer('filter_ev_first', torch.stack([torch.cat(ev_first[2 * l:2 * l + 2], dim=1) for l in range(L)]))
-        buffer('filter_ev_first_bias', torch.stack([torch.cat(ev_first_bias[2 * l:2 * l + 2]) for l in range(L)]))
+        # [L, 4 + 1, 2 H]: ev-invariant first layers of both filters, their biases in the last row.
+        buffer('filter_ev_first', torch.stack([torch.cat([torch.cat(ev_first[2 * l:2 * l + 2], dim=1),
+                                                          torch.cat(ev_first_bias[2 * l:2 * l + 2])[None, :]])
+                                               for l in range(L)]))
         buffer('filter_ev_second', torch.stack(ev_second))  # [2 L, H, F]
         # The first layer's ev features are zero, so its filters' ev parts are constants, added to the bias.
         first_layer = [torch.nn.functional.silu(ev_first_bias[k]) @ ev_second[k] for k in range(2)]
@@ -496,10 +498,10 @@ class SO3LR(torch.nn.Module):
         # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
         # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
-        # is an einsum, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
+        # is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
         # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
         rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
-        hidden = torch.nn.functional.silu(torch.einsum('pr,rf->pf', rbf, self.rbf_first)).split(F, dim=1)
+        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(F, dim=1)
 
         features = self.initial_features
         ev = torch.zeros_like(harmonics[0])
@@ -511,8 +513,9 @@ class SO3LR(torch.nn.Module):
             else:
                 difference = ev.index_select(0, second) - ev.index_select(0, first)
                 invariants = (difference * difference) @ self.degree_contract
-                ev_hidden = torch.nn.functional.silu(torch.addmm(self.filter_ev_first_bias[layer], invariants,
-                                                                 self.filter_ev_first[layer])).split(self.ev_hidden, 1)
+                invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # bias, as above
+                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1)
+                                                     ).split(self.ev_hidden, 1)
                 filter_inv = torch.addmm(torch.addmm(self.filter_bias[inv_net], ev_hidden[0],
                                                      self.filter_ev_second[inv_net]),
                                          hidden[inv_net], self.filter_rbf_second[inv_net])
