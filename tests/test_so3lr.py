@@ -1,11 +1,14 @@
-"""openmm_nnp.models.so3lr against the so3krates-torch package's own ASE calculator.
+"""openmm_nnp.models.so3lr (our dense fixed-region implementation) against the so3krates-torch package's own
+ASE calculator, which evaluates the package's network on its neighbour-list graph.
 
-Both evaluate the same float64 weights with the same operations; they differ only in how the graph is built (the
-package's neighbour list vs our all-pairs list cut per call), so energies and forces agree to rounding (measured:
-identical or within ~1e-14 relative). We ask for 1e-10 relative: the energy (~1e5 kJ/mol) within 1e-10 of itself
-and every force component within 1e-10 of the largest one (~1e4 kJ/mol/nm for the distorted geometries used
-here). That is loose enough for summation order and tight enough to catch a float32 step (1e-8), a wrong unit,
-sign, charge, cutoff or periodic image. The traced network is checked at positions, boxes and charges other than the ones it was traced with.
+Both evaluate the same float64 weights with the same formulas; they differ in the order of floating-point operations
+(dense pair tensors, per-pair filters computed once for both directions, folded constants), so energies and forces
+agree to rounding (measured: within ~2e-15 relative). We ask for 1e-10 relative: the energy (~1e5 kJ/mol) within
+1e-10 of itself and every force component within 1e-10 of the largest one (~1e4 kJ/mol/nm for the distorted
+geometries used here). That is loose enough for summation order and tight enough to catch a float32 step (1e-8), a
+wrong unit, sign, charge, cutoff or periodic image. Geometries are distorted at random so that the set of pairs
+within the 4.5 Å cutoff (chosen per call) changes; one region holds two molecules so that pairs lie beyond the
+short-range cutoff and beyond the 12 Å long-range cutoff.
 """
 
 import numpy as np
@@ -19,6 +22,9 @@ from model_reference import assertSame, evaluateInNNPForce, evaluateModule, wrap
 
 EV = so3lr.EV_TO_KJ_PER_MOL
 RTOL = 1e-10  # energy relative; forces relative to the largest component
+# float32 module against the float64 package: measured up to 1.3e-7 (energy) and 1.5e-6 (forces); ~8x margin.
+RTOL32_ENERGY = 1e-6
+RTOL32_FORCES = 1e-5
 
 
 def _molecule(name, charge):
@@ -53,7 +59,7 @@ def package():
                                        dispersion_energy_cutoff_lr_damping=so3lr.DISPERSION_DAMPING)
     torch.set_default_dtype(default)
 
-    def evaluate(numbers, positions, charge, box=None):
+    def evaluate(numbers, positions, charge, box=None, spin=0.0):
         """Energy (kJ/mol) and forces (kJ/mol/nm); positions and box in Å."""
         import ase
         atoms = ase.Atoms(numbers=numbers, positions=positions)
@@ -61,7 +67,7 @@ def package():
             atoms.set_cell(box)
             atoms.set_pbc(True)
         atoms.info['charge'] = charge
-        atoms.info['total_spin'] = 0.0
+        atoms.info['total_spin'] = spin
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:
@@ -82,6 +88,68 @@ def test_matches_package_isolated(package, name, charge):
     for _ in range(2):  # positions other than the traced example, and a changing short-range edge count
         moved = positions + rng.normal(scale=0.15, size=positions.shape)
         assertSame(evaluateModule(module, moved), package(numbers, moved, charge), RTOL)
+
+
+def test_two_molecules_pairs_beyond_cutoffs(package):
+    """Ethanol and acetate as one region (-1 e), 9 Å apart: pairs beyond 4.5 Å and beyond 12 Å."""
+    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
+    numbers_b, positions_b = _molecule('acetate', -1)
+    numbers = numbers_a + numbers_b
+    positions = np.concatenate([positions_a, positions_b + np.array([9.0, 1.0, -0.5])])
+    distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    assert (distances > 12.0).any() and ((distances > 4.5) & (distances < 12.0)).any()
+    module = so3lr.createSO3LRModel(numbers, charge=-1, dtype=torch.float64)
+    assertSame(evaluateModule(module, positions), package(numbers, positions, -1), RTOL)
+
+
+@pytest.mark.parametrize('numbers, positions, charge', [
+    ([8, 1], [[0.0, 0.0, 0.0], [0.97, 0.1, 0.0]], -1),  # hydroxide: the smallest region, one pair
+    ([6, 8], [[0.0, 0.0, 0.0], [6.0, 0.5, 0.0]], 0),  # no pair within 4.5 Å: no message passing at all
+])
+def test_smallest_regions(package, numbers, positions, charge):
+    module = so3lr.createSO3LRModel(numbers, charge=charge, dtype=torch.float64)
+    positions = np.array(positions)
+    assertSame(evaluateModule(module, positions), package(numbers, positions, charge), RTOL)
+
+
+def test_spin_matches_package(package):
+    """A doublet (total_spin 0.5, the package's convention): the spin embedding."""
+    numbers, positions = _molecule('methylammonium', 1)
+    numbers, positions = numbers[:-1], positions[:-1]  # the CH3NH2 radical cation: 17 electrons
+    module = so3lr.createSO3LRModel(numbers, charge=1, spin=0.5, dtype=torch.float64)
+    singlet = so3lr.createSO3LRModel(numbers, charge=1, dtype=torch.float64)
+    ours = evaluateModule(module, positions)
+    assertSame(ours, package(numbers, positions, 1, spin=0.5), RTOL)
+    assert abs(ours[0] - evaluateModule(singlet, positions)[0]) > 1.0
+
+
+@pytest.mark.parametrize('name, charge', [('acetate', -1), ('CH3SCH3', 0)])
+def test_float32(package, name, charge):
+    """The float32 module (the default) against the float64 package, at float32 rounding level."""
+    numbers, positions = _molecule(name, charge)
+    module = so3lr.createSO3LRModel(numbers, charge=charge, dtype=torch.float32)
+    moved = positions + np.random.default_rng(2).normal(scale=0.15, size=positions.shape)
+    x = torch.tensor(moved / 10.0, dtype=torch.float32, requires_grad=True)
+    energy = module(x)
+    energy.backward()
+    assert energy.dtype == torch.float32
+    reference_energy, reference_forces = package(numbers, moved, charge)
+    assert energy.item() == pytest.approx(reference_energy, rel=RTOL32_ENERGY)
+    np.testing.assert_allclose(-x.grad.double().numpy(), reference_forces, rtol=0,
+                               atol=RTOL32_FORCES * np.abs(reference_forces).max())
+
+
+def test_spherical_harmonics_match_package():
+    """Our polynomial matrix of the real spherical harmonics (degrees 1-4) against the package's functions."""
+    from so3krates_torch.modules.spherical_harmonics import RealSphericalHarmonics
+    vectors = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    u = vectors / torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
+    powers = [u, u[:, :, None] * u[:, None, :]]
+    powers.append(powers[1][:, :, :, None] * u[:, None, None, :])
+    powers.append(powers[2][:, :, :, :, None] * u[:, None, None, None, :])
+    ours = torch.cat([p.reshape(200, -1) for p in powers], dim=1) @ so3lr.sphericalHarmonicsMatrix([1, 2, 3, 4])
+    theirs = RealSphericalHarmonics([1, 2, 3, 4])(u)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-13)
 
 
 def test_charge_changes_energy_as_package(package):

@@ -18,17 +18,25 @@ def all_pairs(n: int) -> Tensor:
     return torch.stack([sender[off_diagonal], receiver[off_diagonal]])
 
 
+def minimum_image_shifts(vectors: Tensor, box: Tensor) -> Tensor:
+    """Shifts (no gradient) that take pair vectors [..., 3] to their minimum image in an OpenMM box (reduced
+    triclinic form, rows a, b, c) in the same unit."""
+    vectors = vectors.detach()
+    box = box.to(vectors.dtype)
+    shifted = vectors - torch.round(vectors[..., 2:3] / box[2, 2]) * box[2]
+    shifted = shifted - torch.round(shifted[..., 1:2] / box[1, 1]) * box[1]
+    shifted = shifted - torch.round(shifted[..., 0:1] / box[0, 0]) * box[0]
+    return shifted - vectors
+
+
 def minimum_image_vectors(positions: Tensor, pair_index: Tensor, box: Optional[Tensor]):
     """Edge vectors (no gradient) and the shifts that make them minimum-image, for positions and an OpenMM box
     (reduced triclinic form, rows a, b, c) in the same unit; zero shifts without a box."""
     vectors = (positions[pair_index[1]] - positions[pair_index[0]]).detach()
     if box is None:
         return vectors, torch.zeros_like(vectors)
-    box = box.to(positions.dtype)
-    shifted = vectors - torch.round(vectors[:, 2:3] / box[2, 2]) * box[2]
-    shifted = shifted - torch.round(shifted[:, 1:2] / box[1, 1]) * box[1]
-    shifted = shifted - torch.round(shifted[:, 0:1] / box[0, 0]) * box[0]
-    return shifted, shifted - vectors
+    shifts = minimum_image_shifts(vectors, box)
+    return vectors + shifts, shifts
 
 
 def check_box_widths(box: Optional[Tensor], min_width: float, message: str):

@@ -1,4 +1,4 @@
-"""SO3LR for a fixed NNP region: the pretrained weights of the ``so3krates-torch`` wheel as a TorchScript module.
+"""SO3LR for a fixed NNP region: the pretrained weights of the ``so3krates-torch`` wheel in a dense TorchScript module.
 
 SO3LR (Kabylda et al., 2024) is a So3krates message-passing network (short-range cutoff 4.5 Å, three
 Euclidean-transformer layers, total charge and spin embedded per atom) plus three physical terms: ZBL nuclear
@@ -6,15 +6,17 @@ repulsion, electrostatics of learned partial charges that sum to the total charg
 switched off between 5.4 and 12 Å) and Tkatchenko-Scheffler-like dispersion from learned Hirshfeld ratios
 (12 Å, damping width 2 Å). Elements: H C N O F P S Cl.
 
-The package evaluates the model on a graph that a neighbour-list library builds on every call (about 0.25 s per
-energy+forces call for a 30-atom ligand on 2 cores, almost all of it outside the network). An NNP region has a
-fixed list of atoms, so here the graph is fixed once: every ordered pair of region atoms is an edge of both the
-short- and the long-range graph. Pairs beyond a cutoff contribute exactly zero (the cutoff and switching
-functions vanish there), so the energy equals the package's, which uses only pairs inside the cutoffs. The
-package's network, evaluated on that fixed graph, is recorded with torch.jit.trace (no Python control flow
-depends on positions, box, charge or spin; tests/test_so3lr.py checks the module against the package's own
-calculator at positions, boxes and charges other than the traced ones) and wrapped in a scripted module that
-converts units and applies periodic boundary conditions.
+The package evaluates the model on a graph that a neighbour-list library builds on every call, with scatter and
+gather over edge lists. An NNP region has a fixed list of atoms (20-100), so this module is our own implementation
+of the same network for one region, on dense n x n pair tensors: the weights are read from the wheel's checkpoint,
+everything that depends only on the region's elements, charge and spin is computed once in the constructor
+(element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
+coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
+symmetric in the pair, run once per unordered pair within the short-range cutoff. Cost: docs/models.md
+(benchmarks/bench_so3lr.py). Every ordered pair of distinct atoms is a pair; the short-range cutoff function is
+zero at and beyond 4.5 Å (and on the diagonal), the long-range switching functions are zero at and beyond 12 Å, so
+the pairs the package's neighbour lists leave out add exactly zero, and the energy is the package's
+(tests/test_so3lr.py compares energies and forces with the package's own calculator in float64).
 
 Units: positions and box in nm are multiplied by 10 to get Å; the energy in eV is multiplied by
 96.48533212331002 (kJ/mol per eV, CODATA 2018).
@@ -26,12 +28,13 @@ NNP/MM with mechanical embedding those image interactions belong to the MM force
 module leaves them out and describes the region as one molecule.
 """
 
+import math
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from openmm_nnp.models.pairs import all_pairs, minimum_image_vectors
+from openmm_nnp.models.pairs import minimum_image_shifts
 
 from openmm_nnp.models.registry import SO3LR_ELEMENTS  # noqa: E402
 SO3LR_ATOMIC_NUMBERS = (1, 6, 7, 8, 9, 15, 16, 17)
@@ -42,6 +45,14 @@ SO3LR_DESCRIPTION = ('SO3LR: So3krates message passing (4.5 Å) with learned-cha
 LONG_RANGE_CUTOFF = 12.0  # Å
 DISPERSION_DAMPING = 2.0  # Å
 EV_TO_KJ_PER_MOL = 96.48533212331002
+# Electrostatics: switched from the shifted-force potential to the plain one below this fraction of the cutoff.
+ELECTROSTATIC_CUTON_FRACTION = 0.45
+# Cubic fit of the QDO length parameter against the vdW radius (vdW-QDO dispersion, Khabibrakhmanov et al.).
+QDO_SIGMA_FIT = (-0.00433008, 0.24428889, 0.04125273, -0.00078893)
+QDO_DAMPING_FACTOR = 2.54
+ZBL_SWITCH_OFF = 1.5  # Å: ZBL repulsion switched off between 0 and this distance
+SWITCH_EPSILON = 1e-12  # the package's regulariser in the switching function's denominator
+LAYER_NORM_EPSILON = 1e-6
 
 
 def _requirePackage():
@@ -60,7 +71,9 @@ def weightsPath():
 
 
 def loadPackageModel(dtype=torch.float64, path=None):
-    """The package's SO3LR module (eager, from the pickled checkpoint), with the long-range settings set."""
+    """The package's SO3LR module (eager, from the pickled checkpoint), with the long-range settings set.
+
+    Our module reads its weights from it; the tests use it, in the package's calculator, as the reference."""
     _requirePackage()
     with _defaultDtype(dtype):  # the package creates some tensors with the default dtype
         model = torch.load(path or weightsPath(), map_location='cpu', weights_only=False)
@@ -81,81 +94,506 @@ def checkAtomicNumbers(atomicNumbers):
         raise ValueError('An SO3LR region needs at least 2 atoms.')
 
 
-class _FixedGraphSO3LR(torch.nn.Module):
-    """The package's model evaluated on the all-pairs graph of one region (eager; only used to be traced)."""
+# Real spherical harmonics (the orthonormal real basis, m = -l..l, no Condon-Shortley phase) of a unit vector as
+# homogeneous polynomials of degree l in x, y, z. A polynomial is a dict {(a, b, c): coefficient of x^a y^b z^c}.
 
-    def __init__(self, model, atomicNumbers, dtype):
-        super().__init__()
-        self.model = model
-        n = len(atomicNumbers)
-        numbers = torch.tensor(atomicNumbers, dtype=torch.long)
-        self.register_buffer('atomic_numbers', numbers)
-        self.register_buffer('node_attrs', torch.nn.functional.one_hot(numbers - 1, 118).to(dtype))
-        self.register_buffer('batch', torch.zeros(n, dtype=torch.long))
-        self.register_buffer('ptr', torch.tensor([0, n], dtype=torch.long))
-        self.register_buffer('head', torch.zeros(1, dtype=torch.long))
-        self.register_buffer('cell', torch.zeros(3, 3, dtype=dtype))
+def _polynomial(*terms):
+    result = {}
+    for coefficient, powers in terms:
+        result[powers] = result.get(powers, 0.0) + coefficient
+    return result
 
-    def forward(self, positions: Tensor, edge_index: Tensor, shifts: Tensor, edge_index_lr: Tensor,
-                shifts_lr: Tensor, total_charge: Tensor, total_spin: Tensor) -> Tensor:
-        data = {
-            'positions': positions, 'atomic_numbers': self.atomic_numbers, 'node_attrs': self.node_attrs,
-            'batch': self.batch, 'ptr': self.ptr, 'head': self.head, 'cell': self.cell,
-            'edge_index': edge_index, 'edge_index_lr': edge_index_lr, 'shifts': shifts, 'shifts_lr': shifts_lr,
-            'unit_shifts': torch.zeros_like(shifts), 'unit_shifts_lr': torch.zeros_like(shifts_lr),
-            'total_charge': total_charge, 'total_spin': total_spin,
-        }
-        return self.model(data, compute_force=False)['energy'].sum()
+
+def _multiply(p, q):
+    result = {}
+    for (a1, b1, c1), s in p.items():
+        for (a2, b2, c2), t in q.items():
+            key = (a1 + a2, b1 + b2, c1 + c2)
+            result[key] = result.get(key, 0.0) + s * t
+    return result
+
+
+def _scale(factor, p):
+    return {powers: factor * coefficient for powers, coefficient in p.items()}
+
+
+def _add(*ps):
+    result = {}
+    for p in ps:
+        for powers, coefficient in p.items():
+            result[powers] = result.get(powers, 0.0) + coefficient
+    return result
+
+
+def _sphericalHarmonicPolynomials(degree):
+    """The 2 l + 1 real spherical harmonics of one degree (1 to 4), m = -l..l."""
+    x, y, z = _polynomial((1.0, (1, 0, 0))), _polynomial((1.0, (0, 1, 0))), _polynomial((1.0, (0, 0, 1)))
+    r2 = _add(_multiply(x, x), _multiply(y, y), _multiply(z, z))
+    xx, yy, zz = _multiply(x, x), _multiply(y, y), _multiply(z, z)
+    xy, yz, xz = _multiply(x, y), _multiply(y, z), _multiply(x, z)
+    x2_minus_y2 = _add(xx, _scale(-1.0, yy))
+    pi = math.pi
+    if degree == 1:
+        c = math.sqrt(3 / (4 * pi))
+        return [_scale(c, y), _scale(c, z), _scale(c, x)]
+    if degree == 2:
+        a, b, c = 0.5 * math.sqrt(15 / pi), 0.25 * math.sqrt(5 / pi), 0.25 * math.sqrt(15 / pi)
+        return [_scale(a, xy), _scale(a, yz), _scale(b, _add(_scale(3.0, zz), _scale(-1.0, r2))), _scale(a, xz),
+                _scale(c, x2_minus_y2)]
+    if degree == 3:
+        a, b = 0.25 * math.sqrt(35 / (2 * pi)), 0.5 * math.sqrt(105 / pi)
+        c, d, e = 0.25 * math.sqrt(21 / (2 * pi)), 0.25 * math.sqrt(7 / pi), 0.25 * math.sqrt(105 / pi)
+        five_z2_minus_r2 = _add(_scale(5.0, zz), _scale(-1.0, r2))
+        return [_scale(a, _multiply(y, _add(_scale(3.0, xx), _scale(-1.0, yy)))),
+                _scale(b, _multiply(xy, z)),
+                _scale(c, _multiply(y, five_z2_minus_r2)),
+                _scale(d, _multiply(z, _add(_scale(5.0, zz), _scale(-3.0, r2)))),
+                _scale(c, _multiply(x, five_z2_minus_r2)),
+                _scale(e, _multiply(x2_minus_y2, z)),
+                _scale(a, _multiply(x, _add(xx, _scale(-3.0, yy))))]
+    if degree == 4:
+        a, b = 0.75 * math.sqrt(35 / pi), 0.75 * math.sqrt(35 / (2 * pi))
+        c, d = 0.75 * math.sqrt(5 / pi), 0.75 * math.sqrt(5 / (2 * pi))
+        e, f, g = 0.1875 * math.sqrt(1 / pi), 0.375 * math.sqrt(5 / pi), 0.1875 * math.sqrt(35 / pi)
+        seven_z2_minus_r2 = _add(_scale(7.0, zz), _scale(-1.0, r2))
+        seven_z2_minus_3r2 = _add(_scale(7.0, zz), _scale(-3.0, r2))
+        three_x2_minus_y2 = _add(_scale(3.0, xx), _scale(-1.0, yy))
+        x2_minus_3y2 = _add(xx, _scale(-3.0, yy))
+        r4 = _multiply(r2, r2)
+        return [_scale(a, _multiply(xy, x2_minus_y2)),
+                _scale(b, _multiply(yz, three_x2_minus_y2)),
+                _scale(c, _multiply(xy, seven_z2_minus_r2)),
+                _scale(d, _multiply(yz, seven_z2_minus_3r2)),
+                _scale(e, _add(_scale(35.0, _multiply(zz, zz)), _scale(-30.0, _multiply(zz, r2)),
+                               _scale(3.0, r4))),
+                _scale(d, _multiply(xz, seven_z2_minus_3r2)),
+                _scale(f, _multiply(x2_minus_y2, seven_z2_minus_r2)),
+                _scale(b, _multiply(xz, x2_minus_3y2)),
+                _scale(g, _add(_multiply(xx, x2_minus_3y2), _scale(-1.0, _multiply(yy, three_x2_minus_y2))))]
+    raise ValueError(f'spherical harmonics of degree {degree} are not implemented (1 to 4 are)')
+
+
+def sphericalHarmonicsMatrix(degrees):
+    """[3 + 9 + 27 + 81, sum(2 l + 1)] coefficients: the real spherical harmonics of the given degrees of a unit
+    vector u are ``cat(u, u⊗u, u⊗u⊗u, u⊗u⊗u⊗u) @ matrix`` (tensor powers flattened in row-major order)."""
+    offsets = {1: 0, 2: 3, 3: 12, 4: 39}
+    columns = []
+    for degree in degrees:
+        for harmonic in _sphericalHarmonicPolynomials(degree):
+            column = torch.zeros(120, dtype=torch.float64)
+            for (a, b, c), coefficient in harmonic.items():
+                if a + b + c != degree:
+                    raise AssertionError('spherical harmonic polynomials must be homogeneous')
+                axes = [0] * a + [1] * b + [2] * c
+                index = 0
+                for axis in axes:
+                    index = 3 * index + axis
+                column[offsets[degree] + index] += coefficient
+            columns.append(column)
+    return torch.stack(columns, dim=1)
+
+
+def _blockDiagonal(blocks):
+    """[h, d, e] per-head matrices -> the [h d, h e] block-diagonal matrix acting on concatenated heads."""
+    return torch.block_diag(*[block for block in blocks])
+
+
+def _linear(state, name):
+    """The weight (transposed to [in, out]) and bias (or None) of a torch.nn.Linear in a state dict."""
+    weight = state[name + '.weight'].t()
+    bias = state.get(name + '.bias')
+    return weight, bias
+
+
+def _checkConfiguration(model):
+    """Refuse checkpoints with settings this implementation does not cover (the wheel's SO3LR has these)."""
+    expected = {
+        'degrees': [1, 2, 3, 4], 'radial_basis_fn': 'bernstein', 'cutoff_fn_name': 'phys',
+        'message_normalization': 'avg_num_neighbors', 'qk_non_linearity': 'identity', 'activation_fn_name': 'silu',
+        'energy_activation_fn_name': 'silu', 'layer_normalization_1': True, 'layer_normalization_2': True,
+        'residual_mlp_1': True, 'residual_mlp_2': False, 'use_charge_embed': True, 'use_spin_embed': True,
+        'initialize_ev_to_zeros': True, 'final_mlp_layers': 2, 'zbl_repulsion_bool': True,
+        'electrostatic_energy_bool': True, 'dispersion_energy_bool': True, 'neighborlist_format_lr': 'sparse',
+    }
+    different = {key: getattr(model, key, None) for key, value in expected.items()
+                 if getattr(model, key, None) != value}
+    if getattr(model, 'use_pme', False):
+        different['use_pme'] = True
+    if different:
+        raise ValueError(f'This SO3LR checkpoint has settings openmm_nnp.models.so3lr does not implement: {different}')
+
+
+def _chargeSpinEmbedding(state, prefix, numbers, psi):
+    """The package's charge (or spin) embedding for one molecule: attention of the elements' queries on a key
+    chosen by the sign of psi spreads psi over the atoms; a value vector, plus a two-layer residual MLP of it."""
+    query = state[prefix + '.Wq.weight'].t()[numbers - 1]  # [n, F]
+    row = 0 if psi >= 0 else 1
+    key, value = state[prefix + '.Wk'][row], state[prefix + '.Wv'][row]
+    weights = torch.nn.functional.softplus(query @ key / math.sqrt(key.shape[0]))
+    attention = psi * weights / (weights.sum() + 1e-6)
+    embedded = attention[:, None] * value[None, :]
+    hidden = torch.nn.functional.silu(embedded) @ state[prefix + '.mlp.1.weight'].t()
+    return embedded + torch.nn.functional.silu(hidden) @ state[prefix + '.mlp.3.weight'].t()
+
+
+def _switches(x: Tensor, x_on: Tensor, inverse_width: Tensor, epsilon: float) -> Tensor:
+    """Smooth steps from 1 (x <= x_on) to 0 (x >= x_on + width), one per entry of x_on and inverse_width ([S]):
+    [S, *x.shape]. Built from exp(-1/t), which is exactly 0 for t <= 0 (t clamped to 1e-12 there, as the
+    package does, which also gives zero gradients); epsilon: the package's regulariser of the denominator."""
+    shape = [-1] + [1] * x.dim()
+    c = (x[None] - x_on.reshape(shape)) * inverse_width.reshape(shape)
+    rising = torch.exp(-1.0 / (1.0 - c).clamp_min(1e-12))
+    falling = torch.exp(-1.0 / c.clamp_min(1e-12))
+    return rising / (rising + falling + epsilon)
 
 
 class SO3LR(torch.nn.Module):
     """SO3LR for one region: ``forward(positions[n, 3] nm, boxVectors[3, 3] nm or None) -> energy (kJ/mol)``.
 
     The total charge (e) and total spin (the package's ``total_spin``: 0 for closed shells, 0.5 for a doublet)
-    are the buffers ``total_charge`` and ``total_spin``, set by the constructor.
-
-    Each call keeps the pairs closer than the short-range cutoff as the message-passing graph (the network's
-    cost grows with their number) and every pair as the long-range graph.
+    are fixed by the constructor: their embeddings are computed there, and the buffers ``total_charge`` and
+    ``total_spin`` record them. Pair tensors are n x n (receiver i, sender j); the pair vector is
+    ``positions[i] - positions[j]`` at its minimum image (the package's direction for the spherical harmonics).
     """
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None):
         super().__init__()
         atomicNumbers = [int(z) for z in atomicNumbers]
         checkAtomicNumbers(atomicNumbers)
+        from so3krates_torch.blocks import physical_potentials
+        model = packageModel if packageModel is not None else loadPackageModel(torch.float64)
+        _checkConfiguration(model)
+        state = {name: tensor.detach().to(torch.float64) if tensor.is_floating_point() else tensor.detach()
+                 for name, tensor in model.state_dict().items()}
         n = len(atomicNumbers)
-        model = packageModel if packageModel is not None else loadPackageModel(dtype)
-        graph = _FixedGraphSO3LR(model, atomicNumbers, dtype)
-        self.register_buffer('pair_index', all_pairs(n))
-        self.register_buffer('total_charge', torch.tensor([float(charge)], dtype=dtype))
-        self.register_buffer('total_spin', torch.tensor([float(spin)], dtype=dtype))
+        numbers = torch.tensor(atomicNumbers, dtype=torch.long)
+        self.num_atoms = n
+        self.num_layers = int(model.num_layers)
+        self.num_features = int(model.num_features)
+        self.num_heads = int(model.num_heads)
+        self.head_dim = self.num_features // self.num_heads
+        degrees = list(model.degrees)
+        if len(degrees) != self.num_heads:
+            raise ValueError('this implementation needs as many attention heads as spherical-harmonic degrees')
         self.nm_to_angstrom = 10.0
         self.ev_to_kj_per_mol = EV_TO_KJ_PER_MOL
+        self.layer_norm_epsilon = LAYER_NORM_EPSILON
+        self.switch_epsilon = SWITCH_EPSILON
+        self.qdo_sigma_fit: Tuple[float, float, float, float] = QDO_SIGMA_FIT
+        self.qdo_damping_factor = QDO_DAMPING_FACTOR
         self.cutoff = float(model.r_max)
-        # Trace on a chain ~3.3 Å apart: neighbours are short-range edges, the rest long-range only.
-        example = torch.linspace(0.0, 0.7 * self.cutoff * (n - 1), n, dtype=dtype)[:, None] * torch.tensor(
-            [1.0, 0.3, 0.1], dtype=dtype)
-        example = example + 0.1 * torch.randn(n, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
-        inputs = self._graph_inputs(example, None)
-        # The package creates some constants in forward() with the default dtype: trace them in the model's.
-        with _defaultDtype(dtype), _quiet(), _floatAtomCounts(graph.batch, dtype):
-            self.network = torch.jit.trace(graph, (example,) + inputs + (self.total_charge, self.total_spin),
-                                           check_trace=False)
+        self.long_range_cutoff = float(model.r_max_lr)
+        self.dispersion_damping = float(model.dispersion_energy_cutoff_lr_damping)
+        L = self.num_layers
 
-    def _graph_inputs(self, positions: Tensor, boxVectors: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Short-range edges and shifts, long-range edges and shifts (Å) for positions in Å."""
-        box: Optional[Tensor] = None
-        if boxVectors is not None:
-            box = boxVectors.to(positions.dtype) * self.nm_to_angstrom
-        vectors, shifts = minimum_image_vectors(positions, self.pair_index, box)
-        short = torch.linalg.vector_norm(vectors, dim=1) < self.cutoff
-        return self.pair_index[:, short], shifts[short], self.pair_index, shifts
+        def buffer(name, tensor):
+            self.register_buffer(name, tensor.to(dtype).contiguous())
+
+        buffer('total_charge', torch.tensor([float(charge)], dtype=torch.float64))
+        buffer('total_spin', torch.tensor([float(spin)], dtype=torch.float64))
+        eye = torch.eye(n, dtype=torch.float64)
+        buffer('identity', eye)
+        buffer('off_diagonal', 1.0 - eye)
+        # Unordered pairs a < b: the filters are symmetric in the pair, so they are computed once per pair. Flat
+        # indices of (a, b) in an n x n tensor, and for each (i, j) its unordered pair (the diagonal: pair 0).
+        first, second = torch.triu_indices(n, n, offset=1)
+        self.register_buffer('pair_first', first.contiguous())
+        self.register_buffer('pair_second', second.contiguous())
+        self.register_buffer('pair_flat', (first * n + second).contiguous())
+        pair_of = torch.zeros(n, n, dtype=torch.long)
+        pair_of[first, second] = torch.arange(len(first))
+        pair_of[second, first] = torch.arange(len(first))
+        self.register_buffer('pair_of', pair_of.reshape(-1))
+        self.num_pairs = int(len(first))
+
+        # Embeddings: element, charge and spin (constants of the region), scaled by 1/sqrt(3) as the package does.
+        embedding = state['inv_feature_embedding.embedding.weight'].t()[numbers - 1]
+        embedding = embedding + _chargeSpinEmbedding(state, 'charge_embedding', numbers, float(charge))
+        embedding = embedding + _chargeSpinEmbedding(state, 'spin_embedding', numbers, 2.0 * float(spin))
+        buffer('initial_features', embedding / math.sqrt(3.0))
+
+        # Radial basis (Bernstein polynomials of exp(-gamma r)), the spherical harmonics, the degree contractions.
+        prefix = 'radial_embedding.radial_basis_fn.'
+        buffer('rbf_log_binomial', state[prefix + 'b'])
+        buffer('rbf_k', state[prefix + 'k'].to(torch.float64))
+        buffer('rbf_k_reverse', state[prefix + 'k_rev'].to(torch.float64))
+        self.rbf_gamma = float(state[prefix + 'gamma'])
+        self.rbf_epsilon = float(model.radial_embedding.radial_basis_fn.eps)
+        self.smallest_normal = float(torch.finfo(dtype).tiny)
+        buffer('harmonics_matrix', sphericalHarmonicsMatrix(degrees))
+        repeats = torch.tensor([2 * degree + 1 for degree in degrees])
+        segments = torch.repeat_interleave(torch.arange(len(degrees)), repeats)
+        expand = torch.nn.functional.one_hot(segments, len(degrees)).to(torch.float64)  # [24, 4]
+        buffer('degree_expand', expand.t().contiguous())  # [4, 24]: per degree -> per component
+        contraction = state['euclidean_transformers.0.euclidean_attention_block.so3_conv_invariants.cg_rep']
+        buffer('degree_contract', contraction[:, None] * expand)  # [24, 4]: squared components -> invariants
+        heads = torch.arange(2 * self.num_features) // self.head_dim  # invariant heads, then ev heads (degrees)
+        buffer('head_sum', torch.nn.functional.one_hot(heads, 2 * self.num_heads).to(torch.float64))  # [2 F, 8]
+
+        # Filter networks. First layers of the radial parts, all layers and both filters at once: [R, 2 L F].
+        rbf_first, rbf_first_bias, rbf_second, rbf_second_bias = [], [], [], []
+        ev_first, ev_first_bias, ev_second, ev_second_bias = [], [], [], []
+        query, key, value, query_ev, key_ev = [], [], [], [], []
+        interaction, interaction_bias, norms, mlp = [], [], [], []
+        att_norm = float(model.euclidean_transformers[0].euclidean_attention_block.att_norm_inv)
+        for layer in range(L):
+            p = f'euclidean_transformers.{layer}.'
+            for net in ('filter_net_inv', 'filter_net_ev'):
+                w, b = _linear(state, p + net + '.mlp_rbf.0')
+                rbf_first.append(w), rbf_first_bias.append(b)
+                w, b = _linear(state, p + net + '.mlp_rbf.mlp_rbf_layer_1.0')
+                rbf_second.append(w), rbf_second_bias.append(b)
+                w, b = _linear(state, p + net + '.mlp_ev.0')
+                ev_first.append(w), ev_first_bias.append(b)
+                w, b = _linear(state, p + net + '.mlp_ev.mlp_ev_layer_1.0')
+                ev_second.append(w), ev_second_bias.append(b)
+            a = p + 'euclidean_attention_block.'
+            query.append(_blockDiagonal(state[a + 'W_q_inv']) / att_norm)
+            key.append(_blockDiagonal(state[a + 'W_k_inv']))
+            value.append(_blockDiagonal(state[a + 'W_v_inv']))
+            query_ev.append(_blockDiagonal(state[a + 'W_q_ev']) / att_norm)
+            key_ev.append(_blockDiagonal(state[a + 'W_k_ev']))
+            w, b = _linear(state, p + 'interaction_block.linear_layer')
+            interaction.append(w), interaction_bias.append(b)
+            norms.append(torch.stack([state[p + 'layer_norm_inv_1.weight'], state[p + 'layer_norm_inv_1.bias'],
+                                      state[p + 'layer_norm_inv_2.weight'], state[p + 'layer_norm_inv_2.bias']]))
+            w1, b1 = _linear(state, p + 'mlp_1.1')
+            w2, b2 = _linear(state, p + 'mlp_1.3')
+            mlp.append((w1, b1, w2, b2))
+        # Filter networks (Fig. 3e of the So3krates paper): filter = MLP(radial basis) + MLP(ev-difference
+        # invariants). The radial first layers of all layers and both filters (inv, ev) in one [R, 2 L F] matrix.
+        buffer('rbf_first', torch.cat([torch.cat(rbf_first, dim=1), torch.cat(rbf_first_bias)[None, :]]))
+        buffer('filter_rbf_second', torch.stack(rbf_second))  # [2 L, F, F], index 2 layer + (0 inv, 1 ev)
+        # [L, 4 + 1, 2 H]: ev-invariant first layers of both filters, their biases in the last row.
+        buffer('filter_ev_first', torch.stack([torch.cat([torch.cat(ev_first[2 * l:2 * l + 2], dim=1),
+                                                          torch.cat(ev_first_bias[2 * l:2 * l + 2])[None, :]])
+                                               for l in range(L)]))
+        buffer('filter_ev_second', torch.stack(ev_second))  # [2 L, H, F]
+        # The first layer's ev features are zero, so its filters' ev parts are constants, added to the bias.
+        first_layer = [torch.nn.functional.silu(ev_first_bias[k]) @ ev_second[k] for k in range(2)]
+        biases = [rbf_second_bias[k] + ev_second_bias[k] for k in range(2 * L)]
+        buffer('filter_bias', torch.stack([biases[k] + first_layer[k] if k < 2 else biases[k]
+                                           for k in range(2 * L)]))
+        self.ev_hidden = int(ev_first[0].shape[1])
+        # Queries, keys, values: [L, F, 5 F] (invariant and ev queries, invariant and ev keys, values), per-head blocks.
+        buffer('qkv', torch.stack([torch.cat([query[l], query_ev[l], key[l], key_ev[l], value[l]], dim=1)
+                                   for l in range(L)]))
+        buffer('interaction', torch.stack(interaction))
+        buffer('interaction_bias', torch.stack(interaction_bias))
+        buffer('layer_norms', torch.stack(norms))  # [L, 4, F]
+        buffer('mlp_first', torch.stack([m[0] for m in mlp]))
+        buffer('mlp_first_bias', torch.stack([m[1] for m in mlp]))
+        buffer('mlp_second', torch.stack([m[2] for m in mlp]))
+        buffer('mlp_second_bias', torch.stack([m[3] for m in mlp]))
+
+        # Heads on the final features: atomic energy, partial charge, Hirshfeld ratio. First layers side by side.
+        we1, be1 = _linear(state, 'atomic_energy_output_block.layers.0')
+        we2, be2 = _linear(state, 'atomic_energy_output_block.final_layer')
+        wq1, bq1 = _linear(state, 'partial_charges_output_block.transform_inv_features.0')
+        wq2, bq2 = _linear(state, 'partial_charges_output_block.transform_inv_features.2')
+        wh1, bh1 = _linear(state, 'hirshfeld_output_block.transform_features.0')
+        wh2, bh2 = _linear(state, 'hirshfeld_output_block.transform_features.2')
+        buffer('head_first', torch.cat([we1, wq1, wh1], dim=1))
+        buffer('head_first_bias', torch.cat([be1, bq1, bh1]))
+        # Second layers as per-atom weights [n, He + Hq + Hh] and a [.., 3] segment sum: the energy scale of each
+        # atom's element and the Hirshfeld head's element query are folded into the weights.
+        scale = state['atomic_energy_output_block.energy_scales.weight'][0][numbers - 1]
+        shift = state['atomic_energy_output_block.energy_shifts'][numbers - 1]
+        element_query = state['hirshfeld_output_block.q_embedding.weight'][numbers]  # [n, Hh]
+        hirshfeld_scale = 1.0 / math.sqrt(element_query.shape[1])
+        hirshfeld_weights = element_query @ wh2.t() * hirshfeld_scale  # [n, Hh]
+        weights = torch.cat([scale[:, None] * we2[:, 0][None, :], wq2[:, 0][None, :].expand(n, -1),
+                             hirshfeld_weights], dim=1)
+        buffer('head_second', weights)
+        sizes = [we2.shape[0], wq2.shape[0], wh2.shape[0]]
+        segment = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+        buffer('head_segments', torch.nn.functional.one_hot(segment, 3).to(torch.float64))
+        offsets = torch.stack([scale * be2[0] + shift,
+                               bq2[0] + state['partial_charges_output_block.atomic_embedding.weight'][numbers, 0],
+                               state['hirshfeld_output_block.v_shift_embedding.weight'][numbers, 0]
+                               + element_query @ bh2 * hirshfeld_scale], dim=1)
+        buffer('head_offsets', offsets)
+
+        # ZBL repulsion: positive parameters, the pairs' charge products and screening lengths.
+        z = numbers.to(torch.float64)
+        softplus = {name: float(torch.nn.functional.softplus(state[f'zbl_repulsion.{name}_raw'])[0])
+                    for name in ('a1', 'a2', 'a3', 'a4', 'c1', 'c2', 'c3', 'c4', 'p', 'd')}
+        c_sum = softplus['c1'] + softplus['c2'] + softplus['c3'] + softplus['c4']
+        buffer('zbl_coefficients',
+               torch.tensor([softplus[f'c{k}'] / c_sum for k in range(1, 5)], dtype=torch.float64))
+        buffer('zbl_exponents', torch.tensor([-softplus[f'a{k}'] for k in range(1, 5)], dtype=torch.float64))
+        coulomb = float(model.zbl_repulsion.ke)
+        buffer('zbl_charge_products', coulomb * z[:, None] * z[None, :] * (1.0 - eye))
+        zp = z ** softplus['p']
+        buffer('zbl_inverse_lengths', (zp[:, None] + zp[None, :]) * softplus['d'])
+
+        # Electrostatics: erf(r / sigma) / r, shifted-force beyond the cut-on; 1/2 for the double-counted pairs.
+        self.electrostatic_sigma = float(model.electrostatic_energy_scale)
+        self.coulomb_constant = float(model.electrostatic_potential.ke)
+        rc, sigma = self.long_range_cutoff, self.electrostatic_sigma
+        self.electrostatic_cuton = ELECTROSTATIC_CUTON_FRACTION * rc
+        self.coulomb_shift = math.erf(rc / sigma) / rc
+        self.coulomb_force_shift = (2 * rc * math.exp(-(rc / sigma) ** 2) / (math.sqrt(math.pi) * sigma)
+                                    - math.erf(rc / sigma)) / rc ** 2
+        switch_on = [0.0, self.electrostatic_cuton, self.long_range_cutoff - self.dispersion_damping]
+        switch_off = [ZBL_SWITCH_OFF, self.long_range_cutoff, self.long_range_cutoff]
+        buffer('switch_on', torch.tensor(switch_on, dtype=torch.float64))
+        buffer('switch_inverse_width', 1.0 / (torch.tensor(switch_off, dtype=torch.float64)
+                                              - torch.tensor(switch_on, dtype=torch.float64)))
+
+        # Dispersion: free-atom polarisabilities and C6 coefficients of the elements (the package's tables).
+        buffer('free_polarizabilities', physical_potentials.ALPHAS.to(torch.float64)[numbers - 1])
+        buffer('free_c6', physical_potentials.C6_COEF.to(torch.float64)[numbers - 1])
+        self.dispersion_scale = float(model.dispersion_energy_scale)
+        self.bohr = float(physical_potentials.BOHR)
+        self.hartree = float(physical_potentials.HARTREE)
+        self.vdw_radius_factor = float(torch.tensor(physical_potentials.FINE_STRUCTURE, dtype=torch.float64)
+                                       ** (-4.0 / 21))
 
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
-        positions_angstrom = positions.to(self.total_charge.dtype) * self.nm_to_angstrom
-        edge_index, shifts, edge_index_lr, shifts_lr = self._graph_inputs(positions_angstrom, boxVectors)
-        energy = self.network(positions_angstrom, edge_index, shifts, edge_index_lr, shifts_lr, self.total_charge,
-                              self.total_spin)
+        dtype = self.identity.dtype
+        x = positions.to(dtype) * self.nm_to_angstrom
+        vectors = x[:, None, :] - x[None, :, :]  # [i, j] = x_i - x_j
+        if boxVectors is not None:
+            vectors = vectors + minimum_image_shifts(vectors, boxVectors.to(dtype) * self.nm_to_angstrom)
+        # Distances with 1 on the diagonal (finite gradients there; the diagonal is masked everywhere).
+        r = torch.sqrt((vectors * vectors).sum(-1) + self.identity)
+        energy = self._network(vectors, r)
         return (energy * self.ev_to_kj_per_mol).to(positions.dtype)
+
+    def _network(self, vectors: Tensor, r: Tensor) -> Tensor:
+        n = self.num_atoms
+        F = self.num_features
+        pairs = n * n
+        # Short-range pairs: PhysNet cutoff polynomial (zero beyond r_max and on the diagonal).
+        s = r / self.cutoff
+        cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
+                             torch.zeros_like(r)) * self.off_diagonal
+        # Spherical harmonics of the unit pair vectors, from their tensor powers.
+        u = (vectors / r[:, :, None]).reshape(pairs, 3)
+        u2 = (u[:, :, None] * u[:, None, :]).reshape(pairs, 9)
+        u3 = (u2[:, :, None] * u[:, None, :]).reshape(pairs, 27)
+        u4 = (u3[:, :, None] * u[:, None, :]).reshape(pairs, 81)
+        harmonics = (torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix).reshape(n, n, -1)
+
+        # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
+        # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
+        # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
+        # autodiff mishandles here: the forces came out wrong.)
+        distances = r.detach().reshape(-1).index_select(0, self.pair_flat)
+        active = torch.nonzero(distances < self.cutoff).reshape(-1)
+        count = active.shape[0]
+        active = torch.cat([active, torch.zeros(1, dtype=active.dtype, device=active.device)])
+        slot = torch.full([self.num_pairs], count, dtype=torch.long, device=active.device)
+        slot.index_copy_(0, active[:count], torch.arange(count, device=active.device))
+        dense_slot = slot.index_select(0, self.pair_of)
+        first = self.pair_first.index_select(0, active)
+        second = self.pair_second.index_select(0, active)
+        r_active = r.reshape(-1).index_select(0, self.pair_flat.index_select(0, active))
+        # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
+        e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
+        rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
+                        + self.rbf_k_reverse * torch.log(1.0 - e)[:, None])
+        # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
+        # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
+        rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
+        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
+        # is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
+        # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
+        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
+        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(F, dim=1)
+
+        features = self.initial_features
+        ev = torch.zeros_like(harmonics[0])
+        for layer in range(self.num_layers):
+            inv_net, ev_net = 2 * layer, 2 * layer + 1
+            if layer == 0:
+                filter_inv = torch.addmm(self.filter_bias[inv_net], hidden[inv_net], self.filter_rbf_second[inv_net])
+                filter_ev = torch.addmm(self.filter_bias[ev_net], hidden[ev_net], self.filter_rbf_second[ev_net])
+            else:
+                difference = ev.index_select(0, second) - ev.index_select(0, first)
+                invariants = (difference * difference) @ self.degree_contract
+                invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # bias, as above
+                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1)
+                                                     ).split(self.ev_hidden, 1)
+                filter_inv = torch.addmm(torch.addmm(self.filter_bias[inv_net], ev_hidden[0],
+                                                     self.filter_ev_second[inv_net]),
+                                         hidden[inv_net], self.filter_rbf_second[inv_net])
+                filter_ev = torch.addmm(torch.addmm(self.filter_bias[ev_net], ev_hidden[1],
+                                                    self.filter_ev_second[ev_net]),
+                                        hidden[ev_net], self.filter_rbf_second[ev_net])
+            projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
+            queries = projected[:, :2 * F]
+            keys = projected[:, 2 * F:4 * F]
+            v = projected[:, 4 * F:]
+            # Attention of both kinds (4 invariant heads, 4 degrees), [n, n, 8], the cutoff folded in.
+            filters = torch.cat([filter_inv, filter_ev], dim=1).index_select(0, dense_slot).reshape(n, n, 2 * F)
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd: per receiver i a [n, 2 F] @ [2 F, 8] product.
+            attention = torch.bmm(filters * keys[None, :, :], queries[:, :, None] * self.head_sum[None, :, :]) \
+                * cutoff[:, :, None]
+            # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
+            messages = torch.bmm(attention[:, :, :self.num_heads].permute(2, 0, 1),
+                                 v.reshape(n, self.num_heads, self.head_dim).transpose(0, 1))
+            features = features + messages.transpose(0, 1).reshape(n, F)
+            ev = ev + ((attention[:, :, self.num_heads:] @ self.degree_expand) * harmonics).sum(1)
+            norms = self.layer_norms[layer]
+            features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
+            hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
+                                     self.mlp_first[layer])
+            features = features + torch.addmm(self.mlp_second_bias[layer], torch.nn.functional.silu(hidden_mlp),
+                                              self.mlp_second[layer])
+            # Interaction: invariant and per-degree ev updates from [features, ev invariants].
+            mixed = torch.addmm(self.interaction_bias[layer],
+                                torch.cat([features, (ev * ev) @ self.degree_contract], dim=1),
+                                self.interaction[layer])
+            features = features + mixed[:, :F]
+            if layer + 1 < self.num_layers:
+                ev = ev + (mixed[:, F:] @ self.degree_expand) * ev
+            features = torch.nn.functional.layer_norm(features, [F], norms[2], norms[3], self.layer_norm_epsilon)
+
+        # Heads: atomic energies, raw partial charges, Hirshfeld ratios.
+        heads = torch.nn.functional.silu(torch.addmm(self.head_first_bias, features, self.head_first))
+        heads = (heads * self.head_second) @ self.head_segments + self.head_offsets  # [n, 3]
+        atomic_energy = heads[:, 0].sum()
+        raw_charges = heads[:, 1]
+        charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
+        hirshfeld = torch.abs(heads[:, 2])
+        return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _physical_terms(self, r: Tensor, cutoff: Tensor, charges: Tensor, hirshfeld: Tensor) -> Tensor:
+        """ZBL repulsion, electrostatics and dispersion of all pairs (each ordered pair once, times 1/2)."""
+        # The three switching functions at once: ZBL (0 to 1.5 Å), electrostatics (5.4 to 12 Å), dispersion
+        # (10 to 12 Å). The long-range ones vanish at and beyond 12 Å, like the package's neighbour list.
+        switches = _switches(r, self.switch_on, self.switch_inverse_width, self.switch_epsilon)
+        # ZBL: screened nuclear repulsion, times the short-range cutoff function.
+        screening = (self.zbl_coefficients[:, None, None]
+                     * torch.exp(self.zbl_exponents[:, None, None] * (r * self.zbl_inverse_lengths)[None])).sum(0)
+        repulsion = (cutoff * self.zbl_charge_products / r.clamp_min(1e-6) * screening * switches[0]).sum()
+        # Electrostatics: erf(r / sigma) / r shifted to zero at the cutoff, blended into its shifted-force form
+        # beyond the cut-on: plain - (1 - switch) * force_shift * (r - cutoff).
+        inside = (r < self.long_range_cutoff).to(r.dtype) * self.off_diagonal
+        potential = (torch.erf(r / self.electrostatic_sigma) / r - self.coulomb_shift
+                     - (1.0 - switches[1]) * self.coulomb_force_shift * (r - self.long_range_cutoff)) * inside
+        electrostatics = self.coulomb_constant * (charges @ (potential @ charges))
+        # Dispersion (vdW-QDO): polarisabilities and C6 from the Hirshfeld ratios, combined per pair.
+        polarizability = self.free_polarizabilities * hirshfeld
+        c6 = self.free_c6 * hirshfeld * hirshfeld
+        product = c6 * polarizability
+        cross = (polarizability * polarizability)[:, None] * c6[None, :]
+        c6_pair = 2.0 * product[:, None] * product[None, :] / (cross + cross.t())
+        alpha_root = (0.5 * (polarizability[:, None] + polarizability[None, :])) ** (1.0 / 7.0)
+        radius = self.vdw_radius_factor * alpha_root
+        b0, b1, b2, b3 = self.qdo_sigma_fit
+        sigma = ((b3 * radius + b2) * radius + b1) * radius + b0
+        sigma2 = sigma * sigma  # gamma = 1 / (2 sigma^2): C8 = 5 / gamma C6, C10 = 245 / (8 gamma^2) C6
+        p2 = (self.dispersion_scale * 2.0 * self.qdo_damping_factor * alpha_root) ** 2
+        p6 = p2 * p2 * p2
+        d2 = (r / self.bohr) ** 2
+        d6 = d2 * d2 * d2
+        potential = c6_pair * (1.0 / (d6 + p6) + 10.0 * sigma2 / (d6 * d2 + p6 * p2)
+                               + 122.5 * sigma2 * sigma2 / (d6 * d2 * d2 + p6 * p2 * p2))
+        dispersion = -self.hartree * (potential * switches[2] * self.off_diagonal).sum()
+        return 0.5 * (repulsion + electrostatics + dispersion)
 
 
 class _defaultDtype:
@@ -170,46 +608,6 @@ class _defaultDtype:
 
     def __exit__(self, *exc):
         torch.set_default_dtype(self.previous)
-
-
-class _floatAtomCounts:
-    """While tracing, make ``torch.ones_like(batch)`` floating point.
-
-    The package counts the atoms of a molecule as ``scatter_sum(torch.ones_like(batch))`` (integers) and spreads
-    the missing charge with ``1 / count``. Traced, that division yields torch's default dtype at run time, which is
-    float32 inside NNPForce: the partial charges of a float64 model would be off by ~1e-8. With floating-point
-    ones the count, and the division, have the model's dtype.
-    """
-
-    def __init__(self, batch, dtype):
-        self.batch, self.dtype = batch, dtype
-
-    def __enter__(self):
-        self.original = torch.ones_like
-        original, batch, dtype = self.original, self.batch, self.dtype
-
-        def ones_like(tensor, *args, **kwargs):
-            if tensor is batch and not args and not kwargs:
-                return original(tensor, dtype=dtype)
-            return original(tensor, *args, **kwargs)
-        torch.ones_like = ones_like
-
-    def __exit__(self, *exc):
-        torch.ones_like = self.original
-
-
-class _quiet:
-    """Silence the tracer's warnings about Python values it records as constants (the graph is fixed on purpose)."""
-
-    def __enter__(self):
-        import warnings
-        self._context = warnings.catch_warnings()
-        self._context.__enter__()
-        warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        warnings.simplefilter('ignore', UserWarning)
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc)
 
 
 def createSO3LRModel(atomicNumbers, charge=0, dtype=torch.float32, spin=0.0):
