@@ -294,7 +294,7 @@ def test_neighbour_slots_equal_all_pairs_when_large_enough():
     numbers, positions = molecule("b2")  # up to 24 atoms within 3.5 A of one atom
     dense = ANI("ani2x", numbers, dtype=torch.float64, customOps=False)
     slots = ANI("ani2x", numbers, dtype=torch.float64, maxAngularNeighbors=26, customOps=False)
-    assert not dense.select_nearest and slots.select_nearest
+    assert not dense.pytorch_features.select_nearest and slots.pytorch_features.select_nearest
     e_dense, f_dense = energy_and_forces(dense, positions)
     e_slots, f_slots = energy_and_forces(slots, positions)
     assert abs(e_dense - e_slots) <= 1e-8
@@ -308,8 +308,9 @@ def test_compacted_triples_and_all_candidates_agree(molecule_name):
     # list. maxAngularTriples=1 cannot hold them, so every call uses all candidates.
     compacted = ANI("ani2x", numbers, dtype=torch.float64, customOps=False)
     all_candidates = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=1, customOps=False)
-    assert compacted.triple_tiers and max(compacted.triple_tiers) < compacted.num_candidates
-    assert all_candidates.triple_tiers == [1]
+    packing, unpacked = compacted.pytorch_features, all_candidates.pytorch_features
+    assert packing.triple_tiers and max(packing.triple_tiers) < packing.num_candidates
+    assert unpacked.triple_tiers == [1]
     energy, forces = energy_and_forces(compacted, positions)
     expected_energy, expected_forces = energy_and_forces(all_candidates, positions)
     assert abs(energy - expected_energy) <= 1e-8
@@ -461,10 +462,13 @@ def test_saved_operator_model_round_trip_is_exact(dtype):
     torch.jit.save(scripted, buffer)
     buffer.seek(0)
     loaded = torch.jit.load(buffer)
-    state = model.operator_features.operators.__getstate__()
+    def pickled_state(module):  # what the class's __getstate__ (def_pickle) returns
+        return module.operator_features.operators._get_method("__getstate__")()
+
+    state = pickled_state(model)
     for module in (scripted, loaded, copy.deepcopy(loaded)):
         assert _energy_and_forces_exactly(module, x) == expected
-        restored = module.operator_features.operators.__getstate__()
+        restored = pickled_state(module)
         assert len(restored) == len(state) == 10
         for original, saved in zip(state, restored):
             if isinstance(original, torch.Tensor):
