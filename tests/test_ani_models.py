@@ -695,6 +695,23 @@ def test_nnp_force_matches_model(platform_name, dtype, energy_tolerance, force_t
         assert abs(energy - whole_isolated_energy) > 0.1
 
 
+def test_nnp_force_with_operator_model_survives_xml_exactly():
+    # The model inside the NNPForce holds the ANIFeatures object; the System's XML carries it (pickled
+    # constants) and the deserialized force computes bitwise the same energy and forces.
+    openmm_nnp = _openmm_nnp()
+    import openmm
+
+    numbers, positions = molecule("b2")
+    system = openmm.System()
+    for _ in numbers:
+        system.addParticle(12.0)
+    system.addForce(openmm_nnp.NNPForce(torch.jit.script(ANI("ani2x", numbers)), list(range(len(numbers)))))
+    reloaded = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    energy, forces = _nnp_state(system, positions, "Reference", None)
+    reloaded_energy, reloaded_forces = _nnp_state(reloaded, positions, "Reference", None)
+    assert reloaded_energy == energy and np.array_equal(reloaded_forces, forces)
+
+
 @pytest.mark.parametrize("atomic_numbers,positions", [
     ([8, 1, 1], [[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]]),  # water
     ([6, 8, 1, 1, 1, 1], [[0.0, 0.0, 0.0], [0.143, 0.0, 0.0], [0.172, 0.09, 0.0],  # methanol
