@@ -56,7 +56,10 @@ public:
     // terms computed on the way are reused for the gradient.
     std::tuple<Tensor, Tensor> energies(const Tensor& positions, const c10::optional<Tensor>& box,
                                         std::vector<Tensor> networkParameters, bool needGradient) const {
+        // Plain tensors in, plain tensors out: the ATen calls inside skip the autograd layer (as they did when
+        // this was an operator without an autograd kernel, called through the dispatcher).
         at::NoGradGuard noGrad;
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
         checkPositions(parameters, positions);
         const AEVComputation computation(parameters, positions, box);
         auto [memberEnergies, aevGradient] = evaluateNetworks(computation.aev(), networkParameters, needGradient);
@@ -79,6 +82,7 @@ public:
                           const c10::optional<Tensor>& box, const c10::intrusive_ptr<ANIFeatures>& features) {
         ctx->save_for_backward({positions, box.has_value() ? *box : Tensor()});
         ctx->saved_data["features"] = features;
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
         return features->aev(positions, box);
     }
 
