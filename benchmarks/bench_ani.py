@@ -85,7 +85,7 @@ def bench_models(testsystem, regions, args):
     import torchani
     from openmm import unit
     from openmm_nnp.models import ANI
-    from openmm_nnp.models.ani import load_torchani_model
+    from openmm_nnp.models.torchani_models import load_torchani_model
 
     load_torchani_model("ani2x")  # TorchANI's weights, from TORCHANI_DATA_DIR when set
     torchani_model = torch.jit.script(torchani.models.ANI2x(periodic_table_index=True))

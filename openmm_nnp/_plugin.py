@@ -1,7 +1,7 @@
 """The compiled plugin, loaded once per process on first use.
 
 `loadLibraries()` loads torch (libtorch must be loaded before the libraries that link it), registers
-openmm-nnp's TorchScript operators (libOpenMMNNPTorchOps) and the NNPForce kernels of each platform with
+openmm-nnp's TorchScript operators (libOpenMMNNPTorchOps: the class openmm_nnp.ANIFeatures) and the NNPForce kernels of each platform with
 OpenMM: Reference and CPU (libOpenMMNNPReference), OpenCL (libOpenMMNNPOpenCL) and CUDA
 (libOpenMMNNPCUDA) where they were built. A GPU kernel library that cannot load here (no driver, no
 OpenCL runtime) is recorded in getPluginLoadFailures(), as OpenMM records its own platforms' failures,
@@ -10,7 +10,7 @@ and its platform simply has no NNPForce kernels.
 What needs the plugin loads it: importing openmm_nnp.force (NNPForce) or openmm_nnp.models.ani, and
 deserializing XML that holds an NNPForce (`installDeserializationHook`, installed by `import openmm_nnp`,
 which itself stays light: no torch). The operators alone are registered as soon as torch is imported
-(`registerOperatorsWithTorch`), so that torch.jit.load reads saved models that call them.
+(`registerOperatorsWithTorch`), so that torch.jit.load reads saved models that hold them.
 """
 
 import functools

@@ -20,6 +20,7 @@ the CPU: AEVs and networks in C++) and PyTorch operations only (customOps=False,
 torch.export captures). The comparisons with TorchANI run on both (fixture `custom_ops`).
 """
 
+import copy
 import functools
 import io
 import math
@@ -34,7 +35,8 @@ import pytest
 import torch
 
 from openmm_nnp.models import ANI
-from openmm_nnp.models.ani import load_torchani_model
+from openmm_nnp.models.ani.parameters import ANIParameters
+from openmm_nnp.models.torchani_models import load_torchani_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLUENE_PDB = REPO_ROOT.parent / "shared" / "data" / "toluene-water" / "toluene.pdb"
@@ -292,7 +294,7 @@ def test_neighbour_slots_equal_all_pairs_when_large_enough():
     numbers, positions = molecule("b2")  # up to 24 atoms within 3.5 A of one atom
     dense = ANI("ani2x", numbers, dtype=torch.float64, customOps=False)
     slots = ANI("ani2x", numbers, dtype=torch.float64, maxAngularNeighbors=26, customOps=False)
-    assert not dense.select_nearest and slots.select_nearest
+    assert not dense.pytorch_features.select_nearest and slots.pytorch_features.select_nearest
     e_dense, f_dense = energy_and_forces(dense, positions)
     e_slots, f_slots = energy_and_forces(slots, positions)
     assert abs(e_dense - e_slots) <= 1e-8
@@ -306,8 +308,9 @@ def test_compacted_triples_and_all_candidates_agree(molecule_name):
     # list. maxAngularTriples=1 cannot hold them, so every call uses all candidates.
     compacted = ANI("ani2x", numbers, dtype=torch.float64, customOps=False)
     all_candidates = ANI("ani2x", numbers, dtype=torch.float64, maxAngularTriples=1, customOps=False)
-    assert compacted.triple_tiers and max(compacted.triple_tiers) < compacted.num_candidates
-    assert all_candidates.triple_tiers == [1]
+    packing, unpacked = compacted.pytorch_features, all_candidates.pytorch_features
+    assert packing.triple_tiers and max(packing.triple_tiers) < packing.num_candidates
+    assert unpacked.triple_tiers == [1]
     energy, forces = energy_and_forces(compacted, positions)
     expected_energy, expected_forces = energy_and_forces(all_candidates, positions)
     assert abs(energy - expected_energy) <= 1e-8
@@ -329,37 +332,31 @@ def test_too_few_neighbour_slots_is_an_error():
 # The compiled operators on their own
 
 
-def _aev_operator_inputs(model, positions, box=None):
-    pos = torch.tensor(positions) * 10.0  # Angstrom
-    cell = None if box is None else torch.tensor(box) * 10.0
-    constants = (model.species, model.pair_index, model.radial_shifts.double(), model.angular_shifts.double(),
-                 model.section_matrix.double(), model.radial_cutoff, model.radial_eta, model.angular_cutoff,
-                 model.angular_eta, model.angular_zeta)
-    return pos, cell, constants
-
-
 def _aev_operator_case(case):
-    """halobenzene (every ANI-2x element) isolated, or wrapped into the triclinic test box; float64 model."""
+    """halobenzene (every ANI-2x element) isolated, or wrapped into the triclinic test box; the float64
+    model's ANIFeatures object, positions and box in Angstrom."""
     numbers, positions = molecule("halobenzene")
     box = None
     if case == "triclinic":
         box = PERIODIC_CASES["triclinic"][1]
         positions = _wrapped(positions - positions.mean(axis=0), box)
     model = ANI("ani2x", numbers, dtype=torch.float64)
-    return (numbers, model) + _aev_operator_inputs(model, positions, box)
+    pos = torch.tensor(positions) * 10.0
+    cell = None if box is None else torch.tensor(box) * 10.0
+    return numbers, ANIParameters.from_torchani("ani2x", numbers), model.operator_features.operators, pos, cell
 
 
 @pytest.mark.parametrize("case", ["isolated", "triclinic"])
 def test_aev_operator_gradient_matches_finite_differences(case):
-    # gradcheck compares ani_aev_backward (through autograd) with central differences of ani_aev
+    # gradcheck compares the AEV's backward (through autograd) with central differences of the AEV
     # for random output weights, in float64 (step 1e-6 Angstrom; agreement to ~1e-7 relative).
-    numbers, model, pos, cell, constants = _aev_operator_case(case)
-    aev = torch.ops.openmm_nnp.ani_aev(pos, cell, *constants)
-    assert aev.shape == (len(numbers), model.aev_length)
+    numbers, parameters, features, pos, cell = _aev_operator_case(case)
+    aev = features.aev(pos, cell)
+    assert aev.shape == (len(numbers), parameters.aev_length)
     weights = torch.randn_like(aev, generator=torch.Generator().manual_seed(3)) / (1.0 + aev.abs())
 
     def weighted_sum(p):
-        return (torch.ops.openmm_nnp.ani_aev(p, cell, *constants) * weights).sum()
+        return (features.aev(p, cell) * weights).sum()
 
     assert torch.autograd.gradcheck(weighted_sum, (pos.clone().requires_grad_(True),), eps=1e-6, atol=1e-7, rtol=1e-6)
 
@@ -368,21 +365,22 @@ def test_aev_operator_gradient_matches_finite_differences(case):
 def test_aev_operator_equals_torchani_aev(case):
     # The operator's AEV, scaled and reordered to TorchANI's layout (the layout is described in
     # plugin_cpp/torch_ops/ANIFeatures.h), equals TorchANI's own AEV computer's.
-    numbers, model, pos, cell, constants = _aev_operator_case(case)
-    aev = torch.ops.openmm_nnp.ani_aev(pos, cell, *constants)
+    numbers, parameters, features, pos, cell = _aev_operator_case(case)
+    aev = features.aev(pos, cell)
 
+    species = parameters.species_tensor()
     aev_computer = load_torchani_model("ani2x").potentials["nnp"].aev_computer
     if cell is None:
-        expected = aev_computer(model.species.unsqueeze(0), pos.unsqueeze(0))[0]
+        expected = aev_computer(species.unsqueeze(0), pos.unsqueeze(0))[0]
     else:
-        expected = aev_computer(model.species.unsqueeze(0), pos.unsqueeze(0), cell=cell,
+        expected = aev_computer(species.unsqueeze(0), pos.unsqueeze(0), cell=cell,
                                 pbc=torch.tensor([True, True, True]))[0]
-    radial, sections, shifts = model.radial_length, model.num_sections, model.num_shifts
+    radial, sections, shifts = parameters.radial_length, parameters.num_sections, parameters.num_shifts
     converted = torch.empty_like(aev)
     converted[:, :radial] = 0.25 * aev[:, :radial]
     # Ours: [pair][section][shift]; TorchANI's: [pair][shift][section], times 2^(1 - zeta).
     angular = aev[:, radial:].reshape(len(numbers), -1, sections, shifts).transpose(2, 3)
-    converted[:, radial:] = 2.0 ** (1.0 - model.angular_zeta) * angular.reshape(len(numbers), -1)
+    converted[:, radial:] = 2.0 ** (1.0 - parameters.angular_zeta) * angular.reshape(len(numbers), -1)
     assert torch.count_nonzero(expected) > 1000
     assert torch.allclose(converted, expected, rtol=1e-12, atol=1e-14)
 
@@ -390,21 +388,126 @@ def test_aev_operator_equals_torchani_aev(case):
 def test_aev_operator_rejects_bad_input():
     numbers, positions = molecule("toluene")
     model = ANI("ani2x", numbers, dtype=torch.float64)
-    pos, cell, constants = _aev_operator_inputs(model, positions)
+    features = model.operator_features.operators
+    pos = torch.tensor(positions) * 10.0
     with pytest.raises(RuntimeError, match=r"positions must have shape \[atoms, 3\]"):
-        torch.ops.openmm_nnp.ani_aev(pos.reshape(-1), cell, *constants)
-    bad_species = (torch.full_like(model.species, 9),) + constants[1:]
-    with pytest.raises(RuntimeError, match="species index 9 outside"):
-        torch.ops.openmm_nnp.ani_aev(pos, cell, *bad_species)
+        features.aev(pos.reshape(-1), None)
+    with pytest.raises(RuntimeError, match="positions for 14 atoms, the species for 15"):
+        features.aev(pos[1:], None)
     with pytest.raises(RuntimeError, match="reduced form"):
-        torch.ops.openmm_nnp.ani_aev(pos, torch.ones(3, 3), *constants)
+        features.aev(pos, torch.ones(3, 3, dtype=torch.float64))
     # Network parameters that do not fit the AEV are refused, not read out of bounds.
-    parameters = [t.clone() for network in model.networks for t in network.parameter_list()]
+    parameters = [t.clone() for t in model.networks.parameter_list()]
     parameters[0][0] = len(numbers)  # first element's first atom index
     with pytest.raises(RuntimeError, match=f"atom index {len(numbers)} out of range"):
-        torch.ops.openmm_nnp.ani_energies(pos, cell, *constants, parameters, True)
+        features.energies(pos, None, parameters, True)
     with pytest.raises(RuntimeError, match="parameter tensors per element"):
-        torch.ops.openmm_nnp.ani_energies(pos, cell, *constants, parameters[:-1], True)
+        features.energies(pos, None, parameters[:-1], True)
+
+
+def _constants(**changes):
+    """ANI-2x's AEV constants for toluene, as ANIFeatures takes them, with some replaced."""
+    numbers, _ = molecule("toluene")
+    parameters = ANIParameters.from_torchani("ani2x", numbers)
+    constants = dict(
+        species=parameters.species_tensor(), pair_index=parameters.pair_index,
+        radial_shifts=parameters.radial_shifts, angular_shifts=parameters.angular_shifts,
+        sections=parameters.section_matrix(), radial_cutoff=parameters.radial_cutoff,
+        radial_eta=parameters.radial_eta, angular_cutoff=parameters.angular_cutoff,
+        angular_eta=parameters.angular_eta, angular_zeta=parameters.angular_zeta,
+    )
+    constants.update(changes)
+    return list(constants.values())
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(species=torch.full((15,), 9)), r"species index 9 outside \[0, 7\)"),
+    (dict(species=torch.zeros(15)), "species must be an integer tensor"),
+    (dict(species=torch.zeros(0, dtype=torch.long)), "species must list one species per atom"),
+    (dict(pair_index=torch.zeros(7, 6, dtype=torch.long)), r"pair_index must be a square \[species, species\]"),
+    (dict(pair_index=torch.arange(49).reshape(7, 7)), "pair_index must be symmetric"),
+    (dict(pair_index=-torch.ones(7, 7, dtype=torch.long)), "pair_index entries must be non-negative"),
+    (dict(radial_shifts=torch.tensor([1.0, float("nan")])), "radial_shifts must be finite"),
+    (dict(angular_shifts=torch.ones(2, 2)), "angular_shifts must be a non-empty 1-dimensional floating-point"),
+    (dict(sections=torch.ones(3, 4)), "sections must hold the rows cos"),
+    (dict(radial_cutoff=0.0), "radial_cutoff must be positive and finite"),
+    (dict(angular_cutoff=float("inf")), "angular_cutoff must be positive and finite"),
+    (dict(angular_eta=-8.0), "angular_eta must be positive and finite"),
+    (dict(angular_zeta=0.5), "angular_zeta must be at least 1"),
+])
+def test_aev_constants_are_checked_at_construction(changes, message):
+    ANIFeatures = torch.classes.openmm_nnp.ANIFeatures
+    ANIFeatures(*_constants())  # the unchanged constants are fine
+    with pytest.raises(RuntimeError, match=message):
+        ANIFeatures(*_constants(**changes))
+
+
+def _energy_and_forces_exactly(module, x):
+    positions = x.clone().requires_grad_(True)
+    energy = module(positions)
+    (gradient,) = torch.autograd.grad(energy, positions)
+    return energy.item(), (-gradient).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_saved_operator_model_round_trip_is_exact(dtype):
+    # A scripted model holding the ANIFeatures object survives torch.jit.save/load and deepcopy with its
+    # pickled constants unchanged; energies and forces are bitwise those of the eager model.
+    numbers, positions = molecule("b2")
+    model = ANI("ani2x", numbers, dtype=dtype)
+    x = torch.tensor(positions, dtype=dtype)
+    expected = _energy_and_forces_exactly(model, x)
+    scripted = torch.jit.script(model)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    buffer.seek(0)
+    loaded = torch.jit.load(buffer)
+    def pickled_state(module):  # what the class's __getstate__ (def_pickle) returns
+        return module.operator_features.operators._get_method("__getstate__")()
+
+    state = pickled_state(model)
+    for module in (scripted, loaded, copy.deepcopy(loaded)):
+        assert _energy_and_forces_exactly(module, x) == expected
+        restored = pickled_state(module)
+        assert len(restored) == len(state) == 10
+        for original, saved in zip(state, restored):
+            if isinstance(original, torch.Tensor):
+                assert original.dtype == saved.dtype and torch.equal(original, saved)
+            else:
+                assert original == saved
+    assert state[2].dtype == dtype  # the shifts in the model's type
+
+
+_EXACT_LOAD_SCRIPT = """
+import sys, torch
+import openmm_nnp
+torch.set_num_threads(1)
+model = torch.jit.load(sys.argv[1])
+x = torch.load(sys.argv[2]).requires_grad_(True)
+energy = model(x)
+(gradient,) = torch.autograd.grad(energy, x)
+print(repr(energy.item()), repr(gradient.abs().sum().item()))
+"""
+
+
+def test_saved_operator_model_in_a_fresh_process_is_exact(tmp_path):
+    numbers, positions = molecule("b2")
+    model = ANI("ani2x", numbers)
+    x = torch.tensor(positions, dtype=torch.float32)
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    torch.save(x, tmp_path / "x.pt")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        positions_grad = x.clone().requires_grad_(True)
+        energy = model(positions_grad)
+        (gradient,) = torch.autograd.grad(energy, positions_grad)
+    finally:
+        torch.set_num_threads(previous)
+    result = subprocess.run([sys.executable, "-c", _EXACT_LOAD_SCRIPT, str(tmp_path / "model.pt"), str(tmp_path / "x.pt")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [repr(energy.item()), repr(gradient.abs().sum().item())]
 
 
 _LOAD_SCRIPT = """
@@ -427,7 +530,7 @@ def test_saved_model_in_a_fresh_process(tmp_path, custom_ops_model):
     arguments = [str(tmp_path / "model.pt"), str(tmp_path / "x.pt")]
     plain = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT] + arguments, capture_output=True, text=True)
     if custom_ops_model:
-        assert plain.returncode != 0 and "openmm_nnp::ani_aev" in plain.stderr
+        assert plain.returncode != 0 and "openmm_nnp.ANIFeatures" in plain.stderr
     else:
         assert plain.returncode == 0, plain.stderr
         assert abs(float(plain.stdout.split()[-1]) - expected) <= 1e-6 * abs(expected)
@@ -590,6 +693,23 @@ def test_nnp_force_matches_model(platform_name, dtype, energy_tolerance, force_t
     if periodic and dtype == torch.float64:
         whole_isolated_energy, _ = energy_and_forces(model, guest_positions[::-1].copy(), None, dtype=dtype)
         assert abs(energy - whole_isolated_energy) > 0.1
+
+
+def test_nnp_force_with_operator_model_survives_xml_exactly():
+    # The model inside the NNPForce holds the ANIFeatures object; the System's XML carries it (pickled
+    # constants) and the deserialized force computes bitwise the same energy and forces.
+    openmm_nnp = _openmm_nnp()
+    import openmm
+
+    numbers, positions = molecule("b2")
+    system = openmm.System()
+    for _ in numbers:
+        system.addParticle(12.0)
+    system.addForce(openmm_nnp.NNPForce(torch.jit.script(ANI("ani2x", numbers)), list(range(len(numbers)))))
+    reloaded = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    energy, forces = _nnp_state(system, positions, "Reference", None)
+    reloaded_energy, reloaded_forces = _nnp_state(reloaded, positions, "Reference", None)
+    assert reloaded_energy == energy and np.array_equal(reloaded_forces, forces)
 
 
 @pytest.mark.parametrize("atomic_numbers,positions", [

@@ -66,36 +66,62 @@ void forEachCentre(int64_t n, const Body& body) {
 
 } // namespace
 
-AEVParameters readAEVParameters(const Tensor& positions, const Tensor& species, const Tensor& pairIndex,
-                                const Tensor& radialShifts, const Tensor& angularShifts, const Tensor& sections,
-                                double radialCutoff, double radialEta, double angularCutoff, double angularEta,
-                                double zeta) {
-    TORCH_CHECK(positions.dim() == 2 && positions.size(1) == 3, "ani_aev: positions must have shape [atoms, 3], got ",
-                positions.sizes());
-    TORCH_CHECK(positions.scalar_type() == torch::kFloat32 || positions.scalar_type() == torch::kFloat64,
-                "ani_aev: positions must be float32 or float64");
-    TORCH_CHECK(species.dim() == 1 && species.size(0) == positions.size(0),
-                "ani_aev: species must have one entry per atom");
+namespace {
+
+std::vector<double> finiteValues(const Tensor& t, const char* name, int64_t dim) {
+    TORCH_CHECK(t.is_floating_point() && t.dim() == dim && t.numel() > 0, "ANIFeatures: ", name, " must be a non-empty ",
+                dim, "-dimensional floating-point tensor, got ", t.scalar_type(), " of shape ", t.sizes());
+    std::vector<double> values = toDoubles(t);
+    for (double v : values)
+        TORCH_CHECK(std::isfinite(v), "ANIFeatures: ", name, " must be finite");
+    return values;
+}
+
+std::vector<int64_t> integerValues(const Tensor& t, const char* name) {
+    TORCH_CHECK(at::isIntegralType(t.scalar_type(), /*includeBool=*/false), "ANIFeatures: ", name,
+                " must be an integer tensor, got ", t.scalar_type());
+    return toLongs(t);
+}
+
+void checkPositive(double value, const char* name) {
+    TORCH_CHECK(std::isfinite(value) && value > 0, "ANIFeatures: ", name, " must be positive and finite, got ", value);
+}
+
+} // namespace
+
+AEVParameters makeAEVParameters(const Tensor& species, const Tensor& pairIndex, const Tensor& radialShifts,
+                                const Tensor& angularShifts, const Tensor& sections, double radialCutoff,
+                                double radialEta, double angularCutoff, double angularEta, double zeta) {
+    TORCH_CHECK(species.dim() == 1 && species.numel() > 0, "ANIFeatures: species must list one species per atom");
     TORCH_CHECK(pairIndex.dim() == 2 && pairIndex.size(0) == pairIndex.size(1) && pairIndex.numel() > 0,
-                "ani_aev: pair_index must be a square [species, species] matrix");
+                "ANIFeatures: pair_index must be a square [species, species] matrix, got shape ", pairIndex.sizes());
     TORCH_CHECK(sections.dim() == 2 && sections.size(0) == 2,
-                "ani_aev: sections must hold the rows cos(section), sin(section)");
-    TORCH_CHECK(radialCutoff > 0 && angularCutoff > 0, "ani_aev: cutoffs must be positive");
+                "ANIFeatures: sections must hold the rows cos(section), sin(section), got shape ", sections.sizes());
+    checkPositive(radialCutoff, "radial_cutoff");
+    checkPositive(angularCutoff, "angular_cutoff");
+    checkPositive(radialEta, "radial_eta");
+    checkPositive(angularEta, "angular_eta");
+    // base^(zeta - 1) in the gradient, with base = 1 + cos(theta' - section) >= 0
+    TORCH_CHECK(std::isfinite(zeta) && zeta >= 1, "ANIFeatures: angular_zeta must be at least 1, got ", zeta);
     AEVParameters p;
     p.numSpecies = pairIndex.size(0);
-    p.pairIndex = toLongs(pairIndex);
-    for (int64_t index : p.pairIndex)
-        TORCH_CHECK(index >= 0, "ani_aev: pair_index entries must be non-negative");
+    p.pairIndex = integerValues(pairIndex, "pair_index");
+    for (int64_t a = 0; a < p.numSpecies; a++)
+        for (int64_t b = 0; b < p.numSpecies; b++) {
+            const int64_t index = p.pairIndex[a * p.numSpecies + b];
+            TORCH_CHECK(index >= 0, "ANIFeatures: pair_index entries must be non-negative");
+            TORCH_CHECK(index == p.pairIndex[b * p.numSpecies + a], "ANIFeatures: pair_index must be symmetric");
+        }
     p.numPairs = *std::max_element(p.pairIndex.begin(), p.pairIndex.end()) + 1;
-    p.species = toLongs(species);
+    p.species = integerValues(species, "species");
     for (int64_t s : p.species)
-        TORCH_CHECK(s >= 0 && s < p.numSpecies, "ani_aev: species index ", s, " outside [0, ", p.numSpecies, ")");
-    p.radialShifts = toDoubles(radialShifts);
-    p.angularShifts = toDoubles(angularShifts);
+        TORCH_CHECK(s >= 0 && s < p.numSpecies, "ANIFeatures: species index ", s, " outside [0, ", p.numSpecies, ")");
+    p.radialShifts = finiteValues(radialShifts, "radial_shifts", 1);
+    p.angularShifts = finiteValues(angularShifts, "angular_shifts", 1);
     p.numRadial = p.radialShifts.size();
     p.numAngularShifts = p.angularShifts.size();
     p.numSections = sections.size(1);
-    std::vector<double> sectionRows = toDoubles(sections);
+    std::vector<double> sectionRows = finiteValues(sections, "sections", 2);
     p.sectionCos.assign(sectionRows.begin(), sectionRows.begin() + p.numSections);
     p.sectionSin.assign(sectionRows.begin() + p.numSections, sectionRows.end());
     p.radialCutoff = radialCutoff;
@@ -104,6 +130,16 @@ AEVParameters readAEVParameters(const Tensor& positions, const Tensor& species, 
     p.angularEta = angularEta;
     p.zeta = zeta;
     return p;
+}
+
+void checkPositions(const AEVParameters& p, const Tensor& positions) {
+    TORCH_CHECK(positions.dim() == 2 && positions.size(1) == 3,
+                "ANIFeatures: positions must have shape [atoms, 3], got ", positions.sizes());
+    TORCH_CHECK(positions.size(0) == p.numAtoms(), "ANIFeatures: positions for ", positions.size(0),
+                " atoms, the species for ", p.numAtoms());
+    TORCH_CHECK(positions.scalar_type() == torch::kFloat32 || positions.scalar_type() == torch::kFloat64,
+                "ANIFeatures: positions must be float32 or float64");
+    TORCH_CHECK(positions.device().is_cpu(), "ANIFeatures: positions must be on the CPU, got ", positions.device());
 }
 
 class AEVComputation::Implementation {
@@ -198,11 +234,11 @@ void AEVImplementation<real>::findNeighbors(const Tensor& positions, const c10::
     const bool periodic = box.has_value() && box->defined();
     std::vector<real> b(9, 0);
     if (periodic) {
-        TORCH_CHECK(box->dim() == 2 && box->size(0) == 3 && box->size(1) == 3, "ani_aev: box must have shape [3, 3]");
+        TORCH_CHECK(box->dim() == 2 && box->size(0) == 3 && box->size(1) == 3, "ANIFeatures: box must have shape [3, 3]");
         std::vector<double> values = toDoubles(*box);
         TORCH_CHECK(values[0] > 0 && values[4] > 0 && values[8] > 0 && values[1] == 0 && values[2] == 0 &&
                         values[5] == 0,
-                    "ani_aev: the box must be in OpenMM's reduced form (rows a, b, c; a = (ax, 0, 0), "
+                    "ANIFeatures: the box must be in OpenMM's reduced form (rows a, b, c; a = (ax, 0, 0), "
                     "b = (bx, by, 0), positive diagonal)");
         b.assign(values.begin(), values.end());
     }
@@ -299,7 +335,7 @@ template <typename real>
 Tensor AEVImplementation<real>::positionGradient(const Tensor& gradAEV) const {
     const int64_t n = centres.size();
     TORCH_CHECK(gradAEV.dim() == 2 && gradAEV.size(0) == n && gradAEV.size(1) == c.length,
-                "ani_aev_backward: grad_aev must have shape [", n, ", ", c.length, "]");
+                "ANIFeatures: the AEV gradient must have shape [", n, ", ", c.length, "]");
     const Tensor gradient = gradAEV.detach().to(torch::kCPU, c10::CppTypeToScalarType<real>::value).contiguous();
     const real* grad = gradient.data_ptr<real>();
     // d(energy)/d(displacement vector) for every (centre, neighbour); reduced onto atoms below.

@@ -39,12 +39,17 @@ struct AEVParameters {
     int64_t length() const { return radialLength() + numPairs * angularBlock(); }
 };
 
-// Checks and reads the featurization's constants (the arguments of the operators, see NNPTorchOps.cpp).
-AEVParameters readAEVParameters(const torch::Tensor& positions, const torch::Tensor& species,
-                                const torch::Tensor& pairIndex, const torch::Tensor& radialShifts,
-                                const torch::Tensor& angularShifts, const torch::Tensor& sections,
-                                double radialCutoff, double radialEta, double angularCutoff, double angularEta,
-                                double zeta);
+// Checks and reads the featurization's constants, once (the arguments of openmm_nnp.ANIFeatures's
+// constructor, see NNPTorchOps.h): species [n] and pairIndex [S, S] (symmetric) integer tensors,
+// the shifts (1-dimensional, finite), sections [2, Z] (rows cos(section), sin(section)), positive
+// cutoffs and widths, zeta >= 1. Throws c10::Error with a message naming the bad constant.
+AEVParameters makeAEVParameters(const torch::Tensor& species, const torch::Tensor& pairIndex,
+                                const torch::Tensor& radialShifts, const torch::Tensor& angularShifts,
+                                const torch::Tensor& sections, double radialCutoff, double radialEta,
+                                double angularCutoff, double angularEta, double zeta);
+
+// Checks what changes per call: positions [n, 3], float32 or float64, on the CPU.
+void checkPositions(const AEVParameters& parameters, const torch::Tensor& positions);
 
 // One evaluation of the AEVs for one set of positions [n, 3] (Angstrom) and optional box [3, 3].
 // It keeps what the gradient needs (neighbours and the exponential and power terms), so

@@ -35,13 +35,13 @@ Tensor celuBackward(const Tensor& grad, const Tensor& activation) {
 void checkBlockIndices(const Tensor& atoms, const Tensor& features, const Tensor& aev) {
     TORCH_CHECK(atoms.scalar_type() == torch::kInt64 && features.scalar_type() == torch::kInt64 && atoms.dim() == 1 &&
                     features.dim() == 1 && atoms.is_contiguous() && features.is_contiguous(),
-                "ani_energies: atom and feature indices must be contiguous 1-dimensional int64 tensors");
+                "ANIFeatures.energies: atom and feature indices must be contiguous 1-dimensional int64 tensors");
     const int64_t* atom = atoms.data_ptr<int64_t>();
     const int64_t* feature = features.data_ptr<int64_t>();
     for (int64_t i = 0; i < atoms.numel(); i++)
-        TORCH_CHECK(atom[i] >= 0 && atom[i] < aev.size(0), "ani_energies: atom index ", atom[i], " out of range");
+        TORCH_CHECK(atom[i] >= 0 && atom[i] < aev.size(0), "ANIFeatures.energies: atom index ", atom[i], " out of range");
     for (int64_t j = 0; j < features.numel(); j++)
-        TORCH_CHECK(feature[j] >= 0 && feature[j] < aev.size(1), "ani_energies: feature index ", feature[j],
+        TORCH_CHECK(feature[j] >= 0 && feature[j] < aev.size(1), "ANIFeatures.energies: feature index ", feature[j],
                     " out of range");
 }
 
@@ -102,9 +102,9 @@ Tensor memberGroup(const ElementParameters& p, const Tensor& x, int64_t first, i
 } // namespace
 
 std::tuple<Tensor, Tensor> evaluateNetworks(const Tensor& aev, at::TensorList parameters, bool needGradient) {
-    TORCH_CHECK(aev.dim() == 2, "ani_energies: aev must have shape [atoms, features]");
+    TORCH_CHECK(aev.dim() == 2, "ANIFeatures.energies: aev must have shape [atoms, features]");
     TORCH_CHECK(!parameters.empty() && parameters.size() % PARAMETERS_PER_ELEMENT == 0,
-                "ani_energies: expected ", PARAMETERS_PER_ELEMENT, " parameter tensors per element, got ",
+                "ANIFeatures.energies: expected ", PARAMETERS_PER_ELEMENT, " parameter tensors per element, got ",
                 parameters.size());
     at::NoGradGuard noGrad;
     const int64_t members = parameters[8].size(0);
@@ -115,7 +115,7 @@ std::tuple<Tensor, Tensor> evaluateNetworks(const Tensor& aev, at::TensorList pa
         const ElementParameters p{t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]};
         TORCH_CHECK(p.weight1.size(0) == p.features.size(0) && p.weight1.size(1) == members * p.weight2.size(1) &&
                         p.weight4.size(0) == members,
-                    "ani_energies: inconsistent parameter shapes for element ", e / PARAMETERS_PER_ELEMENT);
+                    "ANIFeatures.energies: inconsistent parameter shapes for element ", e / PARAMETERS_PER_ELEMENT);
         // The element's block of the AEV: its atoms' rows, the columns its networks read.
         checkBlockIndices(p.atoms, p.features, aev);
         inputs.push_back(gatherBlock(aev, p.atoms, p.features));

@@ -1,18 +1,21 @@
 #ifndef OPENMM_NNP_TORCH_OPS_H_
 #define OPENMM_NNP_TORCH_OPS_H_
 
-// TorchScript operators of openmm-nnp (library libOpenMMNNPTorchOps), registered with the
-// PyTorch dispatcher when the library is loaded. They serve openmm_nnp.models.ANI on the CPU:
+// openmm-nnp's TorchScript class (library libOpenMMNNPTorchOps), registered with PyTorch when the
+// library is loaded. It serves openmm_nnp.models.ANI on the CPU:
 //
-//   openmm_nnp::ani_aev              ANI atomic environment vectors (ANIFeatures.h);
-//                                    differentiable (first order) by autograd
-//   openmm_nnp::ani_aev_backward     their vector-Jacobian product: d(energy)/d(positions)
-//                                    from d(energy)/d(AEV)
-//   openmm_nnp::ani_energies         AEVs, the ensemble's networks (ANINetworks.h) and, on
-//                                    request, d(mean energy)/d(positions), in one call
+//   torch.classes.openmm_nnp.ANIFeatures(species, pair_index, radial_shifts, angular_shifts, sections,
+//                                        radial_cutoff, radial_eta, angular_cutoff, angular_eta, angular_zeta)
+//       holds one region's AEV constants (ANIFeatures.h), checked and parsed once here;
+//       pickled as these arguments (def_pickle), so modules holding it save, load and copy.
+//     .aev(positions, box)            ANI atomic environment vectors; differentiable (first order) by
+//                                     autograd with respect to the positions
+//     .energies(positions, box, network_parameters, need_gradient)
+//                                     AEVs, the ensemble's networks (ANINetworks.h) and, on request,
+//                                     d(mean energy)/d(positions), in one call
 //
-// Schemas and kernels are in NNPTorchOps.cpp. A process that loads a TorchScript model calling them must
-// have loaded this library first: the NNPForce kernels link it, and `import openmm_nnp` loads it.
+// Implemented in NNPTorchOps.cpp. A process that loads a TorchScript model holding the class must have
+// loaded this library first: the NNPForce kernels link it, and `import openmm_nnp` loads it.
 
 #if defined(_WIN32)
 #define OPENMM_NNP_OPS_EXPORT __declspec(dllexport)
@@ -22,8 +25,8 @@
 
 namespace NNPPlugin {
 
-// The number of operators this library registers. Calling it from another library makes the
-// dynamic linker keep the dependency (and so the registration) even when linking with --as-needed.
+// The number of TorchScript classes and operators this library registers. Calling it from another library
+// makes the dynamic linker keep the dependency (and so the registration) even when linking with --as-needed.
 OPENMM_NNP_OPS_EXPORT int registeredTorchOperators();
 
 } // namespace NNPPlugin
