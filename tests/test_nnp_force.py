@@ -781,3 +781,37 @@ def test_cpp_api_on_every_platform(tmp_path):
     output = run_cpp_test('TestNNPForcePlatforms', kernels, plugins, str(path), *extra)
     for platform in ['Reference', 'CPU'] + (['OpenCL'] if extra else []):
         assert f'tested {platform}' in output
+
+
+_SAVE_WITH_OPERATOR_SCRIPT = textwrap.dedent('''
+    import sys, torch
+    # An operator in openmm-nnp's namespace that exists only in this process, as removed operators existed
+    # only in older versions.
+    library = torch.library.Library('openmm_nnp', 'FRAGMENT')
+    library.define('removed_for_test(Tensor x) -> Tensor')
+    library.impl('removed_for_test', lambda x: x, 'CompositeExplicitAutograd')
+
+    class Model(torch.nn.Module):
+        def forward(self, positions):
+            return torch.ops.openmm_nnp.removed_for_test(positions).sum()
+
+    torch.jit.save(torch.jit.script(Model()), sys.argv[1])
+''')
+
+
+def test_model_saved_with_an_operator_this_version_lacks(tmp_path):
+    """A model (or a run folder's system.xml) saved by an older version whose operators are gone: the error names
+    the operator and says to create the model again, from Python and from C++ (XML deserialization)."""
+    path, script = tmp_path / 'old.pt', tmp_path / 'save_old.py'
+    script.write_text(_SAVE_WITH_OPERATOR_SCRIPT)  # TorchScript compiles from source files, not from -c
+    subprocess.run([sys.executable, str(script), str(path)], check=True)
+    with pytest.raises(ValueError, match='calls the operator openmm_nnp::removed_for_test, which this version of '
+                                         'openmm-nnp does not have: it was saved by an older version'):
+        NNPForce(str(path))
+    force = NNPForce(PairModel(2))
+    force.setModelBytes(path.read_bytes())
+    system = make_system(2)
+    system.addForce(force)
+    message = context_error(system)
+    assert 'calls the operator openmm_nnp::removed_for_test, which this version' in message
+    assert 'Create the model again' in message

@@ -6,6 +6,7 @@ NNPForce stores the bytes torch.jit.save writes (``moduleBytes``); NNPotential k
 
 import io
 import os
+import re
 
 
 def _firstLine(error):
@@ -23,8 +24,14 @@ def _load(data, what, owner):
     try:
         return torch.jit.load(io.BytesIO(data), map_location='cpu')
     except Exception as e:
+        message = _firstLine(e)
+        unknown = re.search(r'Unknown builtin op: (openmm_nnp::\w+)', message)
+        if unknown:  # the same message as the C++ loader's (plugin_cpp/core/NNPModel.cpp)
+            raise ValueError(f'{owner}: {what} calls the operator {unknown.group(1)}, which this version of openmm-nnp '
+                             'does not have: it was saved by an older version. Create the model again with this version '
+                             '(e.g. openmm_nnp.models.ANI, NNPotential.createMixedSystem or openmm-nnp run).') from None
         raise ValueError(f'{owner}: {what} is not a TorchScript module that torch.jit.load can read '
-                         f'({_firstLine(e)}). Save the model with torch.jit.save(torch.jit.script(model), path).') from None
+                         f'({message}). Save the model with torch.jit.save(torch.jit.script(model), path).') from None
 
 
 def loadModule(model, owner='NNPForce'):

@@ -9,8 +9,12 @@ using namespace OpenMM;
 using namespace std;
 
 // The first line of a torch error message (the rest is a C++ stack trace).
+// The first line of a message that has any text (torch's load errors begin with a newline).
 static string firstLine(const string& message) {
-    return message.substr(0, message.find('\n'));
+    size_t start = message.find_first_not_of("\n");
+    if (start == string::npos)
+        return "";
+    return message.substr(start, message.find('\n', start) - start);
 }
 
 // What went wrong inside a model's forward(): for errors raised in the TorchScript interpreter, the
@@ -54,7 +58,15 @@ NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& dev
         module = torch::jit::load(in, device);
     }
     catch (const std::exception& e) {
-        throw OpenMMException(describe() + ": the model is not a TorchScript module that torch.jit.load can read (" + firstLine(e.what()) +
+        string message = firstLine(e.what());
+        const string unknownOperator = "Unknown builtin op: openmm_nnp::";
+        if (message.find(unknownOperator) != string::npos) {
+            string name = message.substr(message.find(unknownOperator) + string("Unknown builtin op: ").size());
+            name = name.substr(0, name.find_last_not_of(". ") + 1);
+            throw OpenMMException(describe() + ": the model calls the operator " + name + ", which this version of openmm-nnp does not have: it was saved by an older version. Create the model"
+                                  " again with this version (e.g. openmm_nnp.models.ANI, NNPotential.createMixedSystem or openmm-nnp run).");
+        }
+        throw OpenMMException(describe() + ": the model is not a TorchScript module that torch.jit.load can read (" + message +
                               "). Save it with torch.jit.save(torch.jit.script(model), path).");
     }
     module.eval();
