@@ -147,11 +147,32 @@ double ReferenceCalcNNPForceKernel::execute(ContextImpl& context, bool includeFo
     }
     if (!usePrefetch) {
         int n = atoms.size();
-        torch::Tensor positionTensor = torch::from_blob(positionBuffer.data(), {n, 3}, torch::kFloat64);
-        torch::Tensor boxTensor;
-        if (usePeriodic)
-            boxTensor = torch::from_blob(&box[0][0], {3, 3}, torch::kFloat64);
-        output = computation->compute(inputs, positionTensor, boxTensor);
+        auto computeNow = [&] () {
+            torch::Tensor positionTensor = torch::from_blob(positionBuffer.data(), {n, 3}, torch::kFloat64);
+            torch::Tensor boxTensor;
+            if (usePeriodic)
+                boxTensor = torch::from_blob(&box[0][0], {3, 3}, torch::kFloat64);
+            output = computation->compute(inputs, positionTensor, boxTensor);
+        };
+        if (worker) {
+            // With overlap every evaluation runs on the worker, so that all of them use the same torch threads:
+            // a model's results may depend on the thread count in the last bits (ANI-2x's forces do), and a
+            // trajectory must not depend on which evaluations were prefetched.
+            exception_ptr error;
+            worker->submit([&] () {
+                try {
+                    computeNow();
+                }
+                catch (...) {
+                    error = current_exception();
+                }
+            });
+            worker->wait();
+            if (error)
+                rethrow_exception(error);
+        }
+        else
+            computeNow();
     }
     NNPComputation::addDerivatives(output, *data.energyParameterDerivatives);
 

@@ -17,7 +17,8 @@ namespace NNPPlugin {
  * starts the model on a worker thread with the positions, box and parameters of that moment, so that it
  * runs while OpenMM computes the other forces. execute() waits for that result and uses it only if it was
  * computed from bitwise the same inputs as it would compute from now (and forces are requested); otherwise
- * it computes as without overlap. The result is therefore the same either way.
+ * it computes again, also on the worker thread. Every evaluation thus runs on the same thread with the same
+ * torch thread count (one), and the result does not depend on whether it was prefetched.
  */
 class ReferenceCalcNNPForceKernel : public CalcNNPForceKernel {
 public:

@@ -1,8 +1,14 @@
 #include "NNPWorker.h"
+#include "NNPTorchOps.h"
 #include "openmm/OpenMMException.h"
+#include <ATen/Parallel.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+// MKL (statically inside libtorch_cpu in PyTorch's x86 wheels) keeps its own per-thread thread count, which
+// ATen's lazy initialization sets too. Declared weak: absent from torch builds without MKL.
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak)); // mkl_service.h: mkl_set_num_threads_local
 
 using namespace NNPPlugin;
 using namespace std;
@@ -43,6 +49,12 @@ void NNPWorker::wait() {
 }
 
 void NNPWorker::run() {
+    // ATen sets a thread's OpenMP thread count to the process-wide one the first time that thread runs a
+    // parallel region, separately for each library's copy of that (inline) code: libtorch, this library and
+    // the operator library. Let each do so now, so that the count set below stays.
+    at::get_num_threads();
+    at::parallel_for(0, 1, 1, [](int64_t, int64_t) {});
+    initializeParallelOnThisThread();
     unique_lock<std::mutex> lock(mutex);
     while (true) {
         changed.wait(lock, [this] { return hasJob || stopping; });
@@ -53,12 +65,13 @@ void NNPWorker::run() {
         lock.unlock();
 #ifdef _OPENMP
         // torch's CPU backend runs its parallel regions on OpenMP threads, as many as the calling thread's
-        // nthreads-var. Set it for this thread alone, before every job: torch's lazy per-thread
-        // initialization may reset it to the process-wide count once (at::set_num_threads here would
-        // change that count for threads started later).
+        // nthreads-var. Set it for this thread alone (at::set_num_threads would also change the count that
+        // threads started later take), before every job in case a library's lazy initialization above was missed.
         if (torchThreads > 0 && omp_get_max_threads() != torchThreads)
             omp_set_num_threads(torchThreads);
 #endif
+        if (torchThreads > 0 && MKL_Set_Num_Threads_Local != nullptr)
+            MKL_Set_Num_Threads_Local(torchThreads);
         try {
             current();
         }

@@ -1,6 +1,7 @@
 // openmm-nnp's TorchScript operators (see NNPTorchOps.h): schemas, CPU kernels and autograd.
 
 #include "NNPTorchOps.h"
+#include <ATen/Parallel.h>
 #include "ANIFeatures.h"
 #include "ANINetworks.h"
 
@@ -109,4 +110,8 @@ TORCH_LIBRARY_IMPL(openmm_nnp, Autograd, m) {
 
 int NNPPlugin::registeredTorchOperators() {
     return 3;
+}
+
+void NNPPlugin::initializeParallelOnThisThread() {
+    at::parallel_for(0, 1, 1, [](int64_t, int64_t) {});
 }
