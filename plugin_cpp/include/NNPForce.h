@@ -97,10 +97,11 @@ public:
     double getScaleParameterDefaultValue() const;
 
     /**
-     * Platform options. Recognized keys: "numThreads" (intra-op threads torch uses on the CPU; empty or
-     * 0 leaves torch's setting alone), "overlap" ("true" or "false"; CPU
-     * platform, on unless "false": start the model on its own thread when a step begins, so that it
-     * runs while OpenMM computes the other forces; the results are the same either way) and "dtype" ("auto", "float32" or "float64": the precision of the
+     * Platform options. Recognized keys: "numThreads" (intra-op threads torch uses on the CPU, set for the
+     * thread that creates the Context, which runs the model unless it overlaps; empty or 0 leaves torch's
+     * setting alone), "overlap" ("true" or "false"; CPU platform, on unless "false": the model runs on a
+     * thread of its own, with one torch thread, and starts when a step begins, so that it runs while
+     * OpenMM computes the other forces) and "dtype" ("auto", "float32" or "float64": the precision of the
      * positions given to the model; "auto" uses the dtype of the model's floating-point parameters,
      * or float64 when it has none).
      */
