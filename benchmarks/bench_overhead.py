@@ -157,7 +157,10 @@ def main():
             for label, (context, per_step) in contexts.items():
                 steps = args.steps // per_step
                 start, start_cpu = time.perf_counter(), time.process_time()
-                context.getIntegrator().step(steps)
+                try:
+                    context.getIntegrator().step(steps)
+                except openmm.OpenMMException as e:
+                    raise RuntimeError(f'{name}, {label}: {e}') from e
                 context.getState(getEnergy=True)
                 times[label].append((time.perf_counter() - start) / (steps * per_step) * 1e3)
                 cpu[label].append((time.process_time() - start_cpu) / (steps * per_step) * 1e3)
