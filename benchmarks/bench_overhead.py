@@ -11,7 +11,11 @@ stepped in alternating rounds within this one process (load from other processes
 medians over rounds, all per integration step (the cost of a step does not depend on its length):
 
 * MM only;
-* NNP/MM: NNPotential('ani2x').createMixedSystem (openmm_nnp.models.ANI, float32);
+* NNP/MM: NNPotential('ani2x').createMixedSystem (openmm_nnp.models.ANI, float32) with the NNPForce
+  property overlap=true: the model starts on its own thread (one torch thread) when a step begins and runs
+  while OpenMM computes the MM forces;
+* NNP/MM sequential: the same as the CPU platform runs it by default (overlap=false): the model runs after
+  the MM forces, on the torch threads of the calling thread;
 * NNP/MM with MTS: the `openmm-nnp run --mts 2` layout (NNP correction every 2 inner steps,
   MTSLangevinIntegrator); time per inner step = time per outer step / 2. Its inner step is 1 fs (outer
   2 fs): with a 2 fs inner step (outer 4 fs) CB7:B2 blows up within 20 steps, because the correction
@@ -19,7 +23,9 @@ medians over rounds, all per integration step (the cost of a step does not depen
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
   positions (what one NNP/MM step cannot avoid).
 
-It prints each time, NNP/MM / MM and the ideal (MM + model) / MM. Then, for each system, where the rest goes:
+It prints each time (wall clock; CPU time of the process per step in parentheses, which shows whether a
+variant is faster by using idle cores or by taking more of a busy machine's), NNP/MM / MM (with and without
+overlap) and the ideal without overlap, (MM + model) / MM. Then, for each system, where the rest goes:
 the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
 the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
@@ -93,6 +99,14 @@ def model_call(system, positions):
     return run
 
 
+def with_overlap(system, overlap):
+    system = openmm.XmlSerializer.clone(system)
+    for force in system.getForces():
+        if isinstance(force, openmm_nnp.NNPForce):
+            force.setProperty('overlap', overlap)
+    return system
+
+
 def contexts_for(loaded, region, threads):
     platform = openmm.Platform.getPlatformByName('CPU')
     properties = {'Threads': str(threads)}
@@ -100,7 +114,8 @@ def contexts_for(loaded, region, threads):
     mts, _, _ = createNNPSystem(loaded, region, mts=2)
     mm = openmm.XmlSerializer.clone(loaded.system)
     variants = {label: (constrain_hydrogen_bonds(system, loaded.topology), steps)
-                for label, system, steps in (('MM', mm, None), ('NNP/MM', mixed, None), ('NNP/MM MTS 2', mts, 2))}
+                for label, system, steps in (('MM', mm, None), ('NNP/MM', with_overlap(mixed, 'true'), None),
+                                             ('NNP/MM seq', with_overlap(mixed, 'false'), None), ('NNP/MM MTS 2', mts, 2))}
     result = {}
     for label, (system, mts_steps) in variants.items():
         T, friction = 300 * unit.kelvin, 1 / unit.picosecond
@@ -128,8 +143,8 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: libgomp default)')}, {args.threads} threads, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'system':14s} {'MM':>7s} {'NNP/MM':>7s} {'MTS 2':>7s} {'model':>7s}   ms per step  |  "
-          f"{'NNP/MM÷MM':>9s} {'ideal':>6s} {'MTS÷MM':>7s}")
+    print(f"{'system':14s} {'MM':>12s} {'NNP/MM':>12s} {'sequential':>12s} {'MTS 2':>12s} {'model':>5s}   ms per step (CPU ms)  |  "
+          f"{'NNP/MM÷MM':>9s} {'seq.÷MM':>8s} {'ideal seq.':>10s} {'MTS÷MM':>7s}")
     split = {}
     for build in (host_guest, toluene_water):
         name, loaded, region = build()
@@ -137,22 +152,31 @@ def main():
         for _ in range(5):
             model()
         times = {label: [] for label in [*contexts, 'model']}
+        cpu = {label: [] for label in contexts}
         for _ in range(args.rounds):
             for label, (context, per_step) in contexts.items():
                 steps = args.steps // per_step
-                start = time.perf_counter()
-                context.getIntegrator().step(steps)
+                start, start_cpu = time.perf_counter(), time.process_time()
+                try:
+                    context.getIntegrator().step(steps)
+                except openmm.OpenMMException as e:
+                    raise RuntimeError(f'{name}, {label}: {e}') from e
                 context.getState(getEnergy=True)
                 times[label].append((time.perf_counter() - start) / (steps * per_step) * 1e3)
+                cpu[label].append((time.process_time() - start_cpu) / (steps * per_step) * 1e3)
             start = time.perf_counter()
             for _ in range(args.steps):
                 model()
             times['model'].append((time.perf_counter() - start) / args.steps * 1e3)
         m = {label: statistics.median(values) for label, values in times.items()}
-        print(f"{name:14s} {m['MM']:7.1f} {m['NNP/MM']:7.1f} {m['NNP/MM MTS 2']:7.1f} {m['model']:7.1f}   ms per step  |  "
-              f"{m['NNP/MM'] / m['MM']:9.2f} {(m['MM'] + m['model']) / m['MM']:6.2f} {m['NNP/MM MTS 2'] / m['MM']:7.2f}")
+        c = {label: statistics.median(values) for label, values in cpu.items()}
+        columns = ' '.join(f"{m[label]:5.1f} ({c[label]:4.1f})" for label in ('MM', 'NNP/MM', 'NNP/MM seq', 'NNP/MM MTS 2'))
+        print(f"{name:14s} {columns} {m['model']:5.1f}   ms per step (CPU ms)  |  "
+              f"{m['NNP/MM'] / m['MM']:9.2f} {m['NNP/MM seq'] / m['MM']:8.2f} {(m['MM'] + m['model']) / m['MM']:10.2f} "
+              f"{m['NNP/MM MTS 2'] / m['MM']:7.2f}")
         split[name] = alternation(contexts['NNP/MM'][0], args)
         del contexts
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print('\nForces of the NNP/MM context by force group (getState), ms per evaluation:')
     print(f"{'system':14s} {'MM alone':>9s} {'NNP alone':>10s} {'sum':>6s} {'alternating':>12s}")
     for name, t in split.items():

@@ -24,6 +24,7 @@ namespace std {
     %template(NNPBondPair) pair<int, int>;
     %template(NNPBondVector) vector<pair<int, int> >;
     %template(NNPPropertyMap) map<string, string>;
+    %template(NNPCountVector) vector<long long>;
 }
 
 /* C++ exceptions become openmm.OpenMMException, as for OpenMM's own classes. */

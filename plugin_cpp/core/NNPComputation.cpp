@@ -12,11 +12,10 @@ void NNPPlugin::requireTorchOperators() {
         throw OpenMMException("openmm-nnp: the TorchScript operator library registered no operators.");
 }
 
-// The numThreads property: torch's intra-op threads on the host (0 or absent: leave torch's setting).
-static void applyNumThreads(const NNPForce& force) {
+int NNPComputation::numThreadsProperty(const NNPForce& force) {
     auto properties = force.getProperties();
     if (!properties.count("numThreads") || properties["numThreads"].empty())
-        return;
+        return 0;
     int threads;
     try {
         size_t used;
@@ -29,6 +28,11 @@ static void applyNumThreads(const NNPForce& force) {
     }
     if (threads < 0)
         throw OpenMMException("NNPForce: property numThreads must be a non-negative integer, not '" + properties["numThreads"] + "'.");
+    return threads;
+}
+
+static void applyNumThreads(const NNPForce& force) {
+    int threads = NNPComputation::numThreadsProperty(force);
     if (threads > 0)
         at::set_num_threads(threads);
 }
@@ -60,19 +64,36 @@ bool NNPComputation::isActive(ContextImpl& context) const {
     return getScale(context) != 0.0 || !derivativeNames.empty();
 }
 
+NNPComputation::Inputs NNPComputation::getInputs(ContextImpl& context, bool includeForces) const {
+    Inputs inputs;
+    inputs.scale = getScale(context);
+    for (auto& name : parameterNames)
+        inputs.parameterValues.push_back(context.getParameter(name));
+    inputs.includeForces = includeForces;
+    return inputs;
+}
+
 NNPComputation::Output NNPComputation::evaluate(ContextImpl& context, const torch::Tensor& positions, const torch::Tensor& box,
                                                 bool includeForces, map<string, double>& derivatives) {
-    double scale = getScale(context);
-    vector<double> parameterValues;
-    for (auto& name : parameterNames)
-        parameterValues.push_back(context.getParameter(name));
+    Output output = compute(getInputs(context, includeForces), positions, box);
+    addDerivatives(output, derivatives);
+    return output;
+}
+
+void NNPComputation::addDerivatives(const Output& output, map<string, double>& derivatives) {
+    for (auto& derivative : output.derivatives)
+        derivatives[derivative.first] += derivative.second;
+}
+
+NNPComputation::Output NNPComputation::compute(const Inputs& inputs, const torch::Tensor& positions, const torch::Tensor& box) {
+    double scale = inputs.scale;
     // Always a copy: the model may keep references to its input, and the caller's buffer is reused.
     torch::Tensor modelPositions = positions.to(device, model->getDtype(), false, true);
     torch::Tensor modelBox;
     if (box.defined())
         modelBox = box.to(device, model->getDtype(), false, true);
-    bool wantForces = includeForces && scale != 0.0;
-    NNPModel::Result result = model->evaluate(modelPositions, modelBox, parameterValues, wantForces, derivativeMask);
+    bool wantForces = inputs.includeForces && scale != 0.0;
+    NNPModel::Result result = model->evaluate(modelPositions, modelBox, inputs.parameterValues, wantForces, derivativeMask);
 
     Output output;
     output.energy = scale * result.energy;
@@ -87,8 +108,8 @@ NNPComputation::Output NNPComputation::evaluate(ContextImpl& context, const torc
     }
     for (size_t i = 0; i < parameterNames.size(); i++)
         if (derivativeMask[i])
-            derivatives[parameterNames[i]] += scale * result.parameterDerivatives[i];
+            output.derivatives.emplace_back(parameterNames[i], scale * result.parameterDerivatives[i]);
     if (scaleDerivative)
-        derivatives[scaleParameter] += result.energy;
+        output.derivatives.emplace_back(scaleParameter, result.energy);
     return output;
 }

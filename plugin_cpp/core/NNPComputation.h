@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace NNPPlugin {
@@ -26,6 +27,8 @@ public:
      * Throws OpenMMException naming the problem.
      */
     NNPComputation(const NNPForce& force, const std::vector<int>& atoms, const torch::Device& device);
+    /** The property numThreads: torch's intra-op threads on the host, 0 when absent or empty (torch's setting). */
+    static int numThreadsProperty(const NNPForce& force);
     /** The global parameters whose energy derivatives this force contributes (derivatives requested of it). */
     const std::vector<std::string>& getDerivativeNames() const {
         return derivativeNames;
@@ -35,7 +38,19 @@ public:
     struct Output {
         double energy;        // scaled energy, kJ/mol
         torch::Tensor forces; // [n,3] scaled forces in kJ/mol/nm on the model's device; undefined unless requested
+        std::vector<std::pair<std::string, double> > derivatives; // scaled dE/dparam for each requested derivative
     };
+    /** What the model's result depends on besides positions and box: read from the context by getInputs(). */
+    struct Inputs {
+        double scale;
+        std::vector<double> parameterValues; // the model's global parameters (all but the scale parameter)
+        bool includeForces;
+        bool operator==(const Inputs& other) const {
+            return scale == other.scale && parameterValues == other.parameterValues && includeForces == other.includeForces;
+        }
+    };
+    /** The current values of the scale parameter and the model's global parameters. */
+    Inputs getInputs(OpenMM::ContextImpl& context, bool includeForces) const;
     /**
      * Run the model on the region's positions and add the scaled parameter derivatives to `derivatives`.
      * @param positions  [n,3] in nm, made whole, in any floating dtype on any device (copied to the model's)
@@ -43,6 +58,14 @@ public:
      */
     Output evaluate(OpenMM::ContextImpl& context, const torch::Tensor& positions, const torch::Tensor& box, bool includeForces,
                     std::map<std::string, double>& derivatives);
+    /**
+     * The same without the context: run the model for `inputs` and return everything in the Output
+     * (derivatives included). It touches no ContextImpl, so it may run on another thread while OpenMM
+     * works on the context, as long as no other call on this object runs at the same time.
+     */
+    Output compute(const Inputs& inputs, const torch::Tensor& positions, const torch::Tensor& box);
+    /** Add an Output's derivatives to a context's energy-parameter derivatives. */
+    static void addDerivatives(const Output& output, std::map<std::string, double>& derivatives);
     const std::string& getForceName() const {
         return model->getForceName();
     }

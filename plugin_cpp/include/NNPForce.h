@@ -97,13 +97,24 @@ public:
     double getScaleParameterDefaultValue() const;
 
     /**
-     * Platform options. Recognized keys: "numThreads" (intra-op threads torch uses on the CPU; empty or
-     * 0 leaves torch's setting alone) and "dtype" ("auto", "float32" or "float64": the precision of the
+     * Platform options. Recognized keys: "numThreads" (intra-op threads torch uses on the CPU, set for the
+     * thread that creates the Context, which runs the model unless it overlaps; empty or 0 leaves torch's
+     * setting alone), "overlap" ("true" or "false", default "false"; CPU platform: the model runs on a
+     * thread of its own, with numThreads torch threads or one, and starts when a step begins, so that it
+     * runs while OpenMM computes the other forces) and "dtype" ("auto", "float32" or "float64": the precision of the
      * positions given to the model; "auto" uses the dtype of the model's floating-point parameters,
      * or float64 when it has none).
      */
     void setProperty(const std::string& name, const std::string& value);
     const std::map<std::string, std::string>& getProperties() const;
+
+    /**
+     * How often, in a Context, the model was started ahead of a step to run while OpenMM computes the
+     * other forces (property "overlap"), and what became of those results: [started, used, discarded]
+     * (discarded: the positions, box or parameters had changed by the time the force was computed, which
+     * was then computed again). All zero where the kernel does not overlap (Reference, GPU platforms).
+     */
+    std::vector<long long> getOverlapStatisticsInContext(const OpenMM::Context& context) const;
 
 protected:
     OpenMM::ForceImpl* createImpl() const;

@@ -9,6 +9,13 @@
 
 namespace NNPPlugin {
 
+/** Counts of what happened to the model evaluations started ahead of time (kernels that overlap). */
+struct OverlapStatistics {
+    long long started = 0;   // prefetches started by prepare()
+    long long used = 0;      // results execute() used
+    long long discarded = 0; // results computed from inputs that had changed by the time they were needed
+};
+
 /** The kernel that evaluates an NNPForce; each platform provides its own implementation. */
 class CalcNNPForceKernel : public OpenMM::KernelImpl {
 public:
@@ -19,8 +26,18 @@ public:
     }
     /** Prepare the kernel: load and check the model. `atoms` is the resolved region (never empty). */
     virtual void initialize(const OpenMM::System& system, const NNPForce& force, const std::vector<int>& atoms) = 0;
+    /**
+     * Called when an integrator begins a step, before it computes forces: a kernel may start the model
+     * on the current state here, as long as execute() returns exactly what it would have computed.
+     */
+    virtual void prepare(OpenMM::ContextImpl& context) {
+    }
     /** Add the region's forces to the context and return its energy. */
     virtual double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) = 0;
+    /** What happened to evaluations started by prepare() (all zero for kernels that start none). */
+    virtual OverlapStatistics getOverlapStatistics() const {
+        return OverlapStatistics();
+    }
 };
 
 } // namespace NNPPlugin

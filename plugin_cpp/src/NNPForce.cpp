@@ -1,5 +1,6 @@
 #include "NNPForce.h"
 #include "internal/NNPForceImpl.h"
+#include "openmm/Context.h"
 #include "openmm/OpenMMException.h"
 #include <fstream>
 #include <set>
@@ -160,8 +161,10 @@ double NNPForce::getScaleParameterDefaultValue() const {
 }
 
 void NNPForce::setProperty(const string& name, const string& value) {
-    if (name != "numThreads" && name != "dtype" && name != "useCUDAGraphs" && name != "CUDAGraphWarmupSteps")
-        throw OpenMMException("NNPForce: unknown property '" + name + "'. Known properties: numThreads, dtype, useCUDAGraphs, CUDAGraphWarmupSteps.");
+    if (name != "numThreads" && name != "dtype" && name != "overlap" && name != "useCUDAGraphs" && name != "CUDAGraphWarmupSteps")
+        throw OpenMMException("NNPForce: unknown property '" + name + "'. Known properties: numThreads, dtype, overlap, useCUDAGraphs, CUDAGraphWarmupSteps.");
+    if (name == "overlap" && value != "" && value != "true" && value != "false")
+        throw OpenMMException("NNPForce: property overlap must be 'true' or 'false', not '" + value + "'.");
     if (name == "dtype" && value != "auto" && value != "float32" && value != "float64")
         throw OpenMMException("NNPForce: property dtype must be 'auto', 'float32' or 'float64', not '" + value + "'.");
     properties[name] = value;
@@ -173,4 +176,8 @@ const map<string, string>& NNPForce::getProperties() const {
 
 ForceImpl* NNPForce::createImpl() const {
     return new NNPForceImpl(*this);
+}
+
+vector<long long> NNPForce::getOverlapStatisticsInContext(const Context& context) const {
+    return dynamic_cast<const NNPForceImpl&>(getImplInContext(context)).getOverlapStatistics();
 }

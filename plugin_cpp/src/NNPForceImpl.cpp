@@ -52,6 +52,16 @@ double NNPForceImpl::calcForcesAndEnergy(ContextImpl& context, bool includeForce
     return 0.0;
 }
 
+void NNPForceImpl::updateContextState(ContextImpl& context, bool& forcesInvalid) {
+    if ((context.getIntegrator().getIntegrationForceGroups() & (1 << owner.getForceGroup())) != 0)
+        kernel.getAs<CalcNNPForceKernel>().prepare(context);
+}
+
+vector<long long> NNPForceImpl::getOverlapStatistics() const {
+    OverlapStatistics statistics = kernel.getAs<const CalcNNPForceKernel>().getOverlapStatistics();
+    return {statistics.started, statistics.used, statistics.discarded};
+}
+
 map<string, double> NNPForceImpl::getDefaultParameters() {
     map<string, double> parameters;
     for (int i = 0; i < owner.getNumGlobalParameters(); i++)

@@ -2,6 +2,7 @@
 // autograd and pickling.
 
 #include "NNPTorchOps.h"
+#include <ATen/Parallel.h>
 #include "ANIFeatures.h"
 #include "ANINetworks.h"
 
@@ -115,4 +116,8 @@ TORCH_LIBRARY(openmm_nnp, m) {
 
 int NNPPlugin::registeredTorchOperators() {
     return 1;
+}
+
+void NNPPlugin::initializeParallelOnThisThread() {
+    at::parallel_for(0, 1, 1, [](int64_t, int64_t) {});
 }

@@ -29,6 +29,11 @@ namespace NNPPlugin {
 // makes the dynamic linker keep the dependency (and so the registration) even when linking with --as-needed.
 OPENMM_NNP_OPS_EXPORT int registeredTorchOperators();
 
+// Run ATen's lazy per-thread initialization of the intra-op thread count, as this library's operators
+// would on their first at::parallel_for (it sets the calling thread's OpenMP thread count to the
+// process-wide one). A thread that then sets its own count keeps it (NNPWorker).
+OPENMM_NNP_OPS_EXPORT void initializeParallelOnThisThread();
+
 } // namespace NNPPlugin
 
 #endif

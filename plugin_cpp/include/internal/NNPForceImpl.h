@@ -2,6 +2,7 @@
 #define OPENMM_NNP_FORCE_IMPL_H_
 
 #include "NNPForce.h"
+#include "NNPKernels.h"
 #include "openmm/Kernel.h"
 #include "openmm/internal/ForceImpl.h"
 #include <map>
@@ -20,13 +21,15 @@ public:
     const NNPForce& getOwner() const {
         return owner;
     }
-    void updateContextState(OpenMM::ContextImpl& context) {
-    }
+    /** At the start of a step: lets the kernel start the model early when the integrator will compute this force's group. */
+    void updateContextState(OpenMM::ContextImpl& context, bool& forcesInvalid);
     double calcForcesAndEnergy(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy, int groups);
     std::map<std::string, double> getDefaultParameters();
     std::vector<std::string> getKernelNames();
     /** Bonds within the region, so that OpenMM treats the region's atoms as one molecule. */
     std::vector<std::pair<int, int> > getBondedParticles() const;
+    /** started, used and discarded evaluations started ahead of a step (see NNPForce::getOverlapStatisticsInContext). */
+    std::vector<long long> getOverlapStatistics() const;
 private:
     const NNPForce& owner;
     OpenMM::Kernel kernel;
