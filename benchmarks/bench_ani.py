@@ -67,14 +67,17 @@ def nearest_waters(testsystem, center_atoms, count):
     return [a.index for w in chosen for a in w.atoms()]
 
 
-def interleaved_times_ms(functions, calls, warmup):
-    """Median and minimum wall time (ms) of each function, calls interleaved round by round."""
+def interleaved_times_ms(functions, calls, warmup, untimed_before=0):
+    """Median and minimum wall time (ms) of each function, calls interleaved round by round; with
+    `untimed_before`, each timed call follows that many untimed calls of the same function."""
     for f in functions.values():
         for _ in range(warmup):
             f()
     times = {name: [] for name in functions}
     for _ in range(calls):
         for name, f in functions.items():
+            for _ in range(untimed_before):
+                f()
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)

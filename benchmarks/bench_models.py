@@ -3,8 +3,9 @@
 Run:  TORCHANI_DATA_DIR=... .venv/bin/python benchmarks/bench_models.py [--threads 2] [--calls 30]
 
 Each model is the TorchScript module openmm_nnp builds for the region (what NNPForce runs), float32, CPU,
-forward + backward, calls interleaved round by round in one process (load from other processes affects all
-alike); medians and minima, and each median over ANI-2x's.
+forward + backward, models interleaved round by round in one process (load from other processes affects all
+alike), each timed call after two untimed ones of the same model (weights in the caches, as in a run of
+steps); medians and minima, and each median over ANI-2x's.
 
 The cost of a network depends on its architecture, not on the values of its weights. Where the published
 weights cannot be downloaded here, the model is built with its package's own code and random weights at the
@@ -14,7 +15,7 @@ published size:
 * MACE-OFF23 small / medium: ScaleShiftMACE with the hyperparameters reported for MACE-OFF23 (Kovács et al.
   2023; 2 interactions, correlation order 3, max_ell 3, 8 Bessel functions, radial MLP 64-64-64; small: 96
   channels, L = 0, 4.5 Å; medium: 128 channels, L = 1, 5 Å), loaded from a saved file through openmm_nnp.
-ANI-2x (TorchANI's weights) and SO3LR (the so3krates-torch wheel's) are the published models.
+ANI-2x and ANI-1x (TorchANI's weights; ANI-1ccx has ANI-1x's networks) and SO3LR (the so3krates-torch wheel's) are the published models.
 """
 
 import argparse
@@ -84,6 +85,7 @@ def main():
     folder = tempfile.mkdtemp(prefix="bench_models_")
     models = {
         "ANI-2x": torch.jit.script(ANI("ani2x", numbers)),
+        "ANI-1x": torch.jit.script(ANI("ani1x", numbers)),
         "SO3LR": so3lr.createSO3LRModel(numbers, dtype=torch.float32),
         "AIMNet2 (wB97M-D3 size)": aimnet2.createAIMNet2Model(
             numbers, dtype=torch.float32, modelPath=exportRandomAIMNet2File(Path(folder))),
@@ -98,8 +100,11 @@ def main():
             model(x).backward()
         return run
 
+    # Each timed call follows two untimed calls of the same model: the cost of a model whose weights are in the
+    # caches, as in a run of steps; interleaved with the others, the largest models' weights would evict the
+    # smaller ones' (ANI-2x took 9.7 instead of 4 ms that way on 2026-11-29).
     result = interleaved_times_ms({name: energy_and_forces(m) for name, m in models.items()}, args.calls,
-                                  args.warmup)
+                                  args.warmup, untimed_before=2)
     print(f"Energy + forces, B2 guest ({len(guest)} atoms), float32, {torch.get_num_threads()} threads, "
           f"{args.calls} calls each (load average {os.getloadavg()[0]:.1f}); median [minimum] in ms, median / ANI-2x")
     ani = result["ANI-2x"][0]
