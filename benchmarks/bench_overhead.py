@@ -19,8 +19,10 @@ medians over rounds, all per integration step (the cost of a step does not depen
   while OpenMM computes the MM forces;
 * NNP/MM sequential: the same as the CPU platform runs it by default (overlap=false): the model runs after
   the MM forces, on the torch threads of the calling thread;
-* NNP/MM with MTS: the `openmm-nnp run --mts 2` layout (NNP correction every 2 inner steps,
-  MTSLangevinIntegrator); time per inner step = time per outer step / 2. Its inner step is 1 fs (outer
+* NNP/MM with MTS: the `openmm-nnp run --mts 2` layout (NNP correction every 2 inner steps) with
+  openmm_nnp's NNPMTSLangevinIntegrator (what `run --mts` uses), and the same with OpenMM's
+  MTSLangevinIntegrator, which computes the MM forces 3 times per 2 inner steps instead of 2 (see
+  openmm_nnp/integrators.py); time per inner step = time per outer step / 2. The inner step is 1 fs (outer
   2 fs): with a 2 fs inner step (outer 4 fs) CB7:B2 blows up within 20 steps, because the correction
   U_NNP(region) - U_MM(region) still holds fast X-H bending that a 4 fs step cannot follow;
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
@@ -28,7 +30,8 @@ medians over rounds, all per integration step (the cost of a step does not depen
 
 It prints each time (wall clock; CPU time of the process per step in parentheses, which shows whether a
 variant is faster by using idle cores or by taking more of a busy machine's), NNP/MM / MM (with and without
-overlap) and the ideal without overlap, (MM + model) / MM. Then, for each system, where the rest goes:
+overlap), the ideal without overlap, (MM + model) / MM, and with MTS 2, (MM + model / 2) / MM. Then, for
+each system, where the rest goes:
 the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
 the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
@@ -56,6 +59,7 @@ import torch  # noqa: E402
 from openmm import app, unit  # noqa: E402
 
 from openmm_nnp.inputs import LoadedInput, createNNPSystem  # noqa: E402
+from openmm_nnp.integrators import NNPMTSLangevinIntegrator  # noqa: E402
 
 
 def host_guest():
@@ -118,12 +122,16 @@ def contexts_for(loaded, region, threads):
     mm = openmm.XmlSerializer.clone(loaded.system)
     variants = {label: (constrain_hydrogen_bonds(system, loaded.topology), steps)
                 for label, system, steps in (('MM', mm, None), ('NNP/MM', with_overlap(mixed, 'true'), None),
-                                             ('NNP/MM seq', with_overlap(mixed, 'false'), None), ('NNP/MM MTS 2', mts, 2))}
+                                             ('NNP/MM seq', with_overlap(mixed, 'false'), None), ('NNP/MM MTS 2', mts, 2),
+                                             ('MTS 2 OpenMM', openmm.XmlSerializer.clone(mts), 2))}
     result = {}
     for label, (system, mts_steps) in variants.items():
         T, friction = 300 * unit.kelvin, 1 / unit.picosecond
-        if mts_steps:
-            integrator = openmm.MTSLangevinIntegrator(T, friction, mts_steps * unit.femtosecond, [(1, 1), (0, mts_steps)])
+        groups = [(1, 1), (0, mts_steps)]
+        if label == 'MTS 2 OpenMM':
+            integrator = openmm.MTSLangevinIntegrator(T, friction, mts_steps * unit.femtosecond, groups)
+        elif mts_steps:
+            integrator = NNPMTSLangevinIntegrator(system, T, friction, mts_steps * unit.femtosecond, groups)
         else:
             integrator = openmm.LangevinMiddleIntegrator(T, friction, 1 * unit.femtosecond)
         context = openmm.Context(system, integrator, platform, properties)
@@ -146,8 +154,9 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: libgomp default)')}, {args.threads} threads, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'system':14s} {'MM':>12s} {'NNP/MM':>12s} {'sequential':>12s} {'MTS 2':>12s} {'model':>5s}   ms per step (CPU ms)  |  "
-          f"{'NNP/MM÷MM':>9s} {'seq.÷MM':>8s} {'ideal seq.':>10s} {'MTS÷MM':>7s}")
+    print(f"{'system':14s} {'MM':>12s} {'NNP/MM':>12s} {'sequential':>12s} {'MTS 2':>12s} {'MTS 2 OpenMM':>12s} {'model':>5s}   "
+          f"ms per step (CPU ms)  |  {'NNP/MM÷MM':>9s} {'seq.÷MM':>8s} {'ideal seq.':>10s} {'MTS÷MM':>7s} "
+          f"{'ideal MTS':>9s} {'OpenMM MTS÷MM':>13s}")
     split = {}
     for build in (host_guest, toluene_water):
         name, loaded, region = build()
@@ -173,10 +182,11 @@ def main():
             times['model'].append((time.perf_counter() - start) / args.steps * 1e3)
         m = {label: statistics.median(values) for label, values in times.items()}
         c = {label: statistics.median(values) for label, values in cpu.items()}
-        columns = ' '.join(f"{m[label]:5.1f} ({c[label]:4.1f})" for label in ('MM', 'NNP/MM', 'NNP/MM seq', 'NNP/MM MTS 2'))
+        columns = ' '.join(f"{m[label]:5.1f} ({c[label]:4.1f})" for label in contexts)
         print(f"{name:14s} {columns} {m['model']:5.1f}   ms per step (CPU ms)  |  "
               f"{m['NNP/MM'] / m['MM']:9.2f} {m['NNP/MM seq'] / m['MM']:8.2f} {(m['MM'] + m['model']) / m['MM']:10.2f} "
-              f"{m['NNP/MM MTS 2'] / m['MM']:7.2f}")
+              f"{m['NNP/MM MTS 2'] / m['MM']:7.2f} {(m['MM'] + m['model'] / 2) / m['MM']:9.2f} "
+              f"{m['MTS 2 OpenMM'] / m['MM']:13.2f}")
         split[name] = alternation(contexts['NNP/MM'][0], args)
         del contexts
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

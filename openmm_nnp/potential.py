@@ -204,7 +204,9 @@ class NNPotential:
         return mixed
 
     def createMTSSystem(self, topology, system, atoms, **args):
-        """A mixed System laid out for multiple time steps with MTSLangevinIntegrator(..., [(1, 1), (0, N)]).
+        """A mixed System laid out for multiple time steps: integrate it with
+        ``openmm_nnp.NNPMTSLangevinIntegrator(system, T, friction, dt, [(1, 1), (0, N)])`` (or OpenMM's
+        ``MTSLangevinIntegrator(T, friction, dt, [(1, 1), (0, N)])``, which computes group 0 once more per step).
 
         Force group 0 is the complete MM force field, the region's own MM terms included (+U_MM(region)); group
         1 is the NNP correction U_NNP(region) - U_MM(region), evaluated once per outer step. Together they are

@@ -23,7 +23,8 @@ stops with an InstabilityError; its outputs are cut back to the last good checkp
 
 Multiple time steps (``mts=N``): the full MM force field (including the region's own MM terms) is force
 group 0, integrated with the inner step; the NNP correction U_NNP(region) - U_MM(region) is force group 1,
-evaluated once per outer step of N inner steps by MTSLangevinIntegrator.
+evaluated once per outer step of N inner steps by openmm_nnp.integrators.NNPMTSLangevinIntegrator
+(MTSLangevinIntegrator's scheme, computing the MM forces N instead of N + 1 times per outer step).
 """
 
 import base64
@@ -44,6 +45,7 @@ import openmm.unit as unit
 from openmm_nnp.errors import InputError, InstabilityError
 from openmm_nnp.files import atomicWrite, readJSON
 from openmm_nnp.inputs import createNNPSystem, loadInput, regionAtomicNumbers
+from openmm_nnp.integrators import NNPMTSLangevinIntegrator
 from openmm_nnp.region import Region
 from openmm_nnp.run.reporting import (ENERGY_COLUMNS, Progress, degreesOfFreedom, ensembleDisagreementFor,
                                       formatSummary)
@@ -57,12 +59,12 @@ CHECKPOINT_INFO = 'checkpoint.json'
 ENERGY_LOG = 'energies.csv'
 
 
-def _createIntegrator(settings):
+def _createIntegrator(settings, system):
     dt = settings.timestep * unit.femtosecond
     T = settings.temperature * unit.kelvin
     friction = settings.friction / unit.picosecond
     if settings.mts:
-        integrator = openmm.MTSLangevinIntegrator(T, friction, dt * settings.mts, [(1, 1), (0, settings.mts)])
+        integrator = NNPMTSLangevinIntegrator(system, T, friction, dt * settings.mts, [(1, 1), (0, settings.mts)])
     else:
         integrator = openmm.LangevinMiddleIntegrator(T, friction, dt)
     integrator.setRandomNumberSeed(settings.seed)
@@ -112,7 +114,7 @@ class Simulation:
             system.addForce(barostat)
         self.outputDir.mkdir(parents=True, exist_ok=True)
         self.system, self.topology = system, loaded.topology
-        integrator = _createIntegrator(settings)
+        integrator = _createIntegrator(settings, system)
         self._path('system.xml').write_text(openmm.XmlSerializer.serialize(system))
         self._path('integrator.xml').write_text(openmm.XmlSerializer.serialize(integrator))
         with open(self._path('topology.pdb'), 'w') as f:
@@ -135,7 +137,7 @@ class Simulation:
                  f'platform {context.getPlatform().getName()}')
         if settings.mts:
             self.log(f'Multiple time steps: MM every {settings.timestep:g} fs, NNP correction every '
-                     f'{settings.mts * settings.timestep:g} fs (MTSLangevinIntegrator)')
+                     f'{settings.mts * settings.timestep:g} fs (NNPMTSLangevinIntegrator)')
         if settings.minimize:
             before = context.getState(getEnergy=True).getPotentialEnergy()
             openmm.LocalEnergyMinimizer.minimize(context, 10.0, settings.minimizeIterations)
