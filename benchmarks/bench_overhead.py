@@ -98,10 +98,11 @@ def model_call(system, positions):
     atoms = list(force.getAtoms())
     coordinates = torch.tensor(positions.value_in_unit(unit.nanometer), dtype=torch.float32)[atoms]
     box = torch.tensor([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()], dtype=torch.float32)
+    periodic = force.usesPeriodicBoundaryConditions()  # read now: `force` belongs to `system`, which may go
 
     def run():
         x = coordinates.clone().requires_grad_(True)
-        energy = model(x, box) if force.usesPeriodicBoundaryConditions() else model(x)
+        energy = model(x, box) if periodic else model(x)
         torch.autograd.grad(energy, x)
     return run
 
