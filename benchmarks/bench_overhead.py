@@ -94,7 +94,11 @@ def constrain_hydrogen_bonds(system, topology):
 def model_call(system, positions):
     """A function that runs the NNPForce's model once (energy and autograd forces), as the kernel does."""
     force = next(f for f in system.getForces() if isinstance(f, openmm_nnp.NNPForce))
-    model = force.getModel()
+    return model_call_of(force.getModel(), force, system, positions)
+
+
+def model_call_of(model, force, system, positions):
+    """model_call for `model` in place of the force's own (same atoms, positions and box)."""
     atoms = list(force.getAtoms())
     coordinates = torch.tensor(positions.value_in_unit(unit.nanometer), dtype=torch.float32)[atoms]
     box = torch.tensor([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()], dtype=torch.float32)

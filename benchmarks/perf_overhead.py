@@ -8,7 +8,7 @@ MTSLangevinIntegrator, and calls the region's model alone from Python, under `pe
 the process's CPU time); each phase's samples are then split by shared library and scaled to CPU ms per
 (inner) step. So it shows what an NNP/MM step spends beyond MM, and whether torch spends more inside a step
 than in the model alone. Then the model alone again, after streaming through 0 to 256 MB of memory between
-calls (how much evicting its weights from the caches costs).
+calls (what cold caches cost), for the ANI-2x ensemble and for one of its members (an eighth of the weights).
 """
 
 import argparse
@@ -29,6 +29,7 @@ def child(args):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_overhead
     import numpy as np
+    import openmm_nnp.models
     import torch
     torch.set_num_threads(2)
     build = bench_overhead.host_guest if args.system == 'cb7' else bench_overhead.toluene_water
@@ -48,19 +49,30 @@ def child(args):
                 context.getIntegrator().step(args.steps // perStep)
             print(f'PHASE\t{label}\t{start:.6f}\t{clock():.6f}\t{(time.process_time() - cpu) / args.steps * 1e3:.3f}',
                   flush=True)
+    # The model alone after streaming through memory, for the ensemble and for one member (1/8 of the weights):
+    # if the cost of cold caches came from the weights, one member would pay an eighth of it.
+    system = contexts['NNP/MM seq'][0].getSystem()
+    force = next(f for f in system.getForces() if isinstance(f, openmm_nnp.NNPForce))
+    atoms = list(loaded.topology.atoms())
+    numbers = [atoms[i].element.atomic_number for i in force.getAtoms()]
+    member = bench_overhead.model_call_of(torch.jit.script(openmm_nnp.models.ANI('ani2x', numbers, modelIndex=0)),
+                                          force, system, loaded.positions)
     buffers = {size: np.ones(size * 2 ** 18, dtype=np.float32) for size in (0, 16, 64, 256)}
-    times = {size: [] for size in buffers}
-    for _ in range(7):
-        for size, buffer in buffers.items():
-            calls = []
-            for _ in range(15):
-                buffer += 1.0  # stream through `size` MB
-                start = time.perf_counter()
-                model()
-                calls.append(time.perf_counter() - start)
-            times[size].append(statistics.median(calls) * 1e3)
-    for size, values in times.items():
-        print(f'STREAM\t{size}\t{statistics.median(values):.2f}', flush=True)
+    for name, function in (('ensemble', model), ('one member', member)):
+        for _ in range(20):
+            function()
+        times = {size: [] for size in buffers}
+        for _ in range(7):
+            for size, buffer in buffers.items():
+                calls = []
+                for _ in range(15):
+                    buffer += 1.0  # stream through `size` MB
+                    start = time.perf_counter()
+                    function()
+                    calls.append(time.perf_counter() - start)
+                times[size].append(statistics.median(calls) * 1e3)
+        print(f'STREAM\t{name}\t' + ', '.join(f'{size} MB {statistics.median(values):.2f}'
+                                              for size, values in times.items()), flush=True)
 
 
 def samples_by_library(data, start, end, libraries=None):
@@ -120,9 +132,9 @@ def main():
         for label, rows in detail.items():
             print(f'{label}: top functions in libOpenMM.so and libm: '
                   + '; '.join(f'{name} {ms:.2f}' for ms, name in rows))
-        streams = [line[1:] for line in lines if line[0] == 'STREAM']
-        print('model alone after streaming through N MB between calls (ms, medians): '
-              + ', '.join(f'{size} MB {ms}' for size, ms in streams))
+        print('The model alone after streaming through N MB between calls, ms (medians):')
+        for name, times in (line[1:] for line in lines if line[0] == 'STREAM'):
+            print(f'  {name:12s} {times}')
 
 
 if __name__ == '__main__':
