@@ -15,7 +15,8 @@ one-entry cache still holds the fast forces when the next step begins, and reuse
 then. The stored forces are recomputed whenever they may be stale: when any coordinate differs from the
 one they were computed at (setPositions, setState, a barostat move, a checkpoint) or any global parameter
 of the System differs from its value then (setParameter, e.g. a lambda). After changing a force's
-parameters with updateParametersInContext at unchanged positions, call ``invalidateSlowForces()``.
+parameters with updateParametersInContext, or the box with setPeriodicBoxVectors, at unchanged coordinates,
+call ``invalidateSlowForces()``.
 """
 
 import openmm
