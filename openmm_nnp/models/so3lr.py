@@ -327,8 +327,11 @@ class SO3LR(torch.nn.Module):
         buffer('degree_expand', expand.t().contiguous())  # [4, 24]: per degree -> per component
         contraction = state['euclidean_transformers.0.euclidean_attention_block.so3_conv_invariants.cg_rep']
         buffer('degree_contract', contraction[:, None] * expand)  # [24, 4]: squared components -> invariants
-        heads = torch.arange(2 * self.num_features) // self.head_dim  # invariant heads, then ev heads (degrees)
-        buffer('head_sum', torch.nn.functional.one_hot(heads, 2 * self.num_heads).to(torch.float64))  # [2 F, 8]
+        heads = torch.arange(self.num_features) // self.head_dim  # heads (invariant) or degrees (ev) of features
+        buffer('head_onehot', torch.nn.functional.one_hot(heads, self.num_heads).to(torch.float64))  # [F, 4]
+        parity = 1.0 - 2.0 * (torch.repeat_interleave(torch.tensor(degrees), repeats) % 2).to(torch.float64)
+        buffer('harmonics_parity', parity)  # [24]: (-1)^l, the harmonics of the reversed vector
+        self.register_buffer('lower_triangle', torch.tril(torch.ones(n, n, dtype=torch.long), -1).reshape(-1))
 
         # Filter networks. First layers of the radial parts, all layers and both filters at once: [R, 2 L F].
         rbf_first, rbf_first_bias, rbf_second, rbf_second_bias = [], [], [], []
@@ -469,13 +472,6 @@ class SO3LR(torch.nn.Module):
         s = r / self.cutoff
         cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
                              torch.zeros_like(r)) * self.off_diagonal
-        # Spherical harmonics of the unit pair vectors, from their tensor powers.
-        u = (vectors / r[:, :, None]).reshape(pairs, 3)
-        u2 = (u[:, :, None] * u[:, None, :]).reshape(pairs, 9)
-        u3 = (u2[:, :, None] * u[:, None, :]).reshape(pairs, 27)
-        u4 = (u3[:, :, None] * u[:, None, :]).reshape(pairs, 81)
-        harmonics = (torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix).reshape(n, n, -1)
-
         # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
         # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
         # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
@@ -489,7 +485,18 @@ class SO3LR(torch.nn.Module):
         dense_slot = slot.index_select(0, self.pair_of)
         first = self.pair_first.index_select(0, active)
         second = self.pair_second.index_select(0, active)
-        r_active = r.reshape(-1).index_select(0, self.pair_flat.index_select(0, active))
+        active_flat = self.pair_flat.index_select(0, active)
+        r_active = r.reshape(-1).index_select(0, active_flat)
+        # Spherical harmonics of the unit vectors of these pairs (x_a - x_b for a < b), from their tensor powers;
+        # the reversed pair's are (-1)^l times these. Dense [n, n, 24]: the pair a < b reads row slot, b > a row
+        # K + 1 + slot of [Y, parity Y] (every other (i, j) reads a row of the copy of pair 0, times a zero cutoff).
+        u = vectors.reshape(pairs, 3).index_select(0, active_flat) / r_active[:, None]
+        u2 = (u[:, :, None] * u[:, None, :]).reshape(-1, 9)
+        u3 = (u2[:, :, None] * u[:, None, :]).reshape(-1, 27)
+        u4 = (u3[:, :, None] * u[:, None, :]).reshape(-1, 81)
+        harmonics = torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix
+        harmonics = torch.cat([harmonics, harmonics * self.harmonics_parity]).index_select(
+            0, dense_slot + (count + 1) * self.lower_triangle).reshape(n, n, -1)
         # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
         e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
         rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
@@ -497,14 +504,15 @@ class SO3LR(torch.nn.Module):
         # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
         # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
+        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
         # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
         # is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
         # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
-        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
         hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(F, dim=1)
+        H = self.num_heads
 
         features = self.initial_features
-        ev = torch.zeros_like(harmonics[0])
+        ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
         for layer in range(self.num_layers):
             inv_net, ev_net = 2 * layer, 2 * layer + 1
             if layer == 0:
@@ -522,20 +530,22 @@ class SO3LR(torch.nn.Module):
                 filter_ev = torch.addmm(torch.addmm(self.filter_bias[ev_net], ev_hidden[1],
                                                     self.filter_ev_second[ev_net]),
                                         hidden[ev_net], self.filter_rbf_second[ev_net])
+            # Filters of this layer, [2, K + 1, F]: 0 for the invariant attention, 1 for the ev attention.
+            filters = torch.stack([filter_inv, filter_ev])
             projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
-            queries = projected[:, :2 * F]
-            keys = projected[:, 2 * F:4 * F]
+            queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
+            keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
             v = projected[:, 4 * F:]
-            # Attention of both kinds (4 invariant heads, 4 degrees), [n, n, 8], the cutoff folded in.
-            filters = torch.cat([filter_inv, filter_ev], dim=1).index_select(0, dense_slot).reshape(n, n, 2 * F)
-            # a_ijh = sum_(d in h) q_id k_jd f_ijd: per receiver i a [n, 2 F] @ [2 F, 8] product.
-            attention = torch.bmm(filters * keys[None, :, :], queries[:, :, None] * self.head_sum[None, :, :]) \
-                * cutoff[:, :, None]
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees): per kind and
+            # receiver i an [n, F] @ [F, 4] product; [2, n, n, 4], the cutoff folded in.
+            dense = filters.index_select(1, dense_slot).reshape(2, n, n, F) * keys[:, None, :, :]
+            attention = torch.bmm(dense.reshape(2 * n, n, F),
+                                  (queries[:, :, :, None] * self.head_onehot).reshape(2 * n, F, H)) \
+                .reshape(2, n, n, H) * cutoff[:, :, None]
             # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
-            messages = torch.bmm(attention[:, :, :self.num_heads].permute(2, 0, 1),
-                                 v.reshape(n, self.num_heads, self.head_dim).transpose(0, 1))
+            messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
             features = features + messages.transpose(0, 1).reshape(n, F)
-            ev = ev + ((attention[:, :, self.num_heads:] @ self.degree_expand) * harmonics).sum(1)
+            ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
             norms = self.layer_norms[layer]
             features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
             hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
