@@ -85,6 +85,16 @@ def loadPackageModel(dtype=torch.float64, path=None):
     return model
 
 
+def _loadOperators():
+    """Load openmm-nnp's TorchScript operators (plugin_cpp/torch_ops); False where the library is missing."""
+    try:
+        from openmm_nnp import _plugin
+        _plugin.loadTorchOperators()
+    except (ImportError, OSError, RuntimeError):
+        return False
+    return hasattr(torch.ops.openmm_nnp, 'so3lr_attention')
+
+
 def checkAtomicNumbers(atomicNumbers):
     unsupported = sorted({int(z) for z in atomicNumbers} - set(SO3LR_ATOMIC_NUMBERS))
     if unsupported:
@@ -256,7 +266,8 @@ class SO3LR(torch.nn.Module):
     ``positions[i] - positions[j]`` at its minimum image (the package's direction for the spherical harmonics).
     """
 
-    def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None):
+    def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
+                 compiledAttention=None):
         super().__init__()
         atomicNumbers = [int(z) for z in atomicNumbers]
         checkAtomicNumbers(atomicNumbers)
@@ -268,6 +279,8 @@ class SO3LR(torch.nn.Module):
         n = len(atomicNumbers)
         numbers = torch.tensor(atomicNumbers, dtype=torch.long)
         self.num_atoms = n
+        # The compiled attention operator (CPU), when openmm-nnp's operator library can be loaded.
+        self.compiled_attention = _loadOperators() if compiledAttention is None else bool(compiledAttention)
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -485,6 +498,7 @@ class SO3LR(torch.nn.Module):
         dense_slot = slot.index_select(0, self.pair_of)
         first = self.pair_first.index_select(0, active)
         second = self.pair_second.index_select(0, active)
+        first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
         active_flat = self.pair_flat.index_select(0, active)
         r_active = r.reshape(-1).index_select(0, active_flat)
         # Spherical harmonics of the unit vectors of these pairs (x_a - x_b for a < b), from their tensor powers;
@@ -536,12 +550,18 @@ class SO3LR(torch.nn.Module):
             queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
             keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
             v = projected[:, 4 * F:]
-            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees): per kind and
-            # receiver i an [n, F] @ [F, 4] product; [2, n, n, 4], the cutoff folded in.
-            dense = filters.index_select(1, dense_slot).reshape(2, n, n, F) * keys[:, None, :, :]
-            attention = torch.bmm(dense.reshape(2 * n, n, F),
-                                  (queries[:, :, :, None] * self.head_onehot).reshape(2 * n, F, H)) \
-                .reshape(2, n, n, H) * cutoff[:, :, None]
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4],
+            # times the cutoff. On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
+            # on the K pairs, both directions at once; elsewhere per kind and receiver i an [n, F] @ [F, 4] product.
+            if self.compiled_attention and queries.device.type == 'cpu':
+                attention = torch.ops.openmm_nnp.so3lr_attention(queries, keys, filters, first_pairs,
+                                                                 second_pairs, H)
+            else:
+                dense = filters.index_select(1, dense_slot).reshape(2, n, n, F) * keys[:, None, :, :]
+                attention = torch.bmm(dense.reshape(2 * n, n, F),
+                                      (queries[:, :, :, None] * self.head_onehot).reshape(2 * n, F, H)) \
+                    .reshape(2, n, n, H)
+            attention = attention * cutoff[:, :, None]
             # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
             messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
             features = features + messages.transpose(0, 1).reshape(n, F)
