@@ -195,3 +195,46 @@ def test_in_nnpforce(package):
     module = so3lr.createSO3LRModel(numbers, charge=1, dtype=torch.float64)
     energy, forces = evaluateInNNPForce(module, positions)
     assertSame((energy, forces), package(numbers, positions, 1), RTOL)
+
+
+def test_compiled_attention_matches_pytorch_path(tmp_path):
+    """The compiled attention operator (CPU) against the module's PyTorch path, float64, on a region with pairs
+    within and beyond the short-range cutoff; the operator's gradients against finite differences; and the module
+    saved and loaded by TorchScript."""
+    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
+    numbers_b, positions_b = _molecule('acetate', -1)
+    numbers = numbers_a + numbers_b
+    positions = np.concatenate([positions_a, positions_b + np.array([6.0, 1.0, -0.5])])
+    compiled = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    assert compiled.compiled_attention
+    compiled = torch.jit.script(compiled)
+    plain = torch.jit.script(so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledAttention=False))
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        moved = positions + rng.normal(scale=0.15, size=positions.shape)
+        assertSame(evaluateModule(compiled, moved), evaluateModule(plain, moved), 1e-12)
+    path = str(tmp_path / 'so3lr.pt')
+    torch.jit.save(compiled, path)
+    assertSame(evaluateModule(torch.jit.load(path), positions), evaluateModule(plain, positions), 1e-12)
+
+    # The operator alone: gradients of queries, keys and filters (one pair listed twice is not allowed: the
+    # module lists each pair within the cutoff once).
+    generator = torch.Generator().manual_seed(4)
+    n, F, heads, pairs = 5, 8, 2, 6
+    queries, keys = (torch.randn(2, n, F, dtype=torch.float64, generator=generator, requires_grad=True)
+                     for _ in range(2))
+    filters = torch.randn(2, pairs + 1, F, dtype=torch.float64, generator=generator, requires_grad=True)
+    first, second = torch.triu_indices(n, n, offset=1)
+    first, second = first[:pairs].contiguous(), second[:pairs].contiguous()
+    attention = torch.ops.openmm_nnp.so3lr_attention(queries, keys, filters, first, second, heads)
+    expected = torch.zeros(2, n, n, heads, dtype=torch.float64)
+    for c in range(2):
+        for p in range(pairs):
+            a, b = int(first[p]), int(second[p])
+            products = (queries[c, a] * keys[c, b] * filters[c, p], queries[c, b] * keys[c, a] * filters[c, p])
+            expected[c, a, b] = products[0].reshape(heads, -1).sum(1)
+            expected[c, b, a] = products[1].reshape(heads, -1).sum(1)
+    torch.testing.assert_close(attention, expected, rtol=1e-14, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda q, k, f: torch.ops.openmm_nnp.so3lr_attention(q, k, f, first, second, heads),
+        (queries, keys, filters))
