@@ -115,7 +115,7 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 1;
+    return 2;  // the class ANIFeatures and the operator so3lr_attention (SO3LRAttention.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {
