@@ -12,11 +12,15 @@ of the same network for one region, on dense n x n pair tensors: the weights are
 everything that depends only on the region's elements, charge and spin is computed once in the constructor
 (element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
 coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
-symmetric in the pair, run once per unordered pair within the short-range cutoff. Cost: docs/models.md
-(benchmarks/bench_so3lr.py). Every ordered pair of distinct atoms is a pair; the short-range cutoff function is
-zero at and beyond 4.5 Å (and on the diagonal), the long-range switching functions are zero at and beyond 12 Å, so
-the pairs the package's neighbour lists leave out add exactly zero, and the energy is the package's
-(tests/test_so3lr.py compares energies and forces with the package's own calculator in float64).
+symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU the attention
+coefficients of each layer come from a compiled operator (openmm_nnp::so3lr_attention, plugin_cpp/torch_ops/
+SO3LRAttention.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it) that works on those
+pairs directly; on other devices, or with compiledAttention=False, the module computes them with PyTorch
+operations on n x n pair tensors (the same numbers to rounding). Cost: docs/models.md (benchmarks/bench_so3lr.py).
+Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
+the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
+lists leave out add exactly zero, and the energy is the package's (tests/test_so3lr.py compares energies and forces
+with the package's own calculator in float64).
 
 Units: positions and box in nm are multiplied by 10 to get Å; the energy in eV is multiplied by
 96.48533212331002 (kJ/mol per eV, CODATA 2018).
@@ -29,7 +33,7 @@ module leaves them out and describes the region as one molecule.
 """
 
 import math
-from typing import Optional, Tuple
+from typing import Final, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -264,7 +268,11 @@ class SO3LR(torch.nn.Module):
     are fixed by the constructor: their embeddings are computed there, and the buffers ``total_charge`` and
     ``total_spin`` record them. Pair tensors are n x n (receiver i, sender j); the pair vector is
     ``positions[i] - positions[j]`` at its minimum image (the package's direction for the spherical harmonics).
+    compiledAttention: use the compiled attention operator on the CPU (None: when openmm-nnp's operator library
+    loads); a module that uses it needs that library loaded in the process that loads or runs it.
     """
+
+    compiled_attention: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledAttention=None):
@@ -553,15 +561,8 @@ class SO3LR(torch.nn.Module):
             # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4],
             # times the cutoff. On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
             # on the K pairs, both directions at once; elsewhere per kind and receiver i an [n, F] @ [F, 4] product.
-            if self.compiled_attention and queries.device.type == 'cpu':
-                attention = torch.ops.openmm_nnp.so3lr_attention(queries, keys, filters, first_pairs,
-                                                                 second_pairs, H)
-            else:
-                dense = filters.index_select(1, dense_slot).reshape(2, n, n, F) * keys[:, None, :, :]
-                attention = torch.bmm(dense.reshape(2 * n, n, F),
-                                      (queries[:, :, :, None] * self.head_onehot).reshape(2 * n, F, H)) \
-                    .reshape(2, n, n, H)
-            attention = attention * cutoff[:, :, None]
+            attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs) \
+                * cutoff[:, :, None]
             # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
             messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
             features = features + messages.transpose(0, 1).reshape(n, F)
@@ -589,6 +590,18 @@ class SO3LR(torch.nn.Module):
         charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
         hirshfeld = torch.abs(heads[:, 2])
         return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _attention(self, queries: Tensor, keys: Tensor, filters: Tensor, dense_slot: Tensor, first: Tensor,
+                   second: Tensor) -> Tensor:
+        """[2, n, n, H] attention coefficients of both kinds without the cutoff (module docstring): queries and keys
+        [2, n, F], filters [2, K + 1, F] of the pairs (first, second) within the cutoff."""
+        if self.compiled_attention:  # a constant: without the operator library TorchScript compiles no call to it
+            if queries.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_attention(queries, keys, filters, first, second, self.num_heads)
+        n, F, H = self.num_atoms, self.num_features, self.num_heads
+        dense = filters.index_select(1, dense_slot).reshape(2, n, n, F) * keys[:, None, :, :]
+        return torch.bmm(dense.reshape(2 * n, n, F),
+                         (queries[:, :, :, None] * self.head_onehot).reshape(2 * n, F, H)).reshape(2, n, n, H)
 
     def _physical_terms(self, r: Tensor, cutoff: Tensor, charges: Tensor, hirshfeld: Tensor) -> Tensor:
         """ZBL repulsion, electrostatics and dispersion of all pairs (each ordered pair once, times 1/2)."""
