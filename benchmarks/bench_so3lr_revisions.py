@@ -4,8 +4,8 @@ Run:  .venv/bin/python benchmarks/bench_so3lr_revisions.py REVISION [--threads 1
 
 Energy + forces (forward + backward) of the 30-atom B2 guest of openmmtools' HostGuestExplicit, float32, CPU:
 the module of REVISION (its so3lr.py imported from `git show`; the rest of the package is the working tree's),
-the working tree's module, and the working tree's module without the compiled attention operator
-(compiledAttention=False). Calls interleaved round by round (load from other processes affects all alike);
+the working tree's module, and the working tree's module without the compiled operators
+(compiledOperators=False). Calls interleaved round by round (load from other processes affects all alike);
 medians and minima of wall time and of the calling thread's CPU time, and page faults (minor) per call. First the
 float64 energies and forces of the first two are compared (relative differences).
 """
@@ -68,13 +68,15 @@ def main():
 
     reference = energy_and_gradient(torch.jit.script(old.SO3LR(numbers, dtype=torch.float64)), positions)
     current = energy_and_gradient(torch.jit.script(so3lr.SO3LR(numbers, dtype=torch.float64)), positions)
+    force_difference = (current[1] - reference[1]).abs().max() / reference[1].abs().max()
     print(f"float64: energy relative difference {abs(current[0] - reference[0]) / abs(reference[0]):.1e}, largest "
-          f"force difference / largest force {((current[1] - reference[1]).abs().max() / reference[1].abs().max()):.1e}")
+          f"force difference / largest force {force_difference:.1e}")
 
     positions = positions.to(torch.float32)
     modules = {args.revision: old.SO3LR(numbers, dtype=torch.float32),
                "working tree": so3lr.SO3LR(numbers, dtype=torch.float32),
-               "working tree, PyTorch attention": so3lr.SO3LR(numbers, dtype=torch.float32, compiledAttention=False)}
+               "working tree, no compiled operators": so3lr.SO3LR(numbers, dtype=torch.float32,
+                                                                  compiledOperators=False)}
     modules = {name: torch.jit.script(module) for name, module in modules.items()}
 
     def call(module):

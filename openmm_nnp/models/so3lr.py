@@ -12,11 +12,12 @@ of the same network for one region, on dense n x n pair tensors: the weights are
 everything that depends only on the region's elements, charge and spin is computed once in the constructor
 (element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
 coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
-symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU the attention
-coefficients of each layer come from a compiled operator (openmm_nnp::so3lr_attention, plugin_cpp/torch_ops/
-SO3LRAttention.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it) that works on those
-pairs directly; on other devices, or with compiledAttention=False, the module computes them with PyTorch
-operations on n x n pair tensors (the same numbers to rounding). Cost: docs/models.md (benchmarks/bench_so3lr.py).
+symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU two compiled
+operators (plugin_cpp/torch_ops/SO3LRAttention.cpp and SO3LRPhysical.cpp, loaded with openmm-nnp's operator
+library; the NNPForce kernels link it) compute each layer's attention coefficients on those pairs directly and the
+ZBL, electrostatic and dispersion terms with analytic gradients; on other devices, or with compiledOperators=False,
+the module computes both with PyTorch operations on n x n pair tensors (the same numbers to rounding). Cost:
+docs/models.md (benchmarks/bench_so3lr.py).
 Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
 the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
 lists leave out add exactly zero, and the energy is the package's (tests/test_so3lr.py compares energies and forces
@@ -33,7 +34,7 @@ module leaves them out and describes the region as one molecule.
 """
 
 import math
-from typing import Final, Optional, Tuple
+from typing import Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -268,14 +269,15 @@ class SO3LR(torch.nn.Module):
     are fixed by the constructor: their embeddings are computed there, and the buffers ``total_charge`` and
     ``total_spin`` record them. Pair tensors are n x n (receiver i, sender j); the pair vector is
     ``positions[i] - positions[j]`` at its minimum image (the package's direction for the spherical harmonics).
-    compiledAttention: use the compiled attention operator on the CPU (None: when openmm-nnp's operator library
-    loads); a module that uses it needs that library loaded in the process that loads or runs it.
+    compiledOperators: use the compiled operators on the CPU (None: when openmm-nnp's operator library loads); a
+    module that uses them needs that library loaded in the process that loads or runs it.
     """
 
     compiled_attention: Final[bool]
+    compiled_physical: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
-                 compiledAttention=None):
+                 compiledOperators=None):
         super().__init__()
         atomicNumbers = [int(z) for z in atomicNumbers]
         checkAtomicNumbers(atomicNumbers)
@@ -287,8 +289,10 @@ class SO3LR(torch.nn.Module):
         n = len(atomicNumbers)
         numbers = torch.tensor(atomicNumbers, dtype=torch.long)
         self.num_atoms = n
-        # The compiled attention operator (CPU), when openmm-nnp's operator library can be loaded.
-        self.compiled_attention = _loadOperators() if compiledAttention is None else bool(compiledAttention)
+        # The compiled attention operator (CPU), when openmm-nnp's operator library can be loaded (or as asked).
+        self.compiled_attention = _loadOperators() if compiledOperators is None else bool(compiledOperators)
+        # The compiled ZBL, electrostatics and dispersion operator (CPU), under the same condition.
+        self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -473,6 +477,14 @@ class SO3LR(torch.nn.Module):
         self.hartree = float(physical_potentials.HARTREE)
         self.vdw_radius_factor = float(torch.tensor(physical_potentials.FINE_STRUCTURE, dtype=torch.float64)
                                        ** (-4.0 / 21))
+        # The same constants for the compiled operator (plugin_cpp/torch_ops/SO3LRPhysical.cpp), in the module's dtype.
+        self.physical_zbl: List[float] = torch.cat([self.zbl_coefficients, self.zbl_exponents]).tolist()
+        self.physical_switches: List[float] = torch.cat([self.switch_on, self.switch_inverse_width]).tolist() \
+            + [self.switch_epsilon]
+        self.physical_constants: List[float] = [
+            self.electrostatic_sigma, self.coulomb_shift, self.coulomb_force_shift, self.long_range_cutoff,
+            self.coulomb_constant, self.vdw_radius_factor, *QDO_SIGMA_FIT,
+            self.dispersion_scale * 2.0 * self.qdo_damping_factor, self.bohr, self.hartree]
 
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
         dtype = self.identity.dtype
@@ -605,6 +617,12 @@ class SO3LR(torch.nn.Module):
 
     def _physical_terms(self, r: Tensor, cutoff: Tensor, charges: Tensor, hirshfeld: Tensor) -> Tensor:
         """ZBL repulsion, electrostatics and dispersion of all pairs (each ordered pair once, times 1/2)."""
+        if self.compiled_physical:  # a constant, as compiled_attention
+            if r.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_physical(
+                    r, cutoff, charges, hirshfeld, self.zbl_charge_products, self.zbl_inverse_lengths,
+                    self.free_polarizabilities, self.free_c6, self.physical_zbl, self.physical_switches,
+                    self.physical_constants)
         # The three switching functions at once: ZBL (0 to 1.5 Å), electrostatics (5.4 to 12 Å), dispersion
         # (10 to 12 Å). The long-range ones vanish at and beyond 12 Å, like the package's neighbour list.
         switches = _switches(r, self.switch_on, self.switch_inverse_width, self.switch_epsilon)

@@ -115,7 +115,7 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 2;  // the class ANIFeatures and the operator so3lr_attention (SO3LRAttention.cpp)
+    return 3;  // the class ANIFeatures, the operators so3lr_attention and so3lr_physical (SO3LR*.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {
