@@ -542,30 +542,24 @@ class SO3LR(torch.nn.Module):
         # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
         # is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
         # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
-        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(F, dim=1)
+        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(2 * F, dim=1)
         H = self.num_heads
 
         features = self.initial_features
         ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
         for layer in range(self.num_layers):
-            inv_net, ev_net = 2 * layer, 2 * layer + 1
-            if layer == 0:
-                filter_inv = torch.addmm(self.filter_bias[inv_net], hidden[inv_net], self.filter_rbf_second[inv_net])
-                filter_ev = torch.addmm(self.filter_bias[ev_net], hidden[ev_net], self.filter_rbf_second[ev_net])
-            else:
+            # Filters of this layer, [2, K + 1, F] (0: invariant attention, 1: ev attention): the radial parts of
+            # both in one batched product on the layer's hidden radial features, read as [2, K + 1, F].
+            bias = self.filter_bias[2 * layer:2 * layer + 2, None, :]
+            if layer > 0:
                 difference = ev.index_select(0, second) - ev.index_select(0, first)
                 invariants = (difference * difference) @ self.degree_contract
                 invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # bias, as above
-                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1)
-                                                     ).split(self.ev_hidden, 1)
-                filter_inv = torch.addmm(torch.addmm(self.filter_bias[inv_net], ev_hidden[0],
-                                                     self.filter_ev_second[inv_net]),
-                                         hidden[inv_net], self.filter_rbf_second[inv_net])
-                filter_ev = torch.addmm(torch.addmm(self.filter_bias[ev_net], ev_hidden[1],
-                                                    self.filter_ev_second[ev_net]),
-                                        hidden[ev_net], self.filter_rbf_second[ev_net])
-            # Filters of this layer, [2, K + 1, F]: 0 for the invariant attention, 1 for the ev attention.
-            filters = torch.stack([filter_inv, filter_ev])
+                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
+                bias = torch.baddbmm(bias, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
+                                     self.filter_ev_second[2 * layer:2 * layer + 2])
+            filters = torch.baddbmm(bias, hidden[layer].reshape(-1, 2, F).transpose(0, 1),
+                                    self.filter_rbf_second[2 * layer:2 * layer + 2])
             projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
             queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
             keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
