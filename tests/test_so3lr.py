@@ -195,3 +195,73 @@ def test_in_nnpforce(package):
     module = so3lr.createSO3LRModel(numbers, charge=1, dtype=torch.float64)
     energy, forces = evaluateInNNPForce(module, positions)
     assertSame((energy, forces), package(numbers, positions, 1), RTOL)
+
+
+def test_compiled_attention_matches_pytorch_path(tmp_path):
+    """The compiled attention operator (CPU) against the module's PyTorch path, float64, on a region with pairs
+    within and beyond the short-range cutoff; the operator's gradients against finite differences; and the module
+    saved and loaded by TorchScript."""
+    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
+    numbers_b, positions_b = _molecule('acetate', -1)
+    numbers = numbers_a + numbers_b
+    positions = np.concatenate([positions_a, positions_b + np.array([6.0, 1.0, -0.5])])
+    compiled = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    assert compiled.compiled_attention
+    compiled = torch.jit.script(compiled)
+    plain = torch.jit.script(so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False))
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        moved = positions + rng.normal(scale=0.15, size=positions.shape)
+        assertSame(evaluateModule(compiled, moved), evaluateModule(plain, moved), 1e-12)
+    path = str(tmp_path / 'so3lr.pt')
+    torch.jit.save(compiled, path)
+    assertSame(evaluateModule(torch.jit.load(path), positions), evaluateModule(plain, positions), 1e-12)
+
+    # The operator alone: gradients of queries, keys and filters (one pair listed twice is not allowed: the
+    # module lists each pair within the cutoff once).
+    generator = torch.Generator().manual_seed(4)
+    n, F, heads, pairs = 5, 8, 2, 6
+    queries, keys = (torch.randn(2, n, F, dtype=torch.float64, generator=generator, requires_grad=True)
+                     for _ in range(2))
+    filters = torch.randn(2, pairs + 1, F, dtype=torch.float64, generator=generator, requires_grad=True)
+    first, second = torch.triu_indices(n, n, offset=1)
+    first, second = first[:pairs].contiguous(), second[:pairs].contiguous()
+    attention = torch.ops.openmm_nnp.so3lr_attention(queries, keys, filters, first, second, heads)
+    expected = torch.zeros(2, n, n, heads, dtype=torch.float64)
+    for c in range(2):
+        for p in range(pairs):
+            a, b = int(first[p]), int(second[p])
+            products = (queries[c, a] * keys[c, b] * filters[c, p], queries[c, b] * keys[c, a] * filters[c, p])
+            expected[c, a, b] = products[0].reshape(heads, -1).sum(1)
+            expected[c, b, a] = products[1].reshape(heads, -1).sum(1)
+    torch.testing.assert_close(attention, expected, rtol=1e-14, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda q, k, f: torch.ops.openmm_nnp.so3lr_attention(q, k, f, first, second, heads),
+        (queries, keys, filters))
+
+
+def test_compiled_physical_terms_match_pytorch_path():
+    """The compiled ZBL, electrostatics and dispersion operator against the module's PyTorch formulas and
+    gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å."""
+    numbers, _ = _molecule('acetate', -1)
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    assert module.compiled_physical and not plain.compiled_physical
+    n = len(numbers)
+    generator = torch.Generator().manual_seed(6)
+    upper = torch.rand(n, n, dtype=torch.float64, generator=generator) * 13.0 + 0.3
+    r = torch.triu(upper, 1) + torch.triu(upper, 1).t() + torch.eye(n, dtype=torch.float64)
+    cutoff = torch.rand(n, n, dtype=torch.float64, generator=generator)
+    cutoff = (cutoff + cutoff.t()) * (1.0 - torch.eye(n, dtype=torch.float64))
+    charges = torch.randn(n, dtype=torch.float64, generator=generator) * 0.3
+    hirshfeld = torch.rand(n, dtype=torch.float64, generator=generator) + 0.5
+    inputs = [t.clone().requires_grad_() for t in (r, cutoff, charges, hirshfeld)]
+    expected = plain._physical_terms(*inputs)
+    expected_gradients = torch.autograd.grad(expected, inputs)
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    energy = module._physical_terms(*inputs)
+    gradients = torch.autograd.grad(energy, inputs)
+    assert energy.item() == pytest.approx(expected.item(), rel=1e-12)
+    for ours, theirs in zip(gradients, expected_gradients):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12 * theirs.abs().max().item())
+    assert torch.autograd.gradcheck(module._physical_terms, tuple(inputs))

@@ -12,11 +12,16 @@ of the same network for one region, on dense n x n pair tensors: the weights are
 everything that depends only on the region's elements, charge and spin is computed once in the constructor
 (element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
 coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
-symmetric in the pair, run once per unordered pair within the short-range cutoff. Cost: docs/models.md
-(benchmarks/bench_so3lr.py). Every ordered pair of distinct atoms is a pair; the short-range cutoff function is
-zero at and beyond 4.5 Å (and on the diagonal), the long-range switching functions are zero at and beyond 12 Å, so
-the pairs the package's neighbour lists leave out add exactly zero, and the energy is the package's
-(tests/test_so3lr.py compares energies and forces with the package's own calculator in float64).
+symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU two compiled
+operators (plugin_cpp/torch_ops/SO3LRAttention.cpp and SO3LRPhysical.cpp, loaded with openmm-nnp's operator
+library; the NNPForce kernels link it) compute each layer's attention coefficients on those pairs directly and the
+ZBL, electrostatic and dispersion terms with analytic gradients; on other devices, or with compiledOperators=False,
+the module computes both with PyTorch operations on n x n pair tensors (the same numbers to rounding). Cost:
+docs/models.md (benchmarks/bench_so3lr.py).
+Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
+the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
+lists leave out add exactly zero, and the energy is the package's (tests/test_so3lr.py compares energies and forces
+with the package's own calculator in float64).
 
 Units: positions and box in nm are multiplied by 10 to get Å; the energy in eV is multiplied by
 96.48533212331002 (kJ/mol per eV, CODATA 2018).
@@ -29,7 +34,7 @@ module leaves them out and describes the region as one molecule.
 """
 
 import math
-from typing import Optional, Tuple
+from typing import Final, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -83,6 +88,16 @@ def loadPackageModel(dtype=torch.float64, path=None):
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def _loadOperators():
+    """Load openmm-nnp's TorchScript operators (plugin_cpp/torch_ops); False where the library is missing."""
+    try:
+        from openmm_nnp import _plugin
+        _plugin.loadTorchOperators()
+    except (ImportError, OSError, RuntimeError):
+        return False
+    return hasattr(torch.ops.openmm_nnp, 'so3lr_attention')
 
 
 def checkAtomicNumbers(atomicNumbers):
@@ -254,9 +269,15 @@ class SO3LR(torch.nn.Module):
     are fixed by the constructor: their embeddings are computed there, and the buffers ``total_charge`` and
     ``total_spin`` record them. Pair tensors are n x n (receiver i, sender j); the pair vector is
     ``positions[i] - positions[j]`` at its minimum image (the package's direction for the spherical harmonics).
+    compiledOperators: use the compiled operators on the CPU (None: when openmm-nnp's operator library loads); a
+    module that uses them needs that library loaded in the process that loads or runs it.
     """
 
-    def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None):
+    compiled_attention: Final[bool]
+    compiled_physical: Final[bool]
+
+    def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
+                 compiledOperators=None):
         super().__init__()
         atomicNumbers = [int(z) for z in atomicNumbers]
         checkAtomicNumbers(atomicNumbers)
@@ -268,6 +289,10 @@ class SO3LR(torch.nn.Module):
         n = len(atomicNumbers)
         numbers = torch.tensor(atomicNumbers, dtype=torch.long)
         self.num_atoms = n
+        # The compiled attention operator (CPU), when openmm-nnp's operator library can be loaded (or as asked).
+        self.compiled_attention = _loadOperators() if compiledOperators is None else bool(compiledOperators)
+        # The compiled ZBL, electrostatics and dispersion operator (CPU), under the same condition.
+        self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -327,8 +352,11 @@ class SO3LR(torch.nn.Module):
         buffer('degree_expand', expand.t().contiguous())  # [4, 24]: per degree -> per component
         contraction = state['euclidean_transformers.0.euclidean_attention_block.so3_conv_invariants.cg_rep']
         buffer('degree_contract', contraction[:, None] * expand)  # [24, 4]: squared components -> invariants
-        heads = torch.arange(2 * self.num_features) // self.head_dim  # invariant heads, then ev heads (degrees)
-        buffer('head_sum', torch.nn.functional.one_hot(heads, 2 * self.num_heads).to(torch.float64))  # [2 F, 8]
+        heads = torch.arange(self.num_features) // self.head_dim  # heads (invariant) or degrees (ev) of features
+        buffer('head_onehot', torch.nn.functional.one_hot(heads, self.num_heads).to(torch.float64))  # [F, 4]
+        parity = 1.0 - 2.0 * (torch.repeat_interleave(torch.tensor(degrees), repeats) % 2).to(torch.float64)
+        buffer('harmonics_parity', parity)  # [24]: (-1)^l, the harmonics of the reversed vector
+        self.register_buffer('lower_triangle', torch.tril(torch.ones(n, n, dtype=torch.long), -1).reshape(-1))
 
         # Filter networks. First layers of the radial parts, all layers and both filters at once: [R, 2 L F].
         rbf_first, rbf_first_bias, rbf_second, rbf_second_bias = [], [], [], []
@@ -449,6 +477,14 @@ class SO3LR(torch.nn.Module):
         self.hartree = float(physical_potentials.HARTREE)
         self.vdw_radius_factor = float(torch.tensor(physical_potentials.FINE_STRUCTURE, dtype=torch.float64)
                                        ** (-4.0 / 21))
+        # The same constants for the compiled operator (plugin_cpp/torch_ops/SO3LRPhysical.cpp), in the module's dtype.
+        self.physical_zbl: List[float] = torch.cat([self.zbl_coefficients, self.zbl_exponents]).tolist()
+        self.physical_switches: List[float] = torch.cat([self.switch_on, self.switch_inverse_width]).tolist() \
+            + [self.switch_epsilon]
+        self.physical_constants: List[float] = [
+            self.electrostatic_sigma, self.coulomb_shift, self.coulomb_force_shift, self.long_range_cutoff,
+            self.coulomb_constant, self.vdw_radius_factor, *QDO_SIGMA_FIT,
+            self.dispersion_scale * 2.0 * self.qdo_damping_factor, self.bohr, self.hartree]
 
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
         dtype = self.identity.dtype
@@ -469,13 +505,6 @@ class SO3LR(torch.nn.Module):
         s = r / self.cutoff
         cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
                              torch.zeros_like(r)) * self.off_diagonal
-        # Spherical harmonics of the unit pair vectors, from their tensor powers.
-        u = (vectors / r[:, :, None]).reshape(pairs, 3)
-        u2 = (u[:, :, None] * u[:, None, :]).reshape(pairs, 9)
-        u3 = (u2[:, :, None] * u[:, None, :]).reshape(pairs, 27)
-        u4 = (u3[:, :, None] * u[:, None, :]).reshape(pairs, 81)
-        harmonics = (torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix).reshape(n, n, -1)
-
         # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
         # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
         # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
@@ -489,7 +518,19 @@ class SO3LR(torch.nn.Module):
         dense_slot = slot.index_select(0, self.pair_of)
         first = self.pair_first.index_select(0, active)
         second = self.pair_second.index_select(0, active)
-        r_active = r.reshape(-1).index_select(0, self.pair_flat.index_select(0, active))
+        first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
+        active_flat = self.pair_flat.index_select(0, active)
+        r_active = r.reshape(-1).index_select(0, active_flat)
+        # Spherical harmonics of the unit vectors of these pairs (x_a - x_b for a < b), from their tensor powers;
+        # the reversed pair's are (-1)^l times these. Dense [n, n, 24]: the pair a < b reads row slot, b > a row
+        # K + 1 + slot of [Y, parity Y] (every other (i, j) reads a row of the copy of pair 0, times a zero cutoff).
+        u = vectors.reshape(pairs, 3).index_select(0, active_flat) / r_active[:, None]
+        u2 = (u[:, :, None] * u[:, None, :]).reshape(-1, 9)
+        u3 = (u2[:, :, None] * u[:, None, :]).reshape(-1, 27)
+        u4 = (u3[:, :, None] * u[:, None, :]).reshape(-1, 81)
+        harmonics = torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix
+        harmonics = torch.cat([harmonics, harmonics * self.harmonics_parity]).index_select(
+            0, dense_slot + (count + 1) * self.lower_triangle).reshape(n, n, -1)
         # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
         e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
         rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
@@ -497,45 +538,41 @@ class SO3LR(torch.nn.Module):
         # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
         # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
+        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
         # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
         # is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
         # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
-        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
-        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(F, dim=1)
+        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(2 * F, dim=1)
+        H = self.num_heads
 
         features = self.initial_features
-        ev = torch.zeros_like(harmonics[0])
+        ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
         for layer in range(self.num_layers):
-            inv_net, ev_net = 2 * layer, 2 * layer + 1
-            if layer == 0:
-                filter_inv = torch.addmm(self.filter_bias[inv_net], hidden[inv_net], self.filter_rbf_second[inv_net])
-                filter_ev = torch.addmm(self.filter_bias[ev_net], hidden[ev_net], self.filter_rbf_second[ev_net])
-            else:
+            # Filters of this layer, [2, K + 1, F] (0: invariant attention, 1: ev attention): the radial parts of
+            # both in one batched product on the layer's hidden radial features, read as [2, K + 1, F].
+            bias = self.filter_bias[2 * layer:2 * layer + 2, None, :]
+            if layer > 0:
                 difference = ev.index_select(0, second) - ev.index_select(0, first)
                 invariants = (difference * difference) @ self.degree_contract
                 invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # bias, as above
-                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1)
-                                                     ).split(self.ev_hidden, 1)
-                filter_inv = torch.addmm(torch.addmm(self.filter_bias[inv_net], ev_hidden[0],
-                                                     self.filter_ev_second[inv_net]),
-                                         hidden[inv_net], self.filter_rbf_second[inv_net])
-                filter_ev = torch.addmm(torch.addmm(self.filter_bias[ev_net], ev_hidden[1],
-                                                    self.filter_ev_second[ev_net]),
-                                        hidden[ev_net], self.filter_rbf_second[ev_net])
+                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
+                bias = torch.baddbmm(bias, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
+                                     self.filter_ev_second[2 * layer:2 * layer + 2])
+            filters = torch.baddbmm(bias, hidden[layer].reshape(-1, 2, F).transpose(0, 1),
+                                    self.filter_rbf_second[2 * layer:2 * layer + 2])
             projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
-            queries = projected[:, :2 * F]
-            keys = projected[:, 2 * F:4 * F]
+            queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
+            keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
             v = projected[:, 4 * F:]
-            # Attention of both kinds (4 invariant heads, 4 degrees), [n, n, 8], the cutoff folded in.
-            filters = torch.cat([filter_inv, filter_ev], dim=1).index_select(0, dense_slot).reshape(n, n, 2 * F)
-            # a_ijh = sum_(d in h) q_id k_jd f_ijd: per receiver i a [n, 2 F] @ [2 F, 8] product.
-            attention = torch.bmm(filters * keys[None, :, :], queries[:, :, None] * self.head_sum[None, :, :]) \
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4],
+            # times the cutoff. On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
+            # on the K pairs, both directions at once; elsewhere per kind and receiver i an [n, F] @ [F, 4] product.
+            attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs) \
                 * cutoff[:, :, None]
             # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
-            messages = torch.bmm(attention[:, :, :self.num_heads].permute(2, 0, 1),
-                                 v.reshape(n, self.num_heads, self.head_dim).transpose(0, 1))
+            messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
             features = features + messages.transpose(0, 1).reshape(n, F)
-            ev = ev + ((attention[:, :, self.num_heads:] @ self.degree_expand) * harmonics).sum(1)
+            ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
             norms = self.layer_norms[layer]
             features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
             hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
@@ -560,8 +597,26 @@ class SO3LR(torch.nn.Module):
         hirshfeld = torch.abs(heads[:, 2])
         return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
 
+    def _attention(self, queries: Tensor, keys: Tensor, filters: Tensor, dense_slot: Tensor, first: Tensor,
+                   second: Tensor) -> Tensor:
+        """[2, n, n, H] attention coefficients of both kinds without the cutoff (module docstring): queries and keys
+        [2, n, F], filters [2, K + 1, F] of the pairs (first, second) within the cutoff."""
+        if self.compiled_attention:  # a constant: without the operator library TorchScript compiles no call to it
+            if queries.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_attention(queries, keys, filters, first, second, self.num_heads)
+        n, F, H = self.num_atoms, self.num_features, self.num_heads
+        dense = filters.index_select(1, dense_slot).reshape(2, n, n, F) * keys[:, None, :, :]
+        return torch.bmm(dense.reshape(2 * n, n, F),
+                         (queries[:, :, :, None] * self.head_onehot).reshape(2 * n, F, H)).reshape(2, n, n, H)
+
     def _physical_terms(self, r: Tensor, cutoff: Tensor, charges: Tensor, hirshfeld: Tensor) -> Tensor:
         """ZBL repulsion, electrostatics and dispersion of all pairs (each ordered pair once, times 1/2)."""
+        if self.compiled_physical:  # a constant, as compiled_attention
+            if r.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_physical(
+                    r, cutoff, charges, hirshfeld, self.zbl_charge_products, self.zbl_inverse_lengths,
+                    self.free_polarizabilities, self.free_c6, self.physical_zbl, self.physical_switches,
+                    self.physical_constants)
         # The three switching functions at once: ZBL (0 to 1.5 Å), electrostatics (5.4 to 12 Å), dispersion
         # (10 to 12 Å). The long-range ones vanish at and beyond 12 Å, like the package's neighbour list.
         switches = _switches(r, self.switch_on, self.switch_inverse_width, self.switch_epsilon)

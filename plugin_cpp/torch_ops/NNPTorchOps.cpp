@@ -115,7 +115,7 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 1;
+    return 3;  // the class ANIFeatures, the operators so3lr_attention and so3lr_physical (SO3LR*.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {

@@ -14,7 +14,12 @@
 //                                     AEVs, the ensemble's networks (ANINetworks.h) and, on request,
 //                                     d(mean energy)/d(positions), in one call
 //
-// Implemented in NNPTorchOps.cpp. A process that loads a TorchScript model holding the class must have
+// It also registers two operators for openmm_nnp.models.so3lr on the CPU: openmm_nnp::so3lr_attention
+// (SO3LRAttention.cpp), an SO3LR layer's attention coefficients on the pairs within the short-range cutoff,
+// differentiable (first order) with respect to queries, keys and filters; and openmm_nnp::so3lr_physical
+// (SO3LRPhysical.cpp), the region's ZBL, electrostatic and dispersion energy with analytic first-order gradients.
+//
+// Implemented in NNPTorchOps.cpp. A process that loads a TorchScript model using the class or operator must have
 // loaded this library first: the NNPForce kernels link it, and `import openmm_nnp` loads it.
 
 #if defined(_WIN32)

@@ -1,0 +1,176 @@
+// openmm_nnp::so3lr_attention (TorchScript operator, first-order autograd): the attention coefficients of an
+// SO3LR layer (openmm_nnp/models/so3lr.py) on the pairs within the short-range cutoff, in one pass over the pairs
+// each way. The module's PyTorch path spreads the pair filters over all n x n ordered pairs and multiplies,
+// contracts and differentiates them in about a dozen separate operations per layer; here each listed pair is
+// read once and both of its directions are done together.
+//
+//   so3lr_attention(queries [2, n, F], keys [2, n, F], filters [2, P, F], first [K], second [K], heads)
+//       -> attention [2, n, n, heads]
+//
+// For each kind c (0: invariant attention, 1: ev attention) and listed pair p = (a, b) (a = first[p],
+// b = second[p], p < K <= P), with d running over the F / heads features of head h:
+//   attention[c, a, b, h] = sum_d queries[c, a, d] keys[c, b, d] filters[c, p, d]
+//   attention[c, b, a, h] = sum_d queries[c, b, d] keys[c, a, d] filters[c, p, d]
+// and zero for every other (i, j) (the diagonal, pairs not listed). Gradients flow to queries, keys and filters.
+// CPU tensors of one floating-point dtype; the two kinds run on two intra-op threads when there are.
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+using at::Tensor;
+
+namespace {
+
+struct Shapes {
+    int64_t atoms, pairs, features, heads, headSize;
+};
+
+Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filters, const Tensor& first,
+                   const Tensor& second, int64_t heads) {
+    TORCH_CHECK(queries.device().is_cpu() && keys.device().is_cpu() && filters.device().is_cpu(),
+                "so3lr_attention: CPU tensors only");
+    TORCH_CHECK(queries.dim() == 3 && queries.size(0) == 2 && keys.sizes() == queries.sizes() && filters.dim() == 3 &&
+                    filters.size(0) == 2 && filters.size(2) == queries.size(2),
+                "so3lr_attention: queries and keys must be [2, n, F], filters [2, P, F]");
+    TORCH_CHECK(keys.scalar_type() == queries.scalar_type() && filters.scalar_type() == queries.scalar_type(),
+                "so3lr_attention: queries, keys and filters must have the same dtype");
+    TORCH_CHECK(first.scalar_type() == torch::kInt64 && second.scalar_type() == torch::kInt64 && first.dim() == 1 &&
+                    second.sizes() == first.sizes() && first.size(0) <= filters.size(1),
+                "so3lr_attention: first and second must be int64 [K] with K <= P");
+    TORCH_CHECK(heads > 0 && queries.size(2) % heads == 0, "so3lr_attention: F must be a multiple of heads");
+    const int64_t n = queries.size(1);
+    const Tensor a = first.contiguous(), b = second.contiguous();
+    const int64_t* pa = a.data_ptr<int64_t>();
+    const int64_t* pb = b.data_ptr<int64_t>();
+    for (int64_t p = 0; p < a.numel(); p++)
+        TORCH_CHECK(pa[p] >= 0 && pa[p] < n && pb[p] >= 0 && pb[p] < n && pa[p] != pb[p],
+                    "so3lr_attention: pair ", p, " (", pa[p], ", ", pb[p], ") is not a pair of distinct atoms");
+    return {n, first.size(0), queries.size(2), heads, queries.size(2) / heads};
+}
+
+Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Tensor& filtersIn, const Tensor& firstIn,
+                        const Tensor& secondIn, int64_t heads) {
+    const Shapes s = checkInputs(queriesIn, keysIn, filtersIn, firstIn, secondIn, heads);
+    const Tensor queries = queriesIn.contiguous(), keys = keysIn.contiguous(), filters = filtersIn.contiguous();
+    const Tensor first = firstIn.contiguous(), second = secondIn.contiguous();
+    Tensor attention = at::zeros({2, s.atoms, s.atoms, s.heads}, queries.options());
+    AT_DISPATCH_FLOATING_TYPES(queries.scalar_type(), "so3lr_attention", [&] {
+        const scalar_t* q0 = queries.data_ptr<scalar_t>();
+        const scalar_t* k0 = keys.data_ptr<scalar_t>();
+        const scalar_t* f0 = filters.data_ptr<scalar_t>();
+        scalar_t* out0 = attention.data_ptr<scalar_t>();
+        const int64_t* pa = first.data_ptr<int64_t>();
+        const int64_t* pb = second.data_ptr<int64_t>();
+        const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize, P = filters.size(1);
+        at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t c = begin; c < end; c++) {
+                const scalar_t* q = q0 + c * n * F;
+                const scalar_t* k = k0 + c * n * F;
+                scalar_t* out = out0 + c * n * n * H;
+                for (int64_t p = 0; p < s.pairs; p++) {
+                    const int64_t a = pa[p], b = pb[p];
+                    const scalar_t* f = f0 + (c * P + p) * F;
+                    const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
+                    for (int64_t h = 0; h < H; h++) {
+                        scalar_t forward = 0, reverse = 0;
+                        for (int64_t d = h * D; d < (h + 1) * D; d++) {
+                            forward += qa[d] * kb[d] * f[d];
+                            reverse += qb[d] * ka[d] * f[d];
+                        }
+                        out[(a * n + b) * H + h] = forward;
+                        out[(b * n + a) * H + h] = reverse;
+                    }
+                }
+            }
+        });
+    });
+    return attention;
+}
+
+// Gradients of queries, keys and filters from the gradient of the attention.
+std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& queries, const Tensor& keys,
+                                      const Tensor& filters, const Tensor& first, const Tensor& second,
+                                      int64_t heads) {
+    const Shapes s = checkInputs(queries, keys, filters, first, second, heads);
+    const Tensor grad = gradIn.contiguous();
+    TORCH_CHECK(grad.dim() == 4 && grad.size(0) == 2 && grad.size(1) == s.atoms && grad.size(2) == s.atoms &&
+                    grad.size(3) == s.heads && grad.scalar_type() == queries.scalar_type(),
+                "so3lr_attention: gradient of the wrong shape or dtype");
+    Tensor gradQueries = at::zeros({2, s.atoms, s.features}, queries.options());
+    Tensor gradKeys = at::zeros({2, s.atoms, s.features}, queries.options());
+    Tensor gradFilters = at::zeros(filters.sizes(), queries.options());
+    AT_DISPATCH_FLOATING_TYPES(queries.scalar_type(), "so3lr_attention_backward", [&] {
+        const scalar_t* q0 = queries.data_ptr<scalar_t>();
+        const scalar_t* k0 = keys.data_ptr<scalar_t>();
+        const scalar_t* f0 = filters.data_ptr<scalar_t>();
+        const scalar_t* g0 = grad.data_ptr<scalar_t>();
+        scalar_t* gq0 = gradQueries.data_ptr<scalar_t>();
+        scalar_t* gk0 = gradKeys.data_ptr<scalar_t>();
+        scalar_t* gf0 = gradFilters.data_ptr<scalar_t>();
+        const int64_t* pa = first.data_ptr<int64_t>();
+        const int64_t* pb = second.data_ptr<int64_t>();
+        const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize, P = filters.size(1);
+        at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t c = begin; c < end; c++) {
+                const scalar_t* q = q0 + c * n * F;
+                const scalar_t* k = k0 + c * n * F;
+                const scalar_t* g = g0 + c * n * n * H;
+                scalar_t* gq = gq0 + c * n * F;
+                scalar_t* gk = gk0 + c * n * F;
+                for (int64_t p = 0; p < s.pairs; p++) {
+                    const int64_t a = pa[p], b = pb[p];
+                    const scalar_t* f = f0 + (c * P + p) * F;
+                    scalar_t* gf = gf0 + (c * P + p) * F;
+                    const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
+                    scalar_t *gqa = gq + a * F, *gqb = gq + b * F, *gka = gk + a * F, *gkb = gk + b * F;
+                    for (int64_t h = 0; h < H; h++) {
+                        const scalar_t forward = g[(a * n + b) * H + h], reverse = g[(b * n + a) * H + h];
+                        for (int64_t d = h * D; d < (h + 1) * D; d++) {
+                            gf[d] = forward * qa[d] * kb[d] + reverse * qb[d] * ka[d];
+                            const scalar_t ff = forward * f[d], rf = reverse * f[d];
+                            gqa[d] += ff * kb[d];
+                            gkb[d] += ff * qa[d];
+                            gqb[d] += rf * ka[d];
+                            gka[d] += rf * qb[d];
+                        }
+                    }
+                }
+            }
+        });
+    });
+    return {gradQueries, gradKeys, gradFilters};
+}
+
+class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
+public:
+    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& queries, const Tensor& keys,
+                          const Tensor& filters, const Tensor& first, const Tensor& second, int64_t heads) {
+        ctx->save_for_backward({queries, keys, filters, first, second});
+        ctx->saved_data["heads"] = heads;
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        return attentionForward(queries, keys, filters, first, second, heads);
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const auto saved = ctx->get_saved_variables();
+        at::NoGradGuard noGrad;
+        auto grads = attentionBackward(gradOutputs[0], saved[0].contiguous(), saved[1].contiguous(),
+                                       saved[2].contiguous(), saved[3].contiguous(), saved[4].contiguous(),
+                                       ctx->saved_data["heads"].toInt());
+        return {grads[0], grads[1], grads[2], Tensor(), Tensor(), Tensor()};
+    }
+};
+
+Tensor so3lrAttention(const Tensor& queries, const Tensor& keys, const Tensor& filters, const Tensor& first,
+                      const Tensor& second, int64_t heads) {
+    return AttentionFunction::apply(queries, keys, filters, first, second, heads);
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
+    m.def("so3lr_attention(Tensor queries, Tensor keys, Tensor filters, Tensor first, Tensor second, int heads) "
+          "-> Tensor",
+          &so3lrAttention);
+}
