@@ -124,14 +124,16 @@ def main():
                 share[group] += n
             print(f'{label:14s}{milliseconds:8.2f}' + ''.join(f'{share[g] / total * milliseconds:12.2f}'
                                                              for g in [*GROUPS, 'other']))
-            if 'MTS' in label:
+            # Top functions: OpenMM's in the MTS phases (the integrator), torch's in the sequential and model ones.
+            libraries = ('libOpenMM.so,libm.so.6' if 'MTS' in label else
+                         'libtorch_cpu.so,libOpenMMNNPTorchOps.so' if label in ('NNP/MM seq', 'model') else None)
+            if libraries:
                 symbols = collections.Counter()
                 for _, start, end, _ in (p for p in phases if p[0] == label):
-                    symbols.update(samples_by_library(data, start, end, 'libOpenMM.so,libm.so.6'))
-                detail[label] = [(n / total * milliseconds, name) for name, n in symbols.most_common(4)]
-        for label, rows in detail.items():
-            print(f'{label}: top functions in libOpenMM.so and libm: '
-                  + '; '.join(f'{name} {ms:.2f}' for ms, name in rows))
+                    symbols.update(samples_by_library(data, start, end, libraries))
+                detail[label] = (libraries, [(n / total * milliseconds, name) for name, n in symbols.most_common(4)])
+        for label, (libraries, rows) in detail.items():
+            print(f'{label}: top functions in {libraries}: ' + '; '.join(f'{name} {ms:.2f}' for ms, name in rows))
         print('The model alone after streaming through N MB between calls, ms (medians):')
         for name, times in (line[1:] for line in lines if line[0] == 'STREAM'):
             print(f'  {name:12s} {times}')
