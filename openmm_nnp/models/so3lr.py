@@ -277,6 +277,7 @@ class SO3LR(torch.nn.Module):
     compiled_attention: Final[bool]
     compiled_physical: Final[bool]
     compiled_filters: Final[bool]
+    compiled_ev_filters: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -296,6 +297,7 @@ class SO3LR(torch.nn.Module):
         # The compiled ZBL, electrostatics and dispersion operator (CPU), under the same condition.
         self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
         self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_radial_filters')
+        self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -554,12 +556,7 @@ class SO3LR(torch.nn.Module):
             # both in one batched product on the layer's hidden radial features, read as [2, K + 1, F].
             filters = radial[layer]
             if layer > 0:
-                difference = ev.index_select(0, second) - ev.index_select(0, first)
-                invariants = (difference * difference) @ self.degree_contract
-                invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # bias, as above
-                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
-                filters = torch.baddbmm(filters, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
-                                        self.filter_ev_second[2 * layer:2 * layer + 2])
+                filters = self._ev_filters(filters, ev, first, second, layer)
             projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
             queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
             keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
@@ -610,6 +607,21 @@ class SO3LR(torch.nn.Module):
         hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1))
         hidden = hidden.reshape(rbf.shape[0], -1, self.num_features).transpose(0, 1)
         return torch.baddbmm(self.filter_bias[:, None, :], hidden, self.filter_rbf_second)
+
+    def _ev_filters(self, radial: Tensor, ev: Tensor, first: Tensor, second: Tensor, layer: int) -> Tensor:
+        """One layer's filters [2, K + 1, F]: the radial parts plus an MLP of the invariants of the ev-feature
+        differences of the pairs (first, second). On the CPU the compiled operator (SO3LRFilters.cpp)."""
+        if self.compiled_ev_filters:  # a constant, as compiled_attention
+            if ev.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_ev_filters(
+                    radial, ev, first, second, self.degree_contract, self.filter_ev_first[layer],
+                    self.filter_ev_second[2 * layer:2 * layer + 2])
+        difference = ev.index_select(0, second) - ev.index_select(0, first)
+        invariants = (difference * difference) @ self.degree_contract
+        invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # the biases' row
+        ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
+        return torch.baddbmm(radial, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
+                             self.filter_ev_second[2 * layer:2 * layer + 2])
 
     def _attention(self, queries: Tensor, keys: Tensor, filters: Tensor, dense_slot: Tensor, first: Tensor,
                    second: Tensor) -> Tensor:

@@ -87,3 +87,95 @@ TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
     m.def("so3lr_radial_filters(Tensor basis, Tensor first, Tensor second, Tensor bias) -> Tensor",
           &so3lrRadialFilters);
 }
+
+// openmm_nnp::so3lr_ev_filters (first-order autograd): one layer's filters of both kinds, the radial parts (from
+// so3lr_radial_filters or the PyTorch path) plus the parts from the invariants of the ev-feature differences:
+//
+//   so3lr_ev_filters(radial [2, P, F], ev [n, C], first [P], second [P], contract [C, I], evFirst [I + 1, 2 E],
+//                    evSecond [2, E, F]) -> filters [2, P, F]
+//
+//   difference = ev[second] - ev[first]          [P, C]
+//   hidden = silu([(difference^2) @ contract, 1] @ evFirst)   [P, 2 E] (the last row of evFirst: the biases)
+//   filters[c] = radial[c] + hidden[:, c E:(c + 1) E] @ evSecond[c]
+//
+// Gradients flow to radial and ev; contract, evFirst and evSecond are constant weights (no gradients).
+
+namespace {
+
+void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, const Tensor& second,
+                   const Tensor& contract, const Tensor& evFirst, const Tensor& evSecond) {
+    for (const Tensor* t : {&radial, &ev, &first, &second, &contract, &evFirst, &evSecond})
+        TORCH_CHECK(t->device().is_cpu(), "so3lr_ev_filters: CPU tensors only");
+    TORCH_CHECK(radial.dim() == 3 && radial.size(0) == 2 && ev.dim() == 2 && contract.dim() == 2 &&
+                    contract.size(0) == ev.size(1) && evFirst.dim() == 2 && evFirst.size(0) == contract.size(1) + 1 &&
+                    evSecond.dim() == 3 && evSecond.size(0) == 2 && evFirst.size(1) == 2 * evSecond.size(1) &&
+                    evSecond.size(2) == radial.size(2),
+                "so3lr_ev_filters: radial [2, P, F], ev [n, C], contract [C, I], evFirst [I + 1, 2 E], "
+                "evSecond [2, E, F] expected");
+    TORCH_CHECK(first.scalar_type() == torch::kInt64 && second.scalar_type() == torch::kInt64 && first.dim() == 1 &&
+                    second.sizes() == first.sizes() && first.size(0) == radial.size(1),
+                "so3lr_ev_filters: first and second must be int64 [P]");
+    for (const Tensor* t : {&ev, &contract, &evFirst, &evSecond})
+        TORCH_CHECK(t->scalar_type() == radial.scalar_type(), "so3lr_ev_filters: tensors of one dtype expected");
+    TORCH_CHECK(at::isFloatingType(radial.scalar_type()), "so3lr_ev_filters: floating-point tensors expected");
+    TORCH_CHECK(!contract.requires_grad() && !evFirst.requires_grad() && !evSecond.requires_grad(),
+                "so3lr_ev_filters: gradients flow to radial and ev only; the weights must not require gradients");
+}
+
+class EvFiltersFunction : public torch::autograd::Function<EvFiltersFunction> {
+public:
+    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& radial, const Tensor& ev,
+                          const Tensor& first, const Tensor& second, const Tensor& contract, const Tensor& evFirst,
+                          const Tensor& evSecond) {
+        checkEvInputs(radial, ev, first, second, contract, evFirst, evSecond);
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const int64_t I = contract.size(1), E = evSecond.size(1);
+        const Tensor difference = at::index_select(ev, 0, second) - at::index_select(ev, 0, first);
+        const Tensor invariants = at::mm(difference * difference, contract);
+        const Tensor preactivation = at::addmm(evFirst[I], invariants, evFirst.narrow(0, 0, I));
+        const Tensor hidden = at::silu(preactivation);
+        Tensor filters = at::empty(radial.sizes(), radial.options());
+        for (int64_t c = 0; c < 2; c++) {
+            Tensor out = filters[c];
+            at::addmm_out(out, radial[c], hidden.narrow(1, c * E, E), evSecond[c]);
+        }
+        ctx->save_for_backward({difference, preactivation, first, second, contract, evFirst, evSecond});
+        ctx->saved_data["atoms"] = ev.size(0);
+        return filters;
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const auto saved = ctx->get_saved_variables();
+        at::NoGradGuard noGrad;
+        const Tensor &difference = saved[0], &preactivation = saved[1], &first = saved[2], &second = saved[3];
+        const Tensor &contract = saved[4], &evFirst = saved[5], &evSecond = saved[6];
+        const int64_t P = difference.size(0), I = contract.size(1), E = evSecond.size(1);
+        const Tensor grad = gradOutputs[0].contiguous();
+        Tensor gradHidden = at::empty({P, 2 * E}, preactivation.options());
+        for (int64_t c = 0; c < 2; c++) {
+            Tensor out = gradHidden.narrow(1, c * E, E);
+            at::mm_out(out, grad[c], evSecond[c].t());
+        }
+        at::silu_backward_out(gradHidden, gradHidden, preactivation);
+        const Tensor gradInvariants = at::mm(gradHidden, evFirst.narrow(0, 0, I).t());  // [P, I]
+        const Tensor gradDifference = 2.0 * difference * at::mm(gradInvariants, contract.t());  // [P, C]
+        Tensor gradEv = at::zeros({ctx->saved_data["atoms"].toInt(), difference.size(1)}, difference.options());
+        gradEv.index_add_(0, second, gradDifference);
+        gradEv.index_add_(0, first, gradDifference, -1.0);
+        return {grad, gradEv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
+};
+
+Tensor so3lrEvFilters(const Tensor& radial, const Tensor& ev, const Tensor& first, const Tensor& second,
+                      const Tensor& contract, const Tensor& evFirst, const Tensor& evSecond) {
+    return EvFiltersFunction::apply(radial, ev, first, second, contract, evFirst, evSecond);
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
+    m.def("so3lr_ev_filters(Tensor radial, Tensor ev, Tensor first, Tensor second, Tensor contract, "
+          "Tensor evFirst, Tensor evSecond) -> Tensor",
+          &so3lrEvFilters);
+}
