@@ -265,3 +265,76 @@ def test_compiled_physical_terms_match_pytorch_path():
     for ours, theirs in zip(gradients, expected_gradients):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12 * theirs.abs().max().item())
     assert torch.autograd.gradcheck(module._physical_terms, tuple(inputs))
+
+
+def test_compiled_radial_filters_match_pytorch_path():
+    """The compiled radial filter operator (all layers, both kinds) against the module's PyTorch path, float64:
+    values to 1e-12 relative, the gradient of the basis (a random cotangent) to 1e-10 relative (of its largest
+    entry); gradcheck of the operator on a small random network; and the weights may not require gradients."""
+    numbers, _ = _molecule('acetate', -1)
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    assert module.compiled_filters and not plain.compiled_filters
+    generator = torch.Generator().manual_seed(7)
+    pairs, basis_size = 11, module.rbf_first.shape[0]
+    basis = torch.rand(pairs, basis_size, dtype=torch.float64, generator=generator)
+    basis[:, -1] = 1.0  # the module's constant column (the first layers' biases)
+    basis.requires_grad_()
+    expected = plain._radial_filters(basis)
+    filters = module._radial_filters(basis)
+    assert filters.shape == (2 * module.num_layers, pairs, module.num_features)
+    torch.testing.assert_close(filters, expected, rtol=1e-12, atol=1e-12 * expected.abs().max().item())
+    cotangent = torch.randn(expected.shape, dtype=torch.float64, generator=generator)
+    expected_gradient, = torch.autograd.grad(expected, basis, cotangent)
+    gradient, = torch.autograd.grad(filters, basis, cotangent)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+
+    networks, features, basis_size = 4, 3, 5
+    first = torch.randn(basis_size, networks * features, dtype=torch.float64, generator=generator)
+    second = torch.randn(networks, features, features, dtype=torch.float64, generator=generator)
+    bias = torch.randn(networks, features, dtype=torch.float64, generator=generator)
+    small = torch.randn(6, basis_size, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: torch.ops.openmm_nnp.so3lr_radial_filters(x, first, second, bias), (small,))
+    with pytest.raises(RuntimeError, match='must not require gradients'):
+        torch.ops.openmm_nnp.so3lr_radial_filters(small, first.requires_grad_(), second, bias)
+
+
+def test_compiled_ev_filters_match_pytorch_path():
+    """The compiled operator for one layer's filters (radial parts plus the ev-invariant parts) against the
+    module's PyTorch path, float64: values to 1e-12 relative, the gradients of the radial parts and the ev features
+    (a random cotangent) to 1e-10 relative (of the largest entry); gradcheck of the operator."""
+    numbers, _ = _molecule('acetate', -1)
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    assert module.compiled_ev_filters and not plain.compiled_ev_filters
+    n, F = len(numbers), module.num_features
+    generator = torch.Generator().manual_seed(8)
+    first, second = torch.triu_indices(n, n, offset=1)
+    first = torch.cat([first, first[:1]]).contiguous()  # the module's extra copy of pair 0
+    second = torch.cat([second, second[:1]]).contiguous()
+    radial = torch.randn(2, first.shape[0], F, dtype=torch.float64, generator=generator, requires_grad=True)
+    ev = torch.randn(n, module.harmonics_matrix.shape[1], dtype=torch.float64, generator=generator,
+                     requires_grad=True)
+    cotangent = torch.randn(radial.shape, dtype=torch.float64, generator=generator)
+    for layer in (1, 2):
+        expected = plain._ev_filters(radial, ev, first, second, layer)
+        filters = module._ev_filters(radial, ev, first, second, layer)
+        torch.testing.assert_close(filters, expected, rtol=1e-12, atol=1e-12 * expected.abs().max().item())
+        for ours, theirs in zip(torch.autograd.grad(filters, (radial, ev), cotangent),
+                                torch.autograd.grad(expected, (radial, ev), cotangent)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10 * theirs.abs().max().item())
+
+    hidden, features, atoms = 3, 4, 4
+    contract = module.degree_contract
+    ev_first = torch.randn(contract.shape[1] + 1, 2 * hidden, dtype=torch.float64, generator=generator)
+    ev_second = torch.randn(2, hidden, features, dtype=torch.float64, generator=generator)
+    first, second = torch.triu_indices(atoms, atoms, offset=1)
+    small_radial = torch.randn(2, first.shape[0], features, dtype=torch.float64, generator=generator,
+                               requires_grad=True)
+    small_ev = torch.randn(atoms, contract.shape[0], dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda r, e: torch.ops.openmm_nnp.so3lr_ev_filters(r, e, first.contiguous(), second.contiguous(), contract,
+                                                           ev_first, ev_second),
+        (small_radial, small_ev))

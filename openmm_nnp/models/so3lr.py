@@ -12,11 +12,13 @@ of the same network for one region, on dense n x n pair tensors: the weights are
 everything that depends only on the region's elements, charge and spin is computed once in the constructor
 (element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
 coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
-symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU two compiled
-operators (plugin_cpp/torch_ops/SO3LRAttention.cpp and SO3LRPhysical.cpp, loaded with openmm-nnp's operator
-library; the NNPForce kernels link it) compute each layer's attention coefficients on those pairs directly and the
-ZBL, electrostatic and dispersion terms with analytic gradients; on other devices, or with compiledOperators=False,
-the module computes both with PyTorch operations on n x n pair tensors (the same numbers to rounding). Cost:
+symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU compiled operators
+(plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp and SO3LRFilters.cpp, loaded with openmm-nnp's
+operator library; the NNPForce kernels link it) compute each layer's attention coefficients on those pairs
+directly, the ZBL, electrostatic and dispersion terms with analytic gradients, and the filter networks (the radial
+parts of all layers in one operator, each layer's ev-invariant parts in another) with hand-written backward
+passes; on other devices, or with compiledOperators=False, the module computes the same with PyTorch operations
+(on n x n pair tensors; the same numbers to rounding). Cost:
 docs/models.md (benchmarks/bench_so3lr.py).
 Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
 the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
@@ -275,6 +277,8 @@ class SO3LR(torch.nn.Module):
 
     compiled_attention: Final[bool]
     compiled_physical: Final[bool]
+    compiled_filters: Final[bool]
+    compiled_ev_filters: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -293,6 +297,8 @@ class SO3LR(torch.nn.Module):
         self.compiled_attention = _loadOperators() if compiledOperators is None else bool(compiledOperators)
         # The compiled ZBL, electrostatics and dispersion operator (CPU), under the same condition.
         self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
+        self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_radial_filters')
+        self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -539,10 +545,9 @@ class SO3LR(torch.nn.Module):
         # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
         rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
-        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix. The product
-        # is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is differentiated by
-        # autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
-        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1)).split(2 * F, dim=1)
+        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix.
+        # Per layer [2, K + 1, F]; split (not sliced): autograd joins the layers' gradients in one copy.
+        radial = self._radial_filters(rbf).split(2)
         H = self.num_heads
 
         features = self.initial_features
@@ -550,16 +555,9 @@ class SO3LR(torch.nn.Module):
         for layer in range(self.num_layers):
             # Filters of this layer, [2, K + 1, F] (0: invariant attention, 1: ev attention): the radial parts of
             # both in one batched product on the layer's hidden radial features, read as [2, K + 1, F].
-            bias = self.filter_bias[2 * layer:2 * layer + 2, None, :]
+            filters = radial[layer]
             if layer > 0:
-                difference = ev.index_select(0, second) - ev.index_select(0, first)
-                invariants = (difference * difference) @ self.degree_contract
-                invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # bias, as above
-                ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
-                bias = torch.baddbmm(bias, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
-                                     self.filter_ev_second[2 * layer:2 * layer + 2])
-            filters = torch.baddbmm(bias, hidden[layer].reshape(-1, 2, F).transpose(0, 1),
-                                    self.filter_rbf_second[2 * layer:2 * layer + 2])
+                filters = self._ev_filters(filters, ev, first, second, layer)
             projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
             queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
             keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
@@ -596,6 +594,35 @@ class SO3LR(torch.nn.Module):
         charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
         hirshfeld = torch.abs(heads[:, 2])
         return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _radial_filters(self, rbf: Tensor) -> Tensor:
+        """The radial parts of all filters of all layers plus their biases, [2 L, K + 1, F] (index 2 layer + kind):
+        silu(rbf @ rbf_first), read as [K + 1, 2 L, F], times the second layers. On the CPU the compiled operator
+        (plugin_cpp/torch_ops/SO3LRFilters.cpp) does it with a hand-written backward pass."""
+        if self.compiled_filters:  # a constant, as compiled_attention
+            if rbf.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_radial_filters(rbf, self.rbf_first, self.filter_rbf_second,
+                                                                 self.filter_bias)
+        # The product is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is
+        # differentiated by autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
+        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1))
+        hidden = hidden.reshape(rbf.shape[0], -1, self.num_features).transpose(0, 1)
+        return torch.baddbmm(self.filter_bias[:, None, :], hidden, self.filter_rbf_second)
+
+    def _ev_filters(self, radial: Tensor, ev: Tensor, first: Tensor, second: Tensor, layer: int) -> Tensor:
+        """One layer's filters [2, K + 1, F]: the radial parts plus an MLP of the invariants of the ev-feature
+        differences of the pairs (first, second). On the CPU the compiled operator (SO3LRFilters.cpp)."""
+        if self.compiled_ev_filters:  # a constant, as compiled_attention
+            if ev.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_ev_filters(
+                    radial, ev, first, second, self.degree_contract, self.filter_ev_first[layer],
+                    self.filter_ev_second[2 * layer:2 * layer + 2])
+        difference = ev.index_select(0, second) - ev.index_select(0, first)
+        invariants = (difference * difference) @ self.degree_contract
+        invariants = torch.cat([invariants, torch.ones_like(invariants[:, :1])], dim=1)  # the biases' row
+        ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
+        return torch.baddbmm(radial, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
+                             self.filter_ev_second[2 * layer:2 * layer + 2])
 
     def _attention(self, queries: Tensor, keys: Tensor, filters: Tensor, dense_slot: Tensor, first: Tensor,
                    second: Tensor) -> Tensor:

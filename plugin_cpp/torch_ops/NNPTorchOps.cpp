@@ -115,7 +115,8 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 3;  // the class ANIFeatures, the operators so3lr_attention and so3lr_physical (SO3LR*.cpp)
+    return 5;  // the class ANIFeatures, the operators so3lr_attention, so3lr_physical, so3lr_radial_filters and
+               // so3lr_ev_filters (SO3LR*.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {

@@ -1,0 +1,181 @@
+// openmm_nnp::so3lr_radial_filters (TorchScript operator, first-order autograd): the radial parts of all filter
+// networks of an SO3LR module (openmm_nnp/models/so3lr.py), all layers and both filter kinds, in one operator with a
+// hand-written backward pass. The module's PyTorch path computes the same with a tensordot, a SiLU, a split and per
+// layer a reshape, a transpose and a batched product; here the forward pass is one matrix product, a SiLU and one
+// product per network, the backward pass the same in reverse, without TorchScript's and autograd's per-operation
+// overhead or the copies of transposed blocks.
+//
+//   so3lr_radial_filters(basis [P, B], first [B, S F], second [S, F, F], bias [S, F]) -> filters [S, P, F]
+//
+// with S = 2 L networks (index 2 layer + kind), hidden = silu(basis @ first) read as [P, S, F], and
+//   filters[s, p, :] = hidden[p, s, :] @ second[s] + bias[s].
+// (The module appends a constant 1 to the basis and the first layers' biases to `first`.) Gradients flow to basis
+// only: first, second and bias are the module's constant weights and must not require gradients. CPU tensors of one
+// floating-point dtype.
+
+#include <torch/torch.h>
+
+using at::Tensor;
+
+namespace {
+
+void checkInputs(const Tensor& basis, const Tensor& first, const Tensor& second, const Tensor& bias) {
+    TORCH_CHECK(basis.device().is_cpu() && first.device().is_cpu() && second.device().is_cpu() &&
+                    bias.device().is_cpu(),
+                "so3lr_radial_filters: CPU tensors only");
+    TORCH_CHECK(basis.dim() == 2 && first.dim() == 2 && second.dim() == 3 && bias.dim() == 2 &&
+                    first.size(0) == basis.size(1) && second.size(1) == second.size(2) &&
+                    first.size(1) == second.size(0) * second.size(1) && bias.size(0) == second.size(0) &&
+                    bias.size(1) == second.size(1),
+                "so3lr_radial_filters: basis must be [P, B], first [B, S F], second [S, F, F], bias [S, F]");
+    TORCH_CHECK(first.scalar_type() == basis.scalar_type() && second.scalar_type() == basis.scalar_type() &&
+                    bias.scalar_type() == basis.scalar_type() && at::isFloatingType(basis.scalar_type()),
+                "so3lr_radial_filters: all tensors must have the same floating-point dtype");
+    TORCH_CHECK(!first.requires_grad() && !second.requires_grad() && !bias.requires_grad(),
+                "so3lr_radial_filters: gradients flow to the basis only; the weights must not require gradients");
+}
+
+class RadialFiltersFunction : public torch::autograd::Function<RadialFiltersFunction> {
+public:
+    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& basis, const Tensor& first,
+                          const Tensor& second, const Tensor& bias) {
+        checkInputs(basis, first, second, bias);
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const int64_t P = basis.size(0), S = second.size(0), F = second.size(1);
+        const Tensor preactivation = at::mm(basis, first);  // [P, S F]
+        const Tensor hidden = at::silu(preactivation);
+        // filters[s] = bias[s] + hidden[:, s, :] @ second[s], the strided [P, F] blocks of hidden read in place.
+        Tensor filters = at::empty({S, P, F}, basis.options());
+        const Tensor blocks = hidden.view({P, S, F});
+        for (int64_t s = 0; s < S; s++) {
+            Tensor out = filters[s];
+            at::addmm_out(out, bias[s], blocks.select(1, s), second[s]);
+        }
+        ctx->save_for_backward({preactivation, first, second});
+        return filters;
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const auto saved = ctx->get_saved_variables();
+        at::NoGradGuard noGrad;
+        const Tensor& preactivation = saved[0];
+        const Tensor& first = saved[1];
+        const Tensor& second = saved[2];
+        const int64_t P = preactivation.size(0), S = second.size(0), F = second.size(1);
+        // d hidden[:, s, :] = grad[s] @ second[s]^T, written into the strided [P, F] blocks of [P, S F], then
+        // times the SiLU's derivative in place.
+        const Tensor grad = gradOutputs[0];
+        Tensor gradHidden = at::empty({P, S * F}, preactivation.options());
+        const Tensor blocks = gradHidden.view({P, S, F});
+        for (int64_t s = 0; s < S; s++) {
+            Tensor out = blocks.select(1, s);
+            at::mm_out(out, grad[s], second[s].t());
+        }
+        at::silu_backward_out(gradHidden, gradHidden, preactivation);
+        return {at::mm(gradHidden, first.t()), Tensor(), Tensor(), Tensor()};
+    }
+};
+
+Tensor so3lrRadialFilters(const Tensor& basis, const Tensor& first, const Tensor& second, const Tensor& bias) {
+    return RadialFiltersFunction::apply(basis, first, second, bias);
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
+    m.def("so3lr_radial_filters(Tensor basis, Tensor first, Tensor second, Tensor bias) -> Tensor",
+          &so3lrRadialFilters);
+}
+
+// openmm_nnp::so3lr_ev_filters (first-order autograd): one layer's filters of both kinds, the radial parts (from
+// so3lr_radial_filters or the PyTorch path) plus the parts from the invariants of the ev-feature differences:
+//
+//   so3lr_ev_filters(radial [2, P, F], ev [n, C], first [P], second [P], contract [C, I], evFirst [I + 1, 2 E],
+//                    evSecond [2, E, F]) -> filters [2, P, F]
+//
+//   difference = ev[second] - ev[first]          [P, C]
+//   hidden = silu([(difference^2) @ contract, 1] @ evFirst)   [P, 2 E] (the last row of evFirst: the biases)
+//   filters[c] = radial[c] + hidden[:, c E:(c + 1) E] @ evSecond[c]
+//
+// Gradients flow to radial and ev; contract, evFirst and evSecond are constant weights (no gradients).
+
+namespace {
+
+void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, const Tensor& second,
+                   const Tensor& contract, const Tensor& evFirst, const Tensor& evSecond) {
+    for (const Tensor* t : {&radial, &ev, &first, &second, &contract, &evFirst, &evSecond})
+        TORCH_CHECK(t->device().is_cpu(), "so3lr_ev_filters: CPU tensors only");
+    TORCH_CHECK(radial.dim() == 3 && radial.size(0) == 2 && ev.dim() == 2 && contract.dim() == 2 &&
+                    contract.size(0) == ev.size(1) && evFirst.dim() == 2 && evFirst.size(0) == contract.size(1) + 1 &&
+                    evSecond.dim() == 3 && evSecond.size(0) == 2 && evFirst.size(1) == 2 * evSecond.size(1) &&
+                    evSecond.size(2) == radial.size(2),
+                "so3lr_ev_filters: radial [2, P, F], ev [n, C], contract [C, I], evFirst [I + 1, 2 E], "
+                "evSecond [2, E, F] expected");
+    TORCH_CHECK(first.scalar_type() == torch::kInt64 && second.scalar_type() == torch::kInt64 && first.dim() == 1 &&
+                    second.sizes() == first.sizes() && first.size(0) == radial.size(1),
+                "so3lr_ev_filters: first and second must be int64 [P]");
+    for (const Tensor* t : {&ev, &contract, &evFirst, &evSecond})
+        TORCH_CHECK(t->scalar_type() == radial.scalar_type(), "so3lr_ev_filters: tensors of one dtype expected");
+    TORCH_CHECK(at::isFloatingType(radial.scalar_type()), "so3lr_ev_filters: floating-point tensors expected");
+    TORCH_CHECK(!contract.requires_grad() && !evFirst.requires_grad() && !evSecond.requires_grad(),
+                "so3lr_ev_filters: gradients flow to radial and ev only; the weights must not require gradients");
+}
+
+class EvFiltersFunction : public torch::autograd::Function<EvFiltersFunction> {
+public:
+    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& radial, const Tensor& ev,
+                          const Tensor& first, const Tensor& second, const Tensor& contract, const Tensor& evFirst,
+                          const Tensor& evSecond) {
+        checkEvInputs(radial, ev, first, second, contract, evFirst, evSecond);
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const int64_t I = contract.size(1), E = evSecond.size(1);
+        const Tensor difference = at::index_select(ev, 0, second) - at::index_select(ev, 0, first);
+        const Tensor invariants = at::mm(difference * difference, contract);
+        const Tensor preactivation = at::addmm(evFirst[I], invariants, evFirst.narrow(0, 0, I));
+        const Tensor hidden = at::silu(preactivation);
+        Tensor filters = at::empty(radial.sizes(), radial.options());
+        for (int64_t c = 0; c < 2; c++) {
+            Tensor out = filters[c];
+            at::addmm_out(out, radial[c], hidden.narrow(1, c * E, E), evSecond[c]);
+        }
+        ctx->save_for_backward({difference, preactivation, first, second, contract, evFirst, evSecond});
+        ctx->saved_data["atoms"] = ev.size(0);
+        return filters;
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const auto saved = ctx->get_saved_variables();
+        at::NoGradGuard noGrad;
+        const Tensor &difference = saved[0], &preactivation = saved[1], &first = saved[2], &second = saved[3];
+        const Tensor &contract = saved[4], &evFirst = saved[5], &evSecond = saved[6];
+        const int64_t P = difference.size(0), I = contract.size(1), E = evSecond.size(1);
+        const Tensor grad = gradOutputs[0].contiguous();
+        Tensor gradHidden = at::empty({P, 2 * E}, preactivation.options());
+        for (int64_t c = 0; c < 2; c++) {
+            Tensor out = gradHidden.narrow(1, c * E, E);
+            at::mm_out(out, grad[c], evSecond[c].t());
+        }
+        at::silu_backward_out(gradHidden, gradHidden, preactivation);
+        const Tensor gradInvariants = at::mm(gradHidden, evFirst.narrow(0, 0, I).t());  // [P, I]
+        const Tensor gradDifference = 2.0 * difference * at::mm(gradInvariants, contract.t());  // [P, C]
+        Tensor gradEv = at::zeros({ctx->saved_data["atoms"].toInt(), difference.size(1)}, difference.options());
+        gradEv.index_add_(0, second, gradDifference);
+        gradEv.index_add_(0, first, gradDifference, -1.0);
+        return {grad, gradEv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
+};
+
+Tensor so3lrEvFilters(const Tensor& radial, const Tensor& ev, const Tensor& first, const Tensor& second,
+                      const Tensor& contract, const Tensor& evFirst, const Tensor& evSecond) {
+    return EvFiltersFunction::apply(radial, ev, first, second, contract, evFirst, evSecond);
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
+    m.def("so3lr_ev_filters(Tensor radial, Tensor ev, Tensor first, Tensor second, Tensor contract, "
+          "Tensor evFirst, Tensor evSecond) -> Tensor",
+          &so3lrEvFilters);
+}
