@@ -19,7 +19,10 @@ parameters with updateParametersInContext, or the box with setPeriodicBoxVectors
 call ``invalidateSlowForces()``.
 """
 
+import math
+
 import openmm
+from openmm.unit import MOLAR_GAS_CONSTANT_R
 
 _STORED_FORCES = 'fSlow'
 _STORED_POSITIONS = 'xSlow'
@@ -48,8 +51,9 @@ class NNPMTSLangevinIntegrator(openmm.CustomIntegrator):
     """
 
     def __init__(self, system, temperature, friction, dt, groups):
-        import math
-        from openmm.unit import MOLAR_GAS_CONSTANT_R
+        if not isinstance(system, openmm.System):
+            raise TypeError('NNPMTSLangevinIntegrator(system, temperature, friction, dt, groups) takes the System it '
+                            f'will integrate first (its global parameters are watched), not {type(system).__name__}.')
         groups = sorted(groups, key=lambda group: group[1])
         if len(groups) != 2 or groups[0][1] != 1 or int(groups[1][1]) != groups[1][1] or groups[1][1] < 1:
             raise ValueError(f'NNPMTSLangevinIntegrator takes two force groups, [(slowGroup, 1), (fastGroup, N)] '
@@ -62,8 +66,6 @@ class NNPMTSLangevinIntegrator(openmm.CustomIntegrator):
         if slow == fast:
             raise ValueError(f'The slow and the fast force group must differ (both are {slow}).')
         super().__init__(dt)
-        self.temperature = temperature
-        self.friction = friction
         self.addGlobalVariable('a', math.exp(-friction * dt / substeps))
         self.addGlobalVariable('b', math.sqrt(1 - math.exp(-2 * friction * dt / substeps)))
         self.addGlobalVariable('kT', MOLAR_GAS_CONSTANT_R * temperature)

@@ -164,3 +164,9 @@ def test_checkpoint_continues_the_same_trajectory():
 def test_bad_groups_are_refused(groups):
     with pytest.raises(ValueError, match='force group|Force group'):
         NNPMTSLangevinIntegrator(openmm.System(), T, FRICTION, DT, groups)
+
+
+def test_the_system_comes_first():
+    """MTSLangevinIntegrator's arguments with the System last are refused with a message that names the order."""
+    with pytest.raises(TypeError, match='takes the System it will integrate first'):
+        NNPMTSLangevinIntegrator(T, FRICTION, DT, [(SLOW, 1), (FAST, 2)], openmm.System())
