@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,11 @@ def child(args):
     numbers = [atoms[i].element.atomic_number for i in force.getAtoms()]
     member = bench_overhead.model_call_of(torch.jit.script(openmm_nnp.models.ANI('ani2x', numbers, modelIndex=0)),
                                           force, system, loaded.positions)
+    # Operator calls (torch dispatches, nested ones included) in one call of the model.
+    from torch.profiler import profile
+    with profile() as profiler:
+        model()
+    print(f'DISPATCHES\t{sum(event.count for event in profiler.key_averages())}', flush=True)
     buffers = {size: np.ones(size * 2 ** 18, dtype=np.float32) for size in (0, 16, 64, 256)}
     for name, function in (('ensemble', model), ('one member', member)):
         for _ in range(20):
@@ -97,6 +103,8 @@ def main():
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if shutil.which('perf') is None:
+        sys.exit('perf_overhead.py needs Linux perf (`perf record`): install it (Debian: apt-get install linux-perf).')
     with tempfile.TemporaryDirectory() as folder:
         data = os.path.join(folder, 'perf.data')
         command = ['perf', 'record', '-q', '-k', 'CLOCK_MONOTONIC', '-F', '2000', '-o', data, '--', sys.executable,
@@ -134,6 +142,8 @@ def main():
                 detail[label] = (libraries, [(n / total * milliseconds, name) for name, n in symbols.most_common(4)])
         for label, (libraries, rows) in detail.items():
             print(f'{label}: top functions in {libraries}: ' + '; '.join(f'{name} {ms:.2f}' for ms, name in rows))
+        print('Operator calls (torch dispatches) in one call of the model: '
+              + ', '.join(line[1] for line in lines if line[0] == 'DISPATCHES'))
         print('The model alone after streaming through N MB between calls, ms (medians):')
         for name, times in (line[1:] for line in lines if line[0] == 'STREAM'):
             print(f'  {name:12s} {times}')
