@@ -20,9 +20,10 @@ medians over rounds, all per integration step (the cost of a step does not depen
 * NNP/MM sequential: the same as the CPU platform runs it by default (overlap=false): the model runs after
   the MM forces, on the torch threads of the calling thread;
 * NNP/MM with MTS: the `openmm-nnp run --mts 2` layout (NNP correction every 2 inner steps) with
-  openmm_nnp's NNPMTSLangevinIntegrator (what `run --mts` uses), and the same with OpenMM's
-  MTSLangevinIntegrator, which computes the MM forces 3 times per 2 inner steps instead of 2 (see
-  openmm_nnp/integrators.py); time per inner step = time per outer step / 2. The inner step is 1 fs (outer
+  openmm_nnp's NNPMTSLangevinMiddleIntegrator (what `run --mts` uses: OpenMM's LangevinMiddleIntegrator on
+  MM, a CustomIntegrator step with the NNP correction's impulse every other step), and the same with
+  OpenMM's MTSLangevinIntegrator (a CustomIntegrator in every inner step, computing the MM forces 3 times
+  per 2 inner steps instead of 2; see openmm_nnp/integrators.py); time per inner step. The inner step is 1 fs (outer
   2 fs): with a 2 fs inner step (outer 4 fs) CB7:B2 blows up within 20 steps, because the correction
   U_NNP(region) - U_MM(region) still holds fast X-H bending that a 4 fs step cannot follow;
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
@@ -59,7 +60,7 @@ import torch  # noqa: E402
 from openmm import app, unit  # noqa: E402
 
 from openmm_nnp.inputs import LoadedInput, createNNPSystem  # noqa: E402
-from openmm_nnp.integrators import NNPMTSLangevinIntegrator  # noqa: E402
+from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator  # noqa: E402
 
 
 def host_guest():
@@ -133,10 +134,12 @@ def contexts_for(loaded, region, threads):
     for label, (system, mts_steps) in variants.items():
         T, friction = 300 * unit.kelvin, 1 / unit.picosecond
         groups = [(1, 1), (0, mts_steps)]
+        per_step = 1  # inner steps per integrator.step(1)
         if label == 'MTS 2 OpenMM':
             integrator = openmm.MTSLangevinIntegrator(T, friction, mts_steps * unit.femtosecond, groups)
+            per_step = mts_steps
         elif mts_steps:
-            integrator = NNPMTSLangevinIntegrator(system, T, friction, mts_steps * unit.femtosecond, groups)
+            integrator = NNPMTSLangevinMiddleIntegrator(T, friction, 1 * unit.femtosecond, mts_steps)
         else:
             integrator = openmm.LangevinMiddleIntegrator(T, friction, 1 * unit.femtosecond)
         context = openmm.Context(system, integrator, platform, properties)
@@ -145,7 +148,9 @@ def contexts_for(loaded, region, threads):
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
         context.setVelocitiesToTemperature(T, 1)
         integrator.step(10)  # warm-up: TorchScript profiling runs, neighbour lists
-        result[label] = (context, mts_steps or 1)
+        # The Python integrator object: NNPMTSLangevinMiddleIntegrator's step() is Python, and
+        # context.getIntegrator() would return a plain CompoundIntegrator.
+        result[label] = (context, integrator, per_step)
     return result, model_call(variants['NNP/MM'][0], loaded.positions)
 
 
@@ -171,11 +176,11 @@ def main():
         times = {label: [] for label in [*contexts, 'model']}
         cpu = {label: [] for label in contexts}
         for _ in range(args.rounds):
-            for label, (context, per_step) in contexts.items():
+            for label, (context, integrator, per_step) in contexts.items():
                 steps = args.steps // per_step
                 start, start_cpu = time.perf_counter(), time.process_time()
                 try:
-                    context.getIntegrator().step(steps)
+                    integrator.step(steps)
                 except openmm.OpenMMException as e:
                     raise RuntimeError(f'{name}, {label}: {e}') from e
                 context.getState(getEnergy=True)

@@ -3,7 +3,7 @@
 Run:  .venv/bin/python benchmarks/perf_overhead.py [--system cb7|toluene] [--steps 40] [--rounds 3]
 
 The contexts are bench_overhead.py's (same Systems, integrators and 1 fs steps). In alternating rounds it
-steps MM only, NNP/MM (sequential kernel), NNP/MM with MTS 2 (NNPMTSLangevinIntegrator) and with OpenMM's
+steps MM only, NNP/MM (sequential kernel), NNP/MM with MTS 2 (NNPMTSLangevinMiddleIntegrator) and with OpenMM's
 MTSLangevinIntegrator, and calls the region's model alone from Python, under `perf record` (sampling
 the process's CPU time); each phase's samples are then split by shared library and scaled to CPU ms per
 (inner) step. So it shows what an NNP/MM step spends beyond MM, and whether torch spends more inside a step
@@ -41,13 +41,13 @@ def child(args):
         model()
     clock = lambda: time.clock_gettime(time.CLOCK_MONOTONIC)  # noqa: E731  (perf -k CLOCK_MONOTONIC)
     for _ in range(args.rounds):
-        for label, (context, perStep) in [*contexts.items(), ('model', (None, 1))]:
+        for label, (context, integrator, perStep) in [*contexts.items(), ('model', (None, None, 1))]:
             start, cpu = clock(), time.process_time()
             if context is None:
                 for _ in range(args.steps):
                     model()
             else:
-                context.getIntegrator().step(args.steps // perStep)
+                integrator.step(args.steps // perStep)
             print(f'PHASE\t{label}\t{start:.6f}\t{clock():.6f}\t{(time.process_time() - cpu) / args.steps * 1e3:.3f}',
                   flush=True)
     # The model alone after streaming through memory, for the ensemble and for one member (1/8 of the weights):

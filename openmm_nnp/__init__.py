@@ -18,7 +18,7 @@ if 'torch' not in _sys.modules:
 
 from openmm_nnp import _plugin  # noqa: E402
 
-__all__ = ['NNPForce', 'NNPotential', 'NNPMTSLangevinIntegrator', 'getPluginLoadFailures']
+__all__ = ['NNPForce', 'NNPotential', 'NNPMTSLangevinMiddleIntegrator', 'getPluginLoadFailures']
 
 getPluginLoadFailures = _plugin.getPluginLoadFailures
 _plugin.installDeserializationHook()
@@ -32,7 +32,7 @@ def __getattr__(name):
     if name == 'NNPotential':
         from openmm_nnp.potential import NNPotential
         return NNPotential
-    if name == 'NNPMTSLangevinIntegrator':
-        from openmm_nnp.integrators import NNPMTSLangevinIntegrator
-        return NNPMTSLangevinIntegrator
+    if name == 'NNPMTSLangevinMiddleIntegrator':
+        from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
+        return NNPMTSLangevinMiddleIntegrator
     raise AttributeError(f"module 'openmm_nnp' has no attribute '{name}'")

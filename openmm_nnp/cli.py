@@ -94,7 +94,7 @@ def buildParser():
     r.add_argument('--checkpoint-interval', type=int, default=RUN['checkpointInterval'], help='steps between checkpoints (default %(default)s)')
     r.add_argument('--trajectory-format', default=RUN['trajectoryFormat'], choices=['dcd', 'xtc'])
     r.add_argument('--mts', type=int, metavar='N', help='multiple time steps: MM every step, the NNP correction '
-                   'U_NNP - U_MM(region) every N steps (NNPMTSLangevinIntegrator)')
+                   'U_NNP - U_MM(region) every N steps (NNPMTSLangevinMiddleIntegrator)')
     r.add_argument('--seed', type=int, help='random seed for velocities and the integrator (default: random)')
     r.add_argument('--resume', action='store_true', help='continue the run in --output from its last checkpoint '
                    '(--steps/--time then set a new production length)')

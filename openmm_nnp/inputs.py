@@ -154,7 +154,7 @@ def createNNPSystem(loaded, region=None, model='ani2x', precision='single', mts=
     """The NNP/MM System for ``loaded`` (a LoadedInput): (System, the region's particle indices, NNPotential).
 
     region : a Region, command-line text ('resname LIG', '0-14,20'), indices, or None for the input's region.
-    mts : an integer N > 1 lays out the forces for NNPMTSLangevinIntegrator (NNPotential.createMTSSystem).
+    mts : an integer N > 1 lays out the forces for NNPMTSLangevinMiddleIntegrator (NNPotential.createMTSSystem).
     interpolate : the System interpolates between MM (lambda = 0) and NNP/MM (lambda = 1), for the end-state
         correction (NNPotential.createMixedSystem(interpolate=True)).
     threads : CPU threads of the NNP.

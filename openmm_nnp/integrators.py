@@ -1,120 +1,142 @@
-"""Multiple time steps for NNP/MM that evaluate each force group once per new set of positions.
+"""Multiple time steps for NNP/MM: the MM force field every step with OpenMM's own LangevinMiddleIntegrator,
+the NNP correction once every N steps as an impulse.
 
-OpenMM's ``MTSLangevinIntegrator`` (BAOAB-RESPA) is a CustomIntegrator, and a CustomIntegrator remembers the
-forces of only the last force-group set it computed. With two groups, every outer step ends with the slow
-group at the new positions and the next one begins with the fast group at the same positions, so the fast
-group is computed again: N + 1 evaluations of the MM force field per N inner steps, where N are needed.
-With the NNP/MM layout of ``NNPotential.createMTSSystem`` (group 0: all of MM, group 1: the NNP correction)
-that made ``--mts 2`` cost 1.4x an MM step before any NNP work (benchmarks/bench_overhead.py).
+With ``NNPotential.createMTSSystem``'s layout (group 0: all of MM, group 1: the NNP correction
+U_NNP(region) - U_MM(region)), r-RESPA applies the slow forces as kicks of N inner steps' worth at the
+boundaries of an outer step. OpenMM's ``MTSLangevinIntegrator`` writes that as a CustomIntegrator, whose
+per-DOF arithmetic and random numbers run serially on the CPU platform in every inner step, and which computes
+the MM forces N + 1 times per N inner steps (a CustomIntegrator remembers the forces of one force-group set
+only; the fast group is computed again at the positions where the slow group was). On two cores that made
+``--mts 2`` cost more than computing the NNP at every step (benchmarks/bench_overhead.py).
 
-``NNPMTSLangevinIntegrator`` performs the same arithmetic in the same order (without friction its trajectory
-equals ``MTSLangevinIntegrator``'s bit for bit; with friction the noise differs, because OpenMM's random
-numbers for a seed depend on the integrator's list of computations) but keeps the slow forces in a per-DOF
-variable: it computes them at the end of an outer step just before the last fast forces, so that OpenMM's
-one-entry cache still holds the fast forces when the next step begins, and reuses the stored slow forces
-then. The stored forces are recomputed whenever they may be stale: when any coordinate differs from the
-one they were computed at (setPositions, setState, a barostat move, a checkpoint) or any global parameter
-of the System differs from its value then (setParameter, e.g. a lambda). After changing a force's
-parameters with updateParametersInContext, or the box with setPeriodicBoxVectors, at unchanged coordinates,
-call ``invalidateSlowForces()``.
+``NNPMTSLangevinMiddleIntegrator`` is the leapfrog form of the same splitting. Inner steps are
+LangevinMiddleIntegrator steps (kick with the fast forces, half drift, friction and noise, half drift,
+constraints) on the fast group, in OpenMM's native multithreaded code. Every N-th inner step is a
+CustomIntegrator step that adds the slow kick, N times the inner step times the slow forces, to that step's
+fast kick; both groups are computed there once, at positions nothing has computed them at. The two
+end-of-step half kicks of r-RESPA at the same positions are thus one kick, and the positions are those of
+BAOAB-RESPA (``MTSLangevinIntegrator``, with the same noise in each inner step); without friction they are
+MTSIntegrator's / MTSLangevinIntegrator's exactly (tests/test_integrators.py). Velocities are stored, as by
+LangevinMiddleIntegrator, half an inner step behind the positions, before the next kicks.
+
+``step(n)`` advances n inner steps. Which inner step of the outer step comes next is a global variable of
+the CustomIntegrator, so checkpoints keep it. The scheme lives in this Python class (``step``, the setters):
+an integrator read back from XML or from ``Context.getIntegrator()`` is a plain CompoundIntegrator that steps
+with its current member only, so create a new one instead (``openmm-nnp run --resume`` does).
 """
 
 import math
 
 import openmm
+from openmm import unit
 from openmm.unit import MOLAR_GAS_CONSTANT_R
 
-_STORED_FORCES = 'fSlow'
-_STORED_POSITIONS = 'xSlow'
-_VALID = 'slowForcesValid'
-_STALE = 'slowForcesStale'
+_INNER, _IMPULSE = 0, 1  # member integrators
+_PHASE = 'innerStepOfOuterStep'  # 0: the next inner step carries the slow kick
 
 
-def _globalParameterNames(system):
-    names = set()
-    for force in system.getForces():
-        if hasattr(force, 'getNumGlobalParameters'):
-            names.update(force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters()))
-        if hasattr(force, 'getScaleParameter') and force.getScaleParameter():  # NNPForce's lambda
-            names.add(force.getScaleParameter())
-    return sorted(names)
+def _inUnit(value, unitOf):
+    return value.value_in_unit(unitOf) if unit.is_quantity(value) else value
 
 
-class NNPMTSLangevinIntegrator(openmm.CustomIntegrator):
-    """BAOAB-RESPA Langevin dynamics with a slow and a fast force group; each group is computed once per new
-    set of positions (see the module docstring).
+class NNPMTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
+    """Langevin dynamics (LangevinMiddleIntegrator's scheme) with a fast force group every inner step and a
+    slow one every ``slowInterval`` inner steps (see the module docstring).
 
-    ``NNPMTSLangevinIntegrator(system, temperature, friction, dt, groups)`` takes ``MTSLangevinIntegrator``'s
-    arguments and the System it will integrate (whose global parameters it watches). ``dt`` is the outer
-    step; ``groups`` is ``[(slowGroup, 1), (fastGroup, N)]``: the fast group is evaluated N times per outer
-    step. For ``NNPotential.createMTSSystem``'s layout: ``[(1, 1), (0, N)]``.
+    ``NNPMTSLangevinMiddleIntegrator(temperature, frictionCoeff, stepSize, slowInterval, slowGroup=1,
+    fastGroup=0)``: ``stepSize`` is the inner step (what ``step(1)`` advances); the defaults are
+    ``NNPotential.createMTSSystem``'s layout. Forces in other groups are not integrated.
     """
 
-    def __init__(self, system, temperature, friction, dt, groups):
-        if not isinstance(system, openmm.System):
-            raise TypeError('NNPMTSLangevinIntegrator(system, temperature, friction, dt, groups) takes the System it '
-                            f'will integrate first (its global parameters are watched), not {type(system).__name__}.')
-        groups = sorted(groups, key=lambda group: group[1])
-        if len(groups) != 2 or groups[0][1] != 1 or int(groups[1][1]) != groups[1][1] or groups[1][1] < 1:
-            raise ValueError(f'NNPMTSLangevinIntegrator takes two force groups, [(slowGroup, 1), (fastGroup, N)] '
-                             f'with an integer N >= 1, not {groups}; use openmm.MTSLangevinIntegrator for more.')
-        (slow, _), (fast, substeps) = groups
-        substeps = int(substeps)
-        for group in (slow, fast):
-            if not 0 <= group <= 31:
-                raise ValueError(f'Force group must be between 0 and 31, not {group}.')
-        if slow == fast:
-            raise ValueError(f'The slow and the fast force group must differ (both are {slow}).')
-        super().__init__(dt)
-        self.addGlobalVariable('a', math.exp(-friction * dt / substeps))
-        self.addGlobalVariable('b', math.sqrt(1 - math.exp(-2 * friction * dt / substeps)))
-        self.addGlobalVariable('kT', MOLAR_GAS_CONSTANT_R * temperature)
-        self.addPerDofVariable('x1', 0)
-        self.addPerDofVariable(_STORED_FORCES, 0)
-        self.addPerDofVariable(_STORED_POSITIONS, 0)
-        self.addGlobalVariable(_VALID, 0)
-        self.addGlobalVariable(_STALE, 0)
-        parameters = _globalParameterNames(system)
-        for i, name in enumerate(parameters):
-            self.addGlobalVariable(f'slowParameter{i}', 0)
-        slowKick = f'v+0.5*(dt/1)*{_STORED_FORCES}/m'
-        fastKick = f'v+0.5*(dt/{substeps})*f{fast}/m'
+    def __init__(self, temperature, frictionCoeff, stepSize, slowInterval, slowGroup=1, fastGroup=0):
+        if int(slowInterval) != slowInterval or slowInterval < 1:
+            raise ValueError(f'slowInterval must be an integer >= 1 (the slow group every N inner steps), not '
+                             f'{slowInterval}.')
+        for group in (slowGroup, fastGroup):
+            if int(group) != group or not 0 <= group <= 31:
+                raise ValueError(f'Force group must be an integer between 0 and 31, not {group}.')
+        if slowGroup == fastGroup:
+            raise ValueError(f'The slow and the fast force group must differ (both are {slowGroup}).')
+        super().__init__()
+        self._slowInterval = int(slowInterval)
+        middle = openmm.LangevinMiddleIntegrator(temperature, frictionCoeff, stepSize)
+        middle.setIntegrationForceGroups({int(fastGroup)})
+        impulse = openmm.CustomIntegrator(stepSize)
+        impulse.addGlobalVariable('friction', 0)
+        impulse.addGlobalVariable('kT', 0)
+        impulse.addGlobalVariable('a', 0)
+        impulse.addGlobalVariable('b', 0)
+        impulse.addGlobalVariable(_PHASE, 0)
+        impulse.addPerDofVariable('x1', 0)
+        impulse.addUpdateContextState()
+        impulse.addComputeGlobal('a', 'exp(-friction*dt)')
+        impulse.addComputeGlobal('b', 'sqrt(1-a*a)')
+        # LangevinMiddleIntegrator's step, its kick including the slow one of the outer step.
+        impulse.addComputePerDof('v', f'v + dt*f{int(fastGroup)}/m')
+        impulse.addComputePerDof('v', f'v + ({self._slowInterval}*dt)*f{int(slowGroup)}/m')
+        impulse.addConstrainVelocities()
+        impulse.addComputePerDof('x', 'x + 0.5*dt*v')
+        impulse.addComputePerDof('v', 'a*v + b*sqrt(kT/m)*gaussian')
+        impulse.addComputePerDof('x', 'x + 0.5*dt*v')
+        impulse.addComputePerDof('x1', 'x')
+        impulse.addConstrainPositions()
+        impulse.addComputePerDof('v', 'v + (x-x1)/dt')
+        self.addIntegrator(middle)
+        self.addIntegrator(impulse)
+        self._middle, self._impulse = middle, impulse
+        self.setTemperature(temperature)
+        self.setFriction(frictionCoeff)
+        self.setCurrentIntegrator(_INNER)
 
-        self.addUpdateContextState()
-        # Are the stored slow forces those of the current positions and parameters?
-        self.addComputeSum(_STALE, f'abs(x-{_STORED_POSITIONS})')
-        self.addComputeGlobal(_STALE, ' + '.join([f'{_STALE} + 1 - {_VALID}']
-                                                 + [f'abs({name} - slowParameter{i})'
-                                                    for i, name in enumerate(parameters)]))
-        self.beginIfBlock(f'{_STALE} != 0')
-        self._storeSlowForces(slow, parameters)
-        self.endBlock()
-        self.addComputePerDof('v', slowKick)
-        for i in range(substeps):
-            self.addComputePerDof('v', fastKick)
-            self.addComputePerDof('x', f'x+(dt/{2 * substeps})*v')
-            self.addComputePerDof('v', 'a*v + b*sqrt(kT/m)*gaussian')
-            self.addComputePerDof('x', f'x+(dt/{2 * substeps})*v')
-            self.addComputePerDof('x1', 'x')
-            self.addConstrainPositions()
-            self.addComputePerDof('v', f'v+(x-x1)/(dt/{substeps})')
-            self.addConstrainVelocities()
-            if i == substeps - 1:
-                # The slow forces at the new positions before the fast ones: OpenMM then still holds the fast
-                # forces when the next step needs them at these positions.
-                self._storeSlowForces(slow, parameters)
-            self.addComputePerDof('v', fastKick)
-        self.addComputePerDof('v', slowKick)
-        self.addConstrainVelocities()
+    def step(self, steps):
+        """Advance ``steps`` inner steps."""
+        phase = int(self._impulse.getGlobalVariableByName(_PHASE))
+        try:
+            while steps > 0:
+                if phase == 0:
+                    self.setCurrentIntegrator(_IMPULSE)
+                    count = 1
+                else:
+                    self.setCurrentIntegrator(_INNER)
+                    count = min(steps, self._slowInterval - phase)
+                openmm.CompoundIntegrator.step(self, count)
+                phase = (phase + count) % self._slowInterval
+                steps -= count
+        finally:
+            self._impulse.setGlobalVariableByName(_PHASE, phase)
+            self.setCurrentIntegrator(_INNER)  # kinetic energy, step size: LangevinMiddleIntegrator's
 
-    def _storeSlowForces(self, slow, parameters):
-        self.addComputePerDof(_STORED_FORCES, f'f{slow}')
-        self.addComputePerDof(_STORED_POSITIONS, 'x')
-        for i, name in enumerate(parameters):
-            self.addComputeGlobal(f'slowParameter{i}', name)
-        self.addComputeGlobal(_VALID, '1')
+    def getSlowInterval(self):
+        return self._slowInterval
 
-    def invalidateSlowForces(self):
-        """Make the next step recompute the slow forces (after updateParametersInContext at unchanged
-        positions, for example)."""
-        self.setGlobalVariableByName(_VALID, 0)
+    def setStepSize(self, stepSize):
+        for integrator in (self._middle, self._impulse):
+            integrator.setStepSize(stepSize)
+
+    def getTemperature(self):
+        return self._middle.getTemperature()
+
+    def setTemperature(self, temperature):
+        self._middle.setTemperature(temperature)
+        kelvin = _inUnit(temperature, unit.kelvin)
+        self._impulse.setGlobalVariableByName('kT', (MOLAR_GAS_CONSTANT_R * kelvin * unit.kelvin).value_in_unit(
+            unit.kilojoule_per_mole))
+
+    def getFriction(self):
+        return self._middle.getFriction()
+
+    def setFriction(self, frictionCoeff):
+        self._middle.setFriction(frictionCoeff)
+        self._impulse.setGlobalVariableByName('friction', _inUnit(frictionCoeff, unit.picosecond ** -1))
+
+    def getRandomNumberSeed(self):
+        return self._middle.getRandomNumberSeed()
+
+    def setRandomNumberSeed(self, seed):
+        """Seeds both members (the impulse steps' noise from ``seed + 1``); 0 picks a new seed each time."""
+        self._middle.setRandomNumberSeed(seed)
+        self._impulse.setRandomNumberSeed(seed + 1 if seed else 0)
+
+    def setConstraintTolerance(self, tolerance):
+        for integrator in (self._middle, self._impulse):
+            integrator.setConstraintTolerance(tolerance)

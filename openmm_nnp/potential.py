@@ -205,8 +205,8 @@ class NNPotential:
 
     def createMTSSystem(self, topology, system, atoms, **args):
         """A mixed System laid out for multiple time steps: integrate it with
-        ``openmm_nnp.NNPMTSLangevinIntegrator(system, T, friction, dt, [(1, 1), (0, N)])`` (or OpenMM's
-        ``MTSLangevinIntegrator(T, friction, dt, [(1, 1), (0, N)])``, which computes group 0 once more per step).
+        ``openmm_nnp.NNPMTSLangevinMiddleIntegrator(T, friction, dt, N)`` (dt the inner step; or OpenMM's
+        ``MTSLangevinIntegrator(T, friction, N*dt, [(1, 1), (0, N)])``, slower on the CPU platform).
 
         Force group 0 is the complete MM force field, the region's own MM terms included (+U_MM(region)); group
         1 is the NNP correction U_NNP(region) - U_MM(region), evaluated once per outer step. Together they are

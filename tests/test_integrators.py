@@ -1,10 +1,16 @@
-"""NNPMTSLangevinIntegrator: MTSLangevinIntegrator's arithmetic (without friction, its trajectory bit for bit:
-OpenMM's random numbers for a seed depend on the integrator's list of computations, so with friction the two
-differ by their noise), with one evaluation of each force group per new set of positions, and the stored slow forces recomputed whenever positions or global
-parameters changed between steps (setPositions, a barostat, setParameter) or on request.
+"""NNPMTSLangevinMiddleIntegrator: LangevinMiddleIntegrator inner steps on the fast group, the slow group as an
+impulse every N-th inner step.
 
-Counting PythonForces in both groups give the number of evaluations exactly; trajectories are compared on
-the CPU platform with one thread (deterministic)."""
+Checked here:
+* without friction its positions are those of OpenMM's MTSLangevinIntegrator (BAOAB-RESPA; the same positions
+  in exact arithmetic, once the velocities are started half an inner step earlier), to rounding;
+* with an empty slow group it is LangevinMiddleIntegrator without friction, to rounding;
+* each group is computed exactly once per new positions: N fast and 1 slow evaluation per N inner steps
+  (counted with PythonForces), whatever the chunks step() is called with;
+* checkpoints continue the same trajectory (the position in the outer step is checkpointed);
+* with friction, the kinetic temperature is the target's (sampling, not only arithmetic);
+* bad arguments are refused.
+Trajectories are compared on the Reference platform (double precision, deterministic)."""
 
 import numpy as np
 import openmm
@@ -12,12 +18,16 @@ import pytest
 from openmm import unit
 
 from openmm_nnp import NNPForce
-from openmm_nnp.integrators import NNPMTSLangevinIntegrator
+from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
 
-from test_overlap import CPU, fluid
+from test_overlap import fluid
 
+REFERENCE = openmm.Platform.getPlatformByName('Reference')
 SLOW, FAST = 1, 0
-T, FRICTION, DT = 300 * unit.kelvin, 2 / unit.picosecond, 0.002 * unit.picoseconds
+T = 300 * unit.kelvin
+INNER_PS = 0.002
+INNER = INNER_PS * unit.picoseconds
+STILL = 0 / unit.picosecond
 
 
 def counting_force(group, counts):
@@ -30,143 +40,152 @@ def counting_force(group, counts):
     return force
 
 
-def system_with_lambda(barostat_frequency=0):
-    """test_overlap's LJ fluid (NNPForce in group 1) with a scale parameter 'lambda_nnp' on the NNPForce."""
-    system, positions = fluid(mts=True, barostat_frequency=barostat_frequency)
-    force = next(f for f in system.getForces() if isinstance(f, NNPForce))
-    force.setScaleParameter('lambda_nnp', 1.0)
-    return system, positions
-
-
-def run(integrator, system, positions, steps, between=None):
-    """Step one at a time; `between(context, step)` may change the context between steps."""
-    context = openmm.Context(system, integrator, CPU, {'Threads': '1'})
+def start(system, integrator, positions, velocities=None):
+    context = openmm.Context(system, integrator, REFERENCE)
     context.setPositions(positions)
-    context.setVelocitiesToTemperature(T, 11)
-    for step in range(steps):
-        if between:
-            between(context, step)
-        integrator.step(1)
-    state = context.getState(getPositions=True, getVelocities=True)
-    return state.getPositions(asNumpy=True)._value, state.getVelocities(asNumpy=True)._value
+    if velocities is None:
+        context.setVelocitiesToTemperature(T, 11)
+    else:
+        context.setVelocities(velocities)
+    return context
 
 
-def both_integrators(system, substeps=2, friction=FRICTION):
-    ours = NNPMTSLangevinIntegrator(system, T, friction, DT, [(SLOW, 1), (FAST, substeps)])
-    theirs = openmm.MTSLangevinIntegrator(T, friction, DT, [(SLOW, 1), (FAST, substeps)])
-    for integrator in (ours, theirs):
-        integrator.setRandomNumberSeed(17)
-    return ours, theirs
+def positions_of(context):
+    return context.getState(getPositions=True).getPositions(asNumpy=True)._value
 
 
-@pytest.mark.parametrize('substeps', [2, 3])
-def test_same_trajectory_as_openmm_mts_with_changes_between_steps(substeps):
-    """Positions set anew and the NNP's lambda changed between steps: the stored slow forces must be recomputed
-    each time, or the trajectory would differ from OpenMM's. Without friction: no random numbers."""
-    system, positions = system_with_lambda()
-    moved = positions + 0.01
-
-    def between(context, step):
-        if step == 4:
-            context.setPositions(moved)
-        if step == 7:
-            context.setParameter('lambda_nnp', 0.4)
-    ours, theirs = both_integrators(system, substeps, friction=0 / unit.picosecond)
-    x, v = run(ours, system, positions, 12, between)
-    x_ref, v_ref = run(theirs, system, positions, 12, between)
-    assert np.array_equal(x, x_ref) and np.array_equal(v, v_ref)
-    # ... and the changes mattered: without them the trajectory differs.
-    ours, _ = both_integrators(system, substeps, friction=0 / unit.picosecond)
-    x_unchanged, _ = run(ours, system, positions, 12)
-    assert not np.allclose(x, x_unchanged)
-
-
-def test_a_barostat_move_makes_the_stored_forces_stale():
-    """A barostat moves the atoms when a step begins. (Its random numbers come from the stream the integrator
-    draws from, so trajectories cannot be compared with MTSLangevinIntegrator's: the integrator's own check is.)
-    The stored forces must count as stale in exactly the steps that begin with an accepted move (a trial every
-    other step)."""
-    system, positions = system_with_lambda(barostat_frequency=2)
-    integrator, _ = both_integrators(system)
-    context = openmm.Context(system, integrator, CPU, {'Threads': '1'})
+def forces_by_group(system, positions, group):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), REFERENCE)
     context.setPositions(positions)
-    context.setVelocitiesToTemperature(T, 11)
-    integrator.step(1)
-    accepted = []
-    for _ in range(20):
-        box = context.getState().getPeriodicBoxVectors(asNumpy=True)._value
-        integrator.step(1)
-        moved = not np.array_equal(box, context.getState().getPeriodicBoxVectors(asNumpy=True)._value)
-        assert (integrator.getGlobalVariableByName('slowForcesStale') != 0) == moved
-        accepted.append(moved)
-    assert any(accepted) and not all(accepted)
+    return context.getState(getForces=True, groups={group}).getForces(asNumpy=True)._value
 
 
-def test_each_group_is_evaluated_once_per_new_positions():
-    system, positions = system_with_lambda()
+@pytest.mark.parametrize('substeps', [1, 2, 3])
+def test_positions_equal_mts_langevin_without_friction(substeps):
+    """BAOAB-RESPA starts from synchronous velocities v0; the leapfrog form from v0 minus the half kicks that
+    precede its first drift: u = v0 - (N dt/2) F_slow/m - (dt/2) F_fast/m. Both then visit the same positions
+    (exact arithmetic); double precision keeps them equal to ~1e-12 nm over 24 inner steps."""
+    system, positions = fluid(mts=True)
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    theirs = openmm.MTSLangevinIntegrator(T, STILL, substeps * INNER, [(SLOW, 1), (FAST, substeps)])
+    reference = start(system, theirs, positions)
+    v0 = reference.getState(getVelocities=True).getVelocities(asNumpy=True)._value
+    u = v0 - (0.5 * INNER_PS / masses[:, None]) * (substeps * forces_by_group(system, positions, SLOW)
+                                                 + forces_by_group(system, positions, FAST))
+    ours = NNPMTSLangevinMiddleIntegrator(T, STILL, INNER, substeps)
+    context = start(system, ours, positions, u)
+    outer = 24 // substeps
+    theirs.step(outer)
+    ours.step(3)  # in chunks that do not end at outer steps
+    ours.step(outer * substeps - 3)
+    x_ref = positions_of(reference)
+    assert np.abs(positions_of(context) - x_ref).max() < 1e-10
+    assert np.abs(x_ref - positions).max() > 0.01  # the atoms did move
+
+
+def test_empty_slow_group_is_langevin_middle_without_friction():
+    system, positions = fluid(mts=True)
+    for force in system.getForces():
+        force.setForceGroup(FAST)
+    reference = start(system, openmm.LangevinMiddleIntegrator(T, STILL, INNER), positions)
+    ours = NNPMTSLangevinMiddleIntegrator(T, STILL, INNER, 2)
+    context = start(system, ours, positions)
+    reference.getIntegrator().step(10)
+    ours.step(10)
+    assert np.abs(positions_of(context) - positions_of(reference)).max() < 1e-12
+
+
+def test_each_group_is_computed_once_per_new_positions():
+    system, positions = fluid(mts=True)
     counts = {SLOW: 0, FAST: 0}
     system.addForce(counting_force(SLOW, counts))
     system.addForce(counting_force(FAST, counts))
-    substeps, steps = 2, 10
-    ours, theirs = both_integrators(system, substeps)
-    run(theirs, system, positions, steps)
-    # OpenMM's: the fast group once more per step (at the positions the slow group was computed at last).
-    assert counts == {SLOW: steps + 1, FAST: (substeps + 1) * steps}
-    counts.update({SLOW: 0, FAST: 0})
-    context = openmm.Context(system, ours, CPU, {'Threads': '1'})
-    context.setPositions(positions)
-    context.setVelocitiesToTemperature(T, 11)
-    ours.step(steps)
-    # The first step computes the slow forces at the start too (nothing stored yet), and the fast ones after.
-    assert counts == {SLOW: steps + 1, FAST: substeps * steps + 1}
-    # Unchanged positions and parameters: the stored slow forces are used, and OpenMM's fast ones. A changed
-    # lambda, or a request, recomputes the slow ones; setPositions to the same positions does not (OpenMM may
-    # then compute the fast ones once more).
-    same_positions = lambda: context.setPositions(context.getState(getPositions=True).getPositions())  # noqa: E731
-    def no_change():
-        pass
-    for change, extra in ((no_change, 0), (lambda: context.setParameter('lambda_nnp', 0.5), 1),
-                          (ours.invalidateSlowForces, 1), (same_positions, 0)):
-        counts.update({SLOW: 0, FAST: 0})
-        change()
-        ours.step(1)
-        assert counts[SLOW] == 1 + extra
-        assert counts[FAST] == substeps if change is no_change else counts[FAST] <= substeps + 1
+    integrator = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 3)
+    context = start(system, integrator, positions)
+    before = dict(counts)  # setVelocitiesToTemperature may evaluate the forces
+    for chunk in (1, 4, 2, 5):  # 12 inner steps in chunks that cut outer steps
+        integrator.step(chunk)
+    assert {group: counts[group] - before[group] for group in counts} == {SLOW: 4, FAST: 12}
+    assert context.getStepCount() == 12
+    assert context.getTime().value_in_unit(unit.picosecond) == pytest.approx(12 * INNER_PS)
+    assert integrator.getStepSize().value_in_unit(unit.picosecond) == pytest.approx(INNER_PS)
 
 
 def test_checkpoint_continues_the_same_trajectory():
-    """Without friction (a stored force recomputed after loading would change which random numbers later steps
-    draw, see the barostat test)."""
-    system, positions = system_with_lambda()
-    still = 0 / unit.picosecond
-    ours, _ = both_integrators(system, friction=still)
-    x_straight, _ = run(ours, system, positions, 6)
-    ours, _ = both_integrators(system, friction=still)
-    context = openmm.Context(system, ours, CPU, {'Threads': '1'})
-    context.setPositions(positions)
-    context.setVelocitiesToTemperature(T, 11)
-    ours.step(3)
+    """A checkpoint taken inside an outer step: the next impulse must come at the same inner step. With friction:
+    both members' random number states are checkpointed too."""
+    system, positions = fluid(mts=True)
+
+    def integrator():
+        mts = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 3)
+        mts.setRandomNumberSeed(17)
+        return mts
+    straight = integrator()
+    context = start(system, straight, positions)
+    straight.step(10)
+    x_straight = positions_of(context)
+
+    first = integrator()
+    context = start(system, first, positions)
+    first.step(4)
     checkpoint = context.createCheckpoint()
-    ours, _ = both_integrators(system, friction=still)
-    context = openmm.Context(system, ours, CPU, {'Threads': '1'})
+    second = integrator()
+    context = openmm.Context(system, second, REFERENCE)
     context.loadCheckpoint(checkpoint)
-    ours.step(1)
-    assert ours.getGlobalVariableByName('slowForcesStale') == 0  # the checkpoint restored the stored forces
-    ours.step(2)
-    # A new Context sums the MM forces in another order (CPU neighbour lists): equal to ~1e-12 nm, not bitwise.
-    # Stored forces restored wrongly (zero) would move the atoms by ~1e-3 nm.
-    x = context.getState(getPositions=True).getPositions(asNumpy=True)._value
-    assert np.abs(x - x_straight).max() < 1e-9
+    second.step(6)
+    assert np.array_equal(positions_of(context), x_straight)
 
 
-@pytest.mark.parametrize('groups', [[(1, 1)], [(1, 1), (0, 2), (2, 4)], [(1, 2), (0, 4)], [(1, 1), (1, 2)],
-                                    [(1, 1), (0, 2.5)], [(1, 1), (32, 2)]])
-def test_bad_groups_are_refused(groups):
-    with pytest.raises(ValueError, match='force group|Force group'):
-        NNPMTSLangevinIntegrator(openmm.System(), T, FRICTION, DT, groups)
+def test_kinetic_temperature_with_friction():
+    """The fluid at 300 K, strong friction so that it equilibrates quickly: the mean kinetic temperature of the
+    stored (half-step) velocities over 600 inner steps is 300 K within 5 % (the fluctuation of the mean of this
+    189-degree-of-freedom system over ~30 correlation times is about 2 %)."""
+    system, positions = fluid(mts=True)
+    integrator = NNPMTSLangevinMiddleIntegrator(T, 20 / unit.picosecond, INNER, 2)
+    integrator.setRandomNumberSeed(3)
+    context = start(system, integrator, positions)
+    integrator.step(200)
+    dof = 3 * system.getNumParticles() - 3
+    temperatures = []
+    for _ in range(60):
+        integrator.step(10)
+        kinetic = context.getState(getEnergy=True).getKineticEnergy()
+        temperatures.append((2 * kinetic / (dof * unit.MOLAR_GAS_CONSTANT_R)).value_in_unit(unit.kelvin))
+    assert np.mean(temperatures) == pytest.approx(300, rel=0.05)
 
 
-def test_the_system_comes_first():
-    """MTSLangevinIntegrator's arguments with the System last are refused with a message that names the order."""
-    with pytest.raises(TypeError, match='takes the System it will integrate first'):
-        NNPMTSLangevinIntegrator(T, FRICTION, DT, [(SLOW, 1), (FAST, 2)], openmm.System())
+def test_setters_reach_both_members():
+    integrator = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2)
+    integrator.setTemperature(310 * unit.kelvin)
+    integrator.setFriction(5 / unit.picosecond)
+    integrator.setStepSize(0.001)
+    assert integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(310)
+    assert integrator.getFriction().value_in_unit(unit.picosecond ** -1) == pytest.approx(5)
+    impulse = integrator.getIntegrator(1)
+    assert impulse.getGlobalVariableByName('friction') == pytest.approx(5)
+    assert impulse.getGlobalVariableByName('kT') == pytest.approx(
+        (unit.MOLAR_GAS_CONSTANT_R * 310 * unit.kelvin).value_in_unit(unit.kilojoule_per_mole))
+    for i in range(2):
+        assert integrator.getIntegrator(i).getStepSize().value_in_unit(unit.picosecond) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize('arguments', [dict(slowInterval=0), dict(slowInterval=2.5), dict(slowGroup=32),
+                                       dict(slowGroup=0, fastGroup=0), dict(fastGroup=-1)])
+def test_bad_arguments_are_refused(arguments):
+    arguments = {'slowInterval': 2, **arguments}
+    with pytest.raises(ValueError, match='slowInterval|force group|Force group'):
+        NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, **arguments)
+
+
+def test_nnp_force_in_the_slow_group_is_integrated():
+    """The fluid's NNPForce (group 1) is integrated: without it the trajectory differs."""
+    system, positions = fluid(mts=True)
+    without = openmm.XmlSerializer.clone(system)
+    without.removeForce(next(i for i, f in enumerate(without.getForces()) if isinstance(f, NNPForce)))
+    finals = []
+    for s in (system, without):
+        integrator = NNPMTSLangevinMiddleIntegrator(T, STILL, INNER, 2)
+        context = start(s, integrator, positions)
+        integrator.step(10)
+        finals.append(positions_of(context))
+    assert not np.allclose(finals[0], finals[1], atol=1e-6)

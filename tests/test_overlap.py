@@ -15,7 +15,7 @@ import torch
 from openmm import unit
 
 from openmm_nnp import NNPForce
-from openmm_nnp.integrators import NNPMTSLangevinIntegrator
+from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
 
 from test_nnp_force import PairModel, PeriodicPairModel, random_positions
 
@@ -154,15 +154,19 @@ def test_ani2x_trajectory_is_the_sequential_one_on_one_torch_thread():
 
 @pytest.mark.parametrize('ours', [False, True])
 def test_mts_integrator_gives_the_same_trajectory(ours):
-    """MTS integrators (CustomIntegrators) compute the NNP group once per outer step; ours keeps it from the end of
-    one step for the start of the next, so the prefetch a step starts with is never used."""
-    def integrator(system):
-        args = (300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds, [(1, 1), (0, 2)])
-        mts = NNPMTSLangevinIntegrator(system, *args) if ours else openmm.MTSLangevinIntegrator(*args)
+    """MTS integrators compute the NNP group in some steps only, after the MM group: OpenMM's
+    MTSLangevinIntegrator (a CustomIntegrator) and ours (LangevinMiddleIntegrator steps on the MM group, a
+    CustomIntegrator step with both groups every other step)."""
+    def integrator():
+        if ours:
+            mts = NNPMTSLangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.001 * unit.picoseconds, 2)
+        else:
+            mts = openmm.MTSLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds,
+                                               [(1, 1), (0, 2)])
         mts.setRandomNumberSeed(5)
         return mts
     systems = {overlap: fluid(overlap, mts=True) for overlap in ('false', 'true')}
-    results = {overlap: run(*systems[overlap], integrator(systems[overlap][0]), 10) for overlap in systems}
+    results = {overlap: run(*systems[overlap], integrator(), 10) for overlap in systems}
     assert_same_trajectory(results['false'][0], results['true'][0])
     started, used, discarded = results['true'][1]
     assert started == used + discarded and started > 0

@@ -22,9 +22,10 @@ A run that blows up (non-finite energies, or a temperature far above the target 
 stops with an InstabilityError; its outputs are cut back to the last good checkpoint.
 
 Multiple time steps (``mts=N``): the full MM force field (including the region's own MM terms) is force
-group 0, integrated with the inner step; the NNP correction U_NNP(region) - U_MM(region) is force group 1,
-evaluated once per outer step of N inner steps by openmm_nnp.integrators.NNPMTSLangevinIntegrator
-(MTSLangevinIntegrator's scheme, computing the MM forces N instead of N + 1 times per outer step).
+group 0, integrated every inner step; the NNP correction U_NNP(region) - U_MM(region) is force group 1,
+evaluated every N-th inner step by openmm_nnp.integrators.NNPMTSLangevinMiddleIntegrator (LangevinMiddle
+inner steps, the correction as an impulse). Its scheme lives in Python, so --resume builds it again from
+run.json (and checks it against integrator.xml) instead of reading integrator.xml back.
 """
 
 import base64
@@ -45,7 +46,7 @@ import openmm.unit as unit
 from openmm_nnp.errors import InputError, InstabilityError
 from openmm_nnp.files import atomicWrite, readJSON
 from openmm_nnp.inputs import createNNPSystem, loadInput, regionAtomicNumbers
-from openmm_nnp.integrators import NNPMTSLangevinIntegrator
+from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
 from openmm_nnp.region import Region
 from openmm_nnp.run.reporting import (ENERGY_COLUMNS, Progress, degreesOfFreedom, ensembleDisagreementFor,
                                       formatSummary)
@@ -64,7 +65,7 @@ def _createIntegrator(settings, system):
     T = settings.temperature * unit.kelvin
     friction = settings.friction / unit.picosecond
     if settings.mts:
-        integrator = NNPMTSLangevinIntegrator(system, T, friction, dt * settings.mts, [(1, 1), (0, settings.mts)])
+        integrator = NNPMTSLangevinMiddleIntegrator(T, friction, dt, settings.mts)
     else:
         integrator = openmm.LangevinMiddleIntegrator(T, friction, dt)
     integrator.setRandomNumberSeed(settings.seed)
@@ -137,7 +138,7 @@ class Simulation:
                  f'platform {context.getPlatform().getName()}')
         if settings.mts:
             self.log(f'Multiple time steps: MM every {settings.timestep:g} fs, NNP correction every '
-                     f'{settings.mts * settings.timestep:g} fs (NNPMTSLangevinIntegrator)')
+                     f'{settings.mts * settings.timestep:g} fs (NNPMTSLangevinMiddleIntegrator)')
         if settings.minimize:
             before = context.getState(getEnergy=True).getPotentialEnergy()
             openmm.LocalEnergyMinimizer.minimize(context, 10.0, settings.minimizeIterations)
@@ -174,7 +175,14 @@ class Simulation:
             self._writeRunFile()
         self.system = openmm.XmlSerializer.deserialize(self._path('system.xml').read_text())
         self.topology = pickle.loads(self._path(TOPOLOGY).read_bytes())
-        integrator = openmm.XmlSerializer.deserialize(self._path('integrator.xml').read_text())
+        stored = self._path('integrator.xml').read_text()
+        if self.settings.mts:
+            integrator = _createIntegrator(self.settings, self.system)
+            if openmm.XmlSerializer.serialize(integrator) != stored:
+                raise InputError(f"{self._path('integrator.xml')} is not the integrator these settings give (written by "
+                                 'another version of openmm-nnp?): start the run again in a new --output folder.')
+        else:
+            integrator = openmm.XmlSerializer.deserialize(stored)
         self._createContext(integrator)
         self.context.loadCheckpoint(data)
         self._restoreOutputs(checkpoint)
@@ -193,7 +201,6 @@ class Simulation:
         self.context = openmm.Context(self.system, integrator, platform, properties)
         self.integrator = integrator
         self.periodic = self.system.usesPeriodicBoundaryConditions()
-        self.stepsPerIntegratorStep = settings.mts or 1
         self.stepTimePs = settings.timestep * 1e-3
         self.dof = degreesOfFreedom(self.system)
         self.ensemble = ensembleDisagreementFor(settings.model, self.info['region_atomic_numbers'],
@@ -333,7 +340,7 @@ class Simulation:
     def run(self, startStep=0):
         """Run from ``startStep`` (user steps) to the end; returns the summary dict."""
         settings = self.settings
-        n = self.stepsPerIntegratorStep
+        n = settings.mts or 1  # reports and checkpoints at the ends of outer steps
         equilibration = settings.equilibrationSteps
         total = equilibration + settings.steps
         progress = Progress(total, self.stepTimePs, self.progressStream, enabled=self.showProgress)
@@ -349,7 +356,7 @@ class Simulation:
                 boundaries.append(equilibration + _nextMultiple(step - equilibration, settings.reportInterval))
             target, previous = min(b for b in boundaries if b > step), step
             try:
-                self.integrator.step((target - step) // n)
+                self.integrator.step(target - step)
                 step = target
                 reported = step > equilibration and (step - equilibration) % settings.reportInterval == 0
                 if reported:
