@@ -6,15 +6,18 @@ The system is cut from ../shared/data/toluene-water with AmberTools' cpptraj (`c
 (GAFF) and the 200 TIP3P waters nearest to it, a droplet without periodic boundaries or cutoff, rigid water.
 Everything is double precision on the Reference platform (NNPotential precision='double'). For each setting
 and start: minimize (MM, once), draw velocities at 300 K, 0.5 ps of Langevin dynamics (1/ps) with the same
-time step and constraints, then --nve-ps of NVE: VerletIntegrator, or for MTS OpenMM's MTSIntegrator
-(velocity-Verlet RESPA) with the force groups of `openmm-nnp run --mts`. The drift is the slope of a
+time step and constraints, then --nve-ps of NVE: VerletIntegrator, or for MTS with the force groups of
+`openmm-nnp run --mts` either OpenMM's MTSIntegrator (velocity-Verlet RESPA; MTSLangevinIntegrator before)
+or openmm_nnp's NNPMTSLangevinMiddleIntegrator (what `run --mts` uses; without friction for NVE, its
+kinetic energy from the half-step velocities it stores). The drift is the slope of a
 straight-line fit of the total energy (sampled every 10 fs) against time, divided by the number of degrees
 of freedom (3 N - constraints; no centre-of-mass motion remover).
 
 Settings: MM only (toluene X-H bonds constrained at 2 fs; unconstrained at 1 fs); NNP/MM with the region
 unconstrained (what `openmm-nnp run` does) at 0.5 and 1 fs; NNP/MM with the region's X-H bonds constrained
 (createMixedSystem(removeConstraints=False)) at 2 fs; NNP/MM with `--mts 2 --timestep 1` (MM every 1 fs, NNP
-correction every 2 fs). Prints a Markdown table.
+correction every 2 fs), with each MTS integrator. Prints a Markdown table; --only TEXT runs the settings
+whose label contains TEXT.
 ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani; without it TorchANI
 downloads them).
 """
@@ -40,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from openmm_nnp import NNPotential  # noqa: E402
 from openmm_nnp.inputs import LoadedInput, createNNPSystem  # noqa: E402
+from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator  # noqa: E402
 from openmm_nnp.run.reporting import degreesOfFreedom  # noqa: E402
 
 TEMPERATURE = 300 * unit.kelvin
@@ -51,7 +55,8 @@ SETTINGS = [
     ('NNP/MM, region unconstrained', True, False, 0.5, None),
     ('NNP/MM, region unconstrained', True, False, 1.0, None),
     ('NNP/MM, region X-H constrained', True, True, 2.0, None),
-    ('NNP/MM, MTS: MM 1 fs, NNP every 2 fs', True, False, 1.0, 2),
+    ('NNP/MM, MTS: MM 1 fs, NNP every 2 fs (OpenMM MTSIntegrator)', True, False, 1.0, 2),
+    ('NNP/MM, MTS: MM 1 fs, NNP every 2 fs (NNPMTSLangevinMiddleIntegrator)', True, False, 1.0, 2),
 ]
 
 
@@ -62,6 +67,7 @@ def parse_args():
                                       ('--waters', int, 200, 'waters kept around the toluene'),
                                       ('--threads', int, 2, 'torch threads for the NNP')):
         parser.add_argument(name, type=kind, default=default, help=f'{text} (default {default:g})')
+    parser.add_argument('--only', default='', help='run only the settings whose label contains this text')
     return parser.parse_args()
 
 
@@ -87,10 +93,15 @@ def buildSystem(prmtop, positions, nnp, constrained, mts):
     return system
 
 
-def integrators(dt, mts):
-    """(Langevin for equilibration, NVE) integrators for time step ``dt`` fs (MTS: the inner step)."""
+def integrators(dt, mts, ours):
+    """(Langevin for equilibration, NVE) integrators for time step ``dt`` fs (MTS: the inner step), and the fs
+    one integrator step advances."""
     step = dt * unit.femtosecond
-    if mts:
+    if mts and ours:
+        langevin = NNPMTSLangevinMiddleIntegrator(TEMPERATURE, 1 / unit.picosecond, step, mts)
+        nve = NNPMTSLangevinMiddleIntegrator(TEMPERATURE, 0 / unit.picosecond, step, mts)
+        mts = None  # step() counts inner steps
+    elif mts:
         langevin = openmm.MTSLangevinIntegrator(TEMPERATURE, 1 / unit.picosecond, step * mts, [(1, 1), (0, mts)])
         nve = openmm.MTSIntegrator(step * mts, [(1, 1), (0, mts)])
     else:
@@ -98,15 +109,14 @@ def integrators(dt, mts):
         nve = openmm.VerletIntegrator(step)
     for integrator in (langevin, nve):
         integrator.setConstraintTolerance(1e-10)
-    return langevin, nve
+    return langevin, nve, dt * (mts or 1)
 
 
-def drift(system, positions, dt, mts, seed, nvePs):
+def drift(system, positions, dt, mts, ours, seed, nvePs):
     """Drift in kJ/mol/ns of one start."""
     reference = openmm.Platform.getPlatformByName('Reference')
-    langevin, nve = integrators(dt, mts)
+    langevin, nve, outer = integrators(dt, mts, ours)  # outer: fs per integrator step
     langevin.setRandomNumberSeed(seed)
-    outer = dt * (mts or 1)  # fs per integrator step
     context = openmm.Context(system, langevin, reference)
     context.setPositions(positions)
     context.applyConstraints(1e-10)
@@ -149,9 +159,13 @@ def main():
     print('| --- | --- | --- | --- | --- |', flush=True)
     start = time.perf_counter()
     for label, nnp, constrained, dt, mts in SETTINGS:
+        if args.only not in label:
+            continue
+        ours = 'NNPMTSLangevinMiddleIntegrator' in label
         system = buildSystem(prmtop, positions, nnp, constrained, mts)
         dof = degreesOfFreedom(system)
-        perDof = [drift(system, positions, dt, mts, seed, args.nve_ps) / dof for seed in range(1, args.starts + 1)]
+        perDof = [drift(system, positions, dt, mts, ours, seed, args.nve_ps) / dof
+                  for seed in range(1, args.starts + 1)]
         step = f'{dt:g} fs' + (f' (NNP {dt * mts:g} fs)' if mts else '')
         print(f'| {label} | {step} | {dof} | {", ".join(f"{d:+.4f}" for d in perDof)} | '
               f'{np.mean(np.abs(perDof)):.4f} |', flush=True)

@@ -137,6 +137,10 @@ class NNPMTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
         self._middle.setRandomNumberSeed(seed)
         self._impulse.setRandomNumberSeed(seed + 1 if seed else 0)
 
+    def setIntegrationForceGroups(self, groups):
+        raise ValueError('NNPMTSLangevinMiddleIntegrator integrates its slowGroup and fastGroup: pass them to its '
+                         'constructor instead of calling setIntegrationForceGroups.')
+
     def setConstraintTolerance(self, tolerance):
         for integrator in (self._middle, self._impulse):
             integrator.setConstraintTolerance(tolerance)

@@ -169,6 +169,13 @@ def test_setters_reach_both_members():
         assert integrator.getIntegrator(i).getStepSize().value_in_unit(unit.picosecond) == pytest.approx(0.001)
 
 
+def test_integration_force_groups_come_from_the_constructor():
+    integrator = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2, slowGroup=3, fastGroup=2)
+    assert integrator.getIntegrator(0).getIntegrationForceGroups() == 1 << 2  # a bit mask from C++
+    with pytest.raises(ValueError, match='pass them to its constructor'):
+        integrator.setIntegrationForceGroups({0, 1})
+
+
 @pytest.mark.parametrize('arguments', [dict(slowInterval=0), dict(slowInterval=2.5), dict(slowGroup=32),
                                        dict(slowGroup=0, fastGroup=0), dict(fastGroup=-1)])
 def test_bad_arguments_are_refused(arguments):
