@@ -279,6 +279,7 @@ class SO3LR(torch.nn.Module):
     compiled_physical: Final[bool]
     compiled_filters: Final[bool]
     compiled_ev_filters: Final[bool]
+    compiled_update: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -299,6 +300,7 @@ class SO3LR(torch.nn.Module):
         self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
         self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_radial_filters')
         self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
+        self.compiled_update = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_layer_update')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -548,7 +550,6 @@ class SO3LR(torch.nn.Module):
         # A constant 1 appended to the basis carries the first filter layers' biases into their matrix.
         # Per layer [2, K + 1, F]; split (not sliced): autograd joins the layers' gradients in one copy.
         radial = self._radial_filters(rbf).split(2)
-        H = self.num_heads
 
         features = self.initial_features
         ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
@@ -562,29 +563,11 @@ class SO3LR(torch.nn.Module):
             queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
             keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
             v = projected[:, 4 * F:]
-            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4],
-            # times the cutoff. On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4]
+            # (the cutoff multiplies them in _update). On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
             # on the K pairs, both directions at once; elsewhere per kind and receiver i an [n, F] @ [F, 4] product.
-            attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs) \
-                * cutoff[:, :, None]
-            # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
-            messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
-            features = features + messages.transpose(0, 1).reshape(n, F)
-            ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
-            norms = self.layer_norms[layer]
-            features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
-            hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
-                                     self.mlp_first[layer])
-            features = features + torch.addmm(self.mlp_second_bias[layer], torch.nn.functional.silu(hidden_mlp),
-                                              self.mlp_second[layer])
-            # Interaction: invariant and per-degree ev updates from [features, ev invariants].
-            mixed = torch.addmm(self.interaction_bias[layer],
-                                torch.cat([features, (ev * ev) @ self.degree_contract], dim=1),
-                                self.interaction[layer])
-            features = features + mixed[:, :F]
-            if layer + 1 < self.num_layers:
-                ev = ev + (mixed[:, F:] @ self.degree_expand) * ev
-            features = torch.nn.functional.layer_norm(features, [F], norms[2], norms[3], self.layer_norm_epsilon)
+            attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs)
+            features, ev = self._update(features, ev, attention, cutoff, harmonics, v, layer)
 
         # Heads: atomic energies, raw partial charges, Hirshfeld ratios.
         heads = torch.nn.functional.silu(torch.addmm(self.head_first_bias, features, self.head_first))
@@ -594,6 +577,41 @@ class SO3LR(torch.nn.Module):
         charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
         hirshfeld = torch.abs(heads[:, 2])
         return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _update(self, features: Tensor, ev: Tensor, attention: Tensor, cutoff: Tensor, harmonics: Tensor,
+                v: Tensor, layer: int) -> Tuple[Tensor, Tensor]:
+        """One layer's update of the features and ev features after the attention coefficients [2, n, n, H] (without
+        the cutoff): messages, layer norm, residual MLP, interaction, layer norm. On the CPU the compiled operator
+        (plugin_cpp/torch_ops/SO3LRUpdate.cpp) does it with a hand-written backward pass."""
+        update_ev = layer + 1 < self.num_layers  # the last layer's ev features are not used
+        if self.compiled_update:  # a constant, as compiled_attention
+            if features.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_layer_update(
+                    features, ev, attention, cutoff, harmonics, v, self.layer_norms[layer], self.mlp_first[layer],
+                    self.mlp_first_bias[layer], self.mlp_second[layer], self.mlp_second_bias[layer],
+                    self.interaction[layer], self.interaction_bias[layer], self.degree_expand, self.degree_contract,
+                    self.layer_norm_epsilon, update_ev)
+        n, F, H = self.num_atoms, self.num_features, self.num_heads
+        attention = attention * cutoff[:, :, None]
+        # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
+        messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
+        features = features + messages.transpose(0, 1).reshape(n, F)
+        ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
+        norms = self.layer_norms[layer]
+        features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
+        hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
+                                 self.mlp_first[layer])
+        features = features + torch.addmm(self.mlp_second_bias[layer], torch.nn.functional.silu(hidden_mlp),
+                                          self.mlp_second[layer])
+        # Interaction: invariant and per-degree ev updates from [features, ev invariants].
+        mixed = torch.addmm(self.interaction_bias[layer],
+                            torch.cat([features, (ev * ev) @ self.degree_contract], dim=1),
+                            self.interaction[layer])
+        features = features + mixed[:, :F]
+        if update_ev:
+            ev = ev + (mixed[:, F:] @ self.degree_expand) * ev
+        features = torch.nn.functional.layer_norm(features, [F], norms[2], norms[3], self.layer_norm_epsilon)
+        return features, ev
 
     def _radial_filters(self, rbf: Tensor) -> Tensor:
         """The radial parts of all filters of all layers plus their biases, [2 L, K + 1, F] (index 2 layer + kind):
