@@ -387,3 +387,52 @@ def test_compiled_layer_update_matches_pytorch_path():
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_layer_update(*small, *weights[:5], weights[5].requires_grad_(), *weights[6:],
                                                 1e-6, True)
+
+
+def test_compiled_pair_geometry_matches_pytorch_path():
+    """The compiled operator for the pairs' spherical harmonics and radial basis against the module's PyTorch path,
+    float64, on a region with pairs within and beyond the short-range cutoff: values to 1e-12 relative and the
+    gradient of the pair vectors (random cotangents) to 1e-10 relative (of its largest entry). The operator leaves
+    zeros where the PyTorch path has the copy of pair 0's harmonics (pairs beyond the cutoff, the diagonal: both
+    are multiplied by a zero cutoff), so those entries are compared with zero and get no cotangent. Then gradcheck
+    of the operator on a small region, one pair so long that its basis is clamped."""
+    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
+    numbers_b, positions_b = _molecule('acetate', -1)
+    numbers = numbers_a + numbers_b
+    positions = np.concatenate([positions_a, positions_b + np.array([5.0, 1.0, -0.5])])
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    assert module.compiled_geometry and not plain.compiled_geometry
+    n = len(numbers)
+    x = torch.tensor(positions, dtype=torch.float64)
+    vectors = (x[:, None, :] - x[None, :, :]).requires_grad_()
+    r = torch.sqrt((vectors * vectors).sum(-1) + torch.eye(n, dtype=torch.float64))
+    count, first, second, active_flat, dense_slot = module._listed_pairs(r.detach())
+    assert 0 < count < n * (n - 1) // 2
+    listed = torch.zeros(n, n, 1, dtype=torch.float64)
+    listed[first[:count], second[:count]] = listed[second[:count], first[:count]] = 1.0
+    generator = torch.Generator().manual_seed(10)
+    expected = plain._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
+    outputs = module._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
+    torch.testing.assert_close(outputs[0], expected[0] * listed, rtol=1e-12,
+                               atol=1e-12 * expected[0].abs().max().item())
+    torch.testing.assert_close(outputs[1], expected[1], rtol=1e-12, atol=1e-12 * expected[1].abs().max().item())
+    cotangents = (torch.randn(expected[0].shape, dtype=torch.float64, generator=generator) * listed,
+                  torch.randn(expected[1].shape, dtype=torch.float64, generator=generator))
+    gradient, = torch.autograd.grad(outputs, vectors, cotangents)
+    expected_gradient, = torch.autograd.grad(expected, vectors, cotangents)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+
+    atoms = 4
+    small = torch.randn(atoms, 3, dtype=torch.float64, generator=generator) * 1.5
+    small[3] = small[2] + torch.tensor([15.0, 0.5, -0.3], dtype=torch.float64)  # exp(-gamma r) clamped at epsilon
+    small_vectors = (small[:, None, :] - small[None, :, :]).requires_grad_()
+    pair_first, pair_second = torch.triu_indices(atoms, atoms, offset=1)
+    pair_first = torch.cat([pair_first, pair_first[:1]]).contiguous()  # the module's extra copy of pair 0
+    pair_second = torch.cat([pair_second, pair_second[:1]]).contiguous()
+    constants = (module.harmonics_matrix, module.harmonics_parity, module.rbf_log_binomial, module.rbf_k,
+                 module.rbf_k_reverse, module.rbf_gamma, module.rbf_epsilon, module.smallest_normal)
+    assert torch.autograd.gradcheck(
+        lambda v: torch.ops.openmm_nnp.so3lr_pair_geometry(v, pair_first, pair_second, 6, *constants),
+        (small_vectors,))

@@ -280,6 +280,7 @@ class SO3LR(torch.nn.Module):
     compiled_filters: Final[bool]
     compiled_ev_filters: Final[bool]
     compiled_update: Final[bool]
+    compiled_geometry: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -301,6 +302,7 @@ class SO3LR(torch.nn.Module):
         self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_radial_filters')
         self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
         self.compiled_update = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_layer_update')
+        self.compiled_geometry = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_pair_geometry')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -508,46 +510,13 @@ class SO3LR(torch.nn.Module):
     def _network(self, vectors: Tensor, r: Tensor) -> Tensor:
         n = self.num_atoms
         F = self.num_features
-        pairs = n * n
         # Short-range pairs: PhysNet cutoff polynomial (zero beyond r_max and on the diagonal).
         s = r / self.cutoff
         cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
                              torch.zeros_like(r)) * self.off_diagonal
-        # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
-        # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
-        # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
-        # autodiff mishandles here: the forces came out wrong.)
-        distances = r.detach().reshape(-1).index_select(0, self.pair_flat)
-        active = torch.nonzero(distances < self.cutoff).reshape(-1)
-        count = active.shape[0]
-        active = torch.cat([active, torch.zeros(1, dtype=active.dtype, device=active.device)])
-        slot = torch.full([self.num_pairs], count, dtype=torch.long, device=active.device)
-        slot.index_copy_(0, active[:count], torch.arange(count, device=active.device))
-        dense_slot = slot.index_select(0, self.pair_of)
-        first = self.pair_first.index_select(0, active)
-        second = self.pair_second.index_select(0, active)
+        count, first, second, active_flat, dense_slot = self._listed_pairs(r)
         first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
-        active_flat = self.pair_flat.index_select(0, active)
-        r_active = r.reshape(-1).index_select(0, active_flat)
-        # Spherical harmonics of the unit vectors of these pairs (x_a - x_b for a < b), from their tensor powers;
-        # the reversed pair's are (-1)^l times these. Dense [n, n, 24]: the pair a < b reads row slot, b > a row
-        # K + 1 + slot of [Y, parity Y] (every other (i, j) reads a row of the copy of pair 0, times a zero cutoff).
-        u = vectors.reshape(pairs, 3).index_select(0, active_flat) / r_active[:, None]
-        u2 = (u[:, :, None] * u[:, None, :]).reshape(-1, 9)
-        u3 = (u2[:, :, None] * u[:, None, :]).reshape(-1, 27)
-        u4 = (u3[:, :, None] * u[:, None, :]).reshape(-1, 81)
-        harmonics = torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix
-        harmonics = torch.cat([harmonics, harmonics * self.harmonics_parity]).index_select(
-            0, dense_slot + (count + 1) * self.lower_triangle).reshape(n, n, -1)
-        # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
-        e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
-        rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
-                        + self.rbf_k_reverse * torch.log(1.0 - e)[:, None])
-        # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
-        # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
-        rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
-        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
-        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix.
+        harmonics, rbf = self._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
         # Per layer [2, K + 1, F]; split (not sliced): autograd joins the layers' gradients in one copy.
         radial = self._radial_filters(rbf).split(2)
 
@@ -577,6 +546,61 @@ class SO3LR(torch.nn.Module):
         charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
         hirshfeld = torch.abs(heads[:, 2])
         return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _listed_pairs(self, r: Tensor) -> Tuple[int, Tensor, Tensor, Tensor, Tensor]:
+        """The K unordered pairs within the short-range cutoff and a copy of pair 0: K, first and second atoms [K + 1],
+        their flat indices in n x n [K + 1], and for each (i, j) its row among them (dense_slot, [n n])."""
+        # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
+        # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
+        # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
+        # autodiff mishandles here: the forces came out wrong.)
+        distances = r.detach().reshape(-1).index_select(0, self.pair_flat)
+        active = torch.nonzero(distances < self.cutoff).reshape(-1)
+        count = active.shape[0]
+        active = torch.cat([active, torch.zeros(1, dtype=active.dtype, device=active.device)])
+        slot = torch.full([self.num_pairs], count, dtype=torch.long, device=active.device)
+        slot.index_copy_(0, active[:count], torch.arange(count, device=active.device))
+        dense_slot = slot.index_select(0, self.pair_of)
+        first = self.pair_first.index_select(0, active)
+        second = self.pair_second.index_select(0, active)
+        active_flat = self.pair_flat.index_select(0, active)
+        return count, first, second, active_flat, dense_slot
+
+    def _pair_geometry(self, vectors: Tensor, r: Tensor, active_flat: Tensor, dense_slot: Tensor, first: Tensor,
+                       second: Tensor, count: int) -> Tuple[Tensor, Tensor]:
+        """The spherical harmonics of the pairs within the cutoff, dense [n, n, 24], and the radial basis of the K + 1
+        listed pairs (first, second; the last a copy of pair 0) with a constant 1 appended, [K + 1, 33]. On the CPU
+        the compiled operator (plugin_cpp/torch_ops/SO3LRGeometry.cpp), which leaves zeros where this path has the
+        copy of pair 0's harmonics (both are multiplied by a zero cutoff)."""
+        if self.compiled_geometry:  # a constant, as compiled_attention
+            if vectors.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_pair_geometry(
+                    vectors, first, second, count, self.harmonics_matrix, self.harmonics_parity,
+                    self.rbf_log_binomial, self.rbf_k, self.rbf_k_reverse, self.rbf_gamma, self.rbf_epsilon,
+                    self.smallest_normal)
+        n = self.num_atoms
+        pairs = n * n
+        r_active = r.reshape(-1).index_select(0, active_flat)
+        # Spherical harmonics of the unit vectors of these pairs (x_a - x_b for a < b), from their tensor powers;
+        # the reversed pair's are (-1)^l times these. Dense [n, n, 24]: the pair a < b reads row slot, b > a row
+        # K + 1 + slot of [Y, parity Y] (every other (i, j) reads a row of the copy of pair 0, times a zero cutoff).
+        u = vectors.reshape(pairs, 3).index_select(0, active_flat) / r_active[:, None]
+        u2 = (u[:, :, None] * u[:, None, :]).reshape(-1, 9)
+        u3 = (u2[:, :, None] * u[:, None, :]).reshape(-1, 27)
+        u4 = (u3[:, :, None] * u[:, None, :]).reshape(-1, 81)
+        harmonics = torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix
+        harmonics = torch.cat([harmonics, harmonics * self.harmonics_parity]).index_select(
+            0, dense_slot + (count + 1) * self.lower_triangle).reshape(n, n, -1)
+        # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
+        e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
+        rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
+                        + self.rbf_k_reverse * torch.log(1.0 - e)[:, None])
+        # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
+        # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
+        rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
+        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
+        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix.
+        return harmonics, rbf
 
     def _update(self, features: Tensor, ev: Tensor, attention: Tensor, cutoff: Tensor, harmonics: Tensor,
                 v: Tensor, layer: int) -> Tuple[Tensor, Tensor]:

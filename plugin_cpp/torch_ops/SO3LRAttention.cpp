@@ -124,7 +124,9 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
                 "so3lr_attention: gradient of the wrong shape or dtype");
     Tensor gradQueries = at::zeros({2, s.atoms, s.features}, queries.options());
     Tensor gradKeys = at::zeros({2, s.atoms, s.features}, queries.options());
-    Tensor gradFilters = at::zeros(filters.sizes(), queries.options());
+    // Rows p < K are written whole below; only the others (not listed pairs) need zeros.
+    Tensor gradFilters = at::empty(filters.sizes(), queries.options());
+    gradFilters.narrow(1, s.pairs, filters.size(1) - s.pairs).zero_();
     AT_DISPATCH_FLOATING_TYPES(queries.scalar_type(), "so3lr_attention_backward", [&] {
         const scalar_t* q0 = queries.data_ptr<scalar_t>();
         const scalar_t* k0 = keys.data_ptr<scalar_t>();
