@@ -3,7 +3,7 @@
 // features after the attention coefficients, in one operator with a hand-written backward pass. The PyTorch path
 // takes about thirty operations forward (messages, two layer norms, the residual MLP, the interaction block) and
 // TorchScript's differentiable graph and autograd about twice as many backward, each with its overhead; here the
-// messages are two loops over the n x n pairs and the rest a few matrix products.
+// messages are a loop over the n x n pairs and a batched product each way, and the rest a few matrix products.
 //
 //   so3lr_layer_update(features [n, F], ev [n, C], attention [2, n, n, H], cutoff [n, n], harmonics [n, n, C],
 //                      values [n, F], norms [4, F], mlpFirst [F, F], mlpFirstBias [F], mlpSecond [F, F],
@@ -87,54 +87,29 @@ std::vector<int64_t> checkInputs(const Tensor& features, const Tensor& ev, const
     return degree;
 }
 
-// y[begin:end] += w x[begin:end] (x and y do not overlap). Outside the dispatch macro, where the SIMD pragma works.
-template <typename T>
-inline void axpy(T w, const T* x, T* y, int64_t begin, int64_t end) {
-#pragma omp simd
-    for (int64_t d = begin; d < end; d++)
-        y[d] += w * x[d];
-}
-
-// sum_d g[d] v[d] (the SIMD lanes sum in a different order) and, in the same pass, gv[d] += w g[d].
-template <typename T>
-inline T dotAndAxpy(const T* g, const T* v, T w, T* gv, int64_t begin, int64_t end) {
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t d = begin; d < end; d++) {
-        sum += g[d] * v[d];
-        gv[d] += w * g[d];
-    }
-    return sum;
-}
-
-// f1 = features + messages, ev1 = ev + ev messages (the formulas above), contiguous inputs.
-void messagesForward(const Tensor& features, const Tensor& ev, const Tensor& attention, const Tensor& cutoff,
-                     const Tensor& harmonics, const Tensor& values, const std::vector<int64_t>& degree, Tensor& f1,
-                     Tensor& ev1) {
-    f1 = features.clone();
+// The invariant messages' weights per head, headWeights[h, i, j] = attention[0, i, j, h] cutoff[i, j] ([H, n, n]), and
+// ev1 = ev + the ev messages (the formula above), contiguous inputs.
+void messagesForward(const Tensor& ev, const Tensor& attention, const Tensor& cutoff, const Tensor& harmonics,
+                     const std::vector<int64_t>& degree, Tensor& headWeights, Tensor& ev1) {
+    const int64_t n = ev.size(0), C = ev.size(1), H = attention.size(3);
+    headWeights = at::empty({H, n, n}, ev.options());
     ev1 = ev.clone();
-    AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_layer_update", [&] {
-        const int64_t n = features.size(0), F = features.size(1), C = ev.size(1), H = attention.size(3);
-        const int64_t D = F / H;
+    AT_DISPATCH_FLOATING_TYPES(ev.scalar_type(), "so3lr_layer_update", [&] {
         const scalar_t* A = attention.data_ptr<scalar_t>();
         const scalar_t* cut = cutoff.data_ptr<scalar_t>();
         const scalar_t* Y = harmonics.data_ptr<scalar_t>();
-        const scalar_t* V = values.data_ptr<scalar_t>();
-        scalar_t* out = f1.data_ptr<scalar_t>();
+        scalar_t* W = headWeights.data_ptr<scalar_t>();
         scalar_t* outEv = ev1.data_ptr<scalar_t>();
         for (int64_t i = 0; i < n; i++) {
-            scalar_t* fi = out + i * F;
             scalar_t* evi = outEv + i * C;
             for (int64_t j = 0; j < n; j++) {
                 const scalar_t cij = cut[i * n + j];
+                const scalar_t* a0 = A + (i * n + j) * H;
+                for (int64_t h = 0; h < H; h++)
+                    W[(h * n + i) * n + j] = a0[h] * cij;
                 if (cij == 0)
                     continue;  // the diagonal and pairs beyond the cutoff (a zero factor; the same sums)
-                const scalar_t* a0 = A + (i * n + j) * H;
                 const scalar_t* a1 = A + ((n + i) * n + j) * H;
-                const scalar_t* vj = V + j * F;
-                for (int64_t h = 0; h < H; h++) {
-                    axpy(a0[h] * cij, vj, fi, h * D, (h + 1) * D);
-                }
                 const scalar_t* yij = Y + (i * n + j) * C;
                 for (int64_t c = 0; c < C; c++)
                     evi[c] += a1[degree[c]] * cij * yij[c];
@@ -143,30 +118,26 @@ void messagesForward(const Tensor& features, const Tensor& ev, const Tensor& att
     });
 }
 
-// Gradients of features, ev, attention, cutoff, harmonics and values from those of f1 and ev1 (gf1, gev1).
-std::vector<Tensor> messagesBackward(const Tensor& gf1, const Tensor& gev1, const Tensor& attention,
-                                     const Tensor& cutoff, const Tensor& harmonics, const Tensor& values,
+// Gradients of attention, cutoff and harmonics from products[h, i, j] = sum_(d in h) d f1[i, d] values[j, d]
+// ([H, n, n]) and d ev1 (gev1).
+std::vector<Tensor> messagesBackward(const Tensor& products, const Tensor& gev1, const Tensor& attention,
+                                     const Tensor& cutoff, const Tensor& harmonics,
                                      const std::vector<int64_t>& degree) {
-    Tensor gradAttention = at::zeros(attention.sizes(), attention.options());
-    Tensor gradCutoff = at::zeros(cutoff.sizes(), cutoff.options());
-    Tensor gradHarmonics = at::zeros(harmonics.sizes(), harmonics.options());
-    Tensor gradValues = at::zeros(values.sizes(), values.options());
+    Tensor gradAttention = at::empty(attention.sizes(), attention.options());
+    Tensor gradCutoff = at::empty(cutoff.sizes(), cutoff.options());
+    Tensor gradHarmonics = at::empty(harmonics.sizes(), harmonics.options());
     AT_DISPATCH_FLOATING_TYPES(attention.scalar_type(), "so3lr_layer_update_backward", [&] {
-        const int64_t n = values.size(0), F = values.size(1), C = harmonics.size(2), H = attention.size(3);
-        const int64_t D = F / H;
+        const int64_t n = cutoff.size(0), C = harmonics.size(2), H = attention.size(3);
         const scalar_t* A = attention.data_ptr<scalar_t>();
         const scalar_t* cut = cutoff.data_ptr<scalar_t>();
         const scalar_t* Y = harmonics.data_ptr<scalar_t>();
-        const scalar_t* V = values.data_ptr<scalar_t>();
-        const scalar_t* G = gf1.data_ptr<scalar_t>();
+        const scalar_t* S = products.data_ptr<scalar_t>();
         const scalar_t* GE = gev1.data_ptr<scalar_t>();
         scalar_t* gA = gradAttention.data_ptr<scalar_t>();
         scalar_t* gC = gradCutoff.data_ptr<scalar_t>();
         scalar_t* gY = gradHarmonics.data_ptr<scalar_t>();
-        scalar_t* gV = gradValues.data_ptr<scalar_t>();
         std::vector<scalar_t> perDegree(H);
         for (int64_t i = 0; i < n; i++) {
-            const scalar_t* gi = G + i * F;
             const scalar_t* gevi = GE + i * C;
             for (int64_t j = 0; j < n; j++) {
                 const scalar_t cij = cut[i * n + j];
@@ -174,11 +145,9 @@ std::vector<Tensor> messagesBackward(const Tensor& gf1, const Tensor& gev1, cons
                 const scalar_t* a1 = A + ((n + i) * n + j) * H;
                 scalar_t* ga0 = gA + (i * n + j) * H;
                 scalar_t* ga1 = gA + ((n + i) * n + j) * H;
-                const scalar_t* vj = V + j * F;
-                scalar_t* gvj = gV + j * F;
                 scalar_t gradCut = 0;
                 for (int64_t h = 0; h < H; h++) {
-                    const scalar_t sum = dotAndAxpy(gi, vj, a0[h] * cij, gvj, h * D, (h + 1) * D);
+                    const scalar_t sum = S[(h * n + i) * n + j];
                     ga0[h] = sum * cij;
                     gradCut += sum * a0[h];
                 }
@@ -198,7 +167,7 @@ std::vector<Tensor> messagesBackward(const Tensor& gf1, const Tensor& gev1, cons
             }
         }
     });
-    return {gradAttention, gradCutoff, gradHarmonics, gradValues};
+    return {gradAttention, gradCutoff, gradHarmonics};
 }
 
 class LayerUpdateFunction : public torch::autograd::Function<LayerUpdateFunction> {
@@ -217,9 +186,12 @@ public:
         const Tensor attention = attentionIn.contiguous(), cutoff = cutoffIn.contiguous();
         const Tensor harmonics = harmonicsIn.contiguous(), values = valuesIn.contiguous();
         const int64_t F = featuresIn.size(1), I = contract.size(1);
-        Tensor f1, ev1;
-        messagesForward(featuresIn.contiguous(), evIn.contiguous(), attention, cutoff, harmonics, values, degree, f1,
-                        ev1);
+        const int64_t n = featuresIn.size(0), H = attention.size(3);
+        // Invariant messages: one batched product over the heads, [H, n, n] @ [H, n, F / H].
+        Tensor headWeights, ev1;
+        messagesForward(evIn.contiguous(), attention, cutoff, harmonics, degree, headWeights, ev1);
+        const Tensor valueHeads = values.view({n, H, F / H}).transpose(0, 1);
+        const Tensor f1 = at::bmm(headWeights, valueHeads).transpose(0, 1).reshape({n, F}).add_(featuresIn);
         auto [g, mean1, rstd1] = at::native_layer_norm(f1, {F}, norms[0], norms[1], epsilon);
         const Tensor hidden = at::addmm(mlpFirstBias, at::silu(g), mlpFirst);
         const Tensor f2 = at::addmm(mlpSecondBias, at::silu(hidden), mlpSecond).add_(g);
@@ -231,7 +203,7 @@ public:
             scale = at::mm(mixed.narrow(1, F, I), expand);
             evOut = ev1 + scale * ev1;
         }
-        ctx->save_for_backward({attention, cutoff, harmonics, values, f1, g, mean1, rstd1, hidden, f3, mean2, rstd2,
+        ctx->save_for_backward({attention, cutoff, harmonics, values, headWeights, f1, g, mean1, rstd1, hidden, f3, mean2, rstd2,
                                 ev1, updateEv ? scale : Tensor(), norms, mlpFirst, mlpSecond, interaction, expand,
                                 contract});
         ctx->saved_data["degree"] = c10::IValue(degree);
@@ -244,10 +216,10 @@ public:
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
         const Tensor &attention = saved[0], &cutoff = saved[1], &harmonics = saved[2], &values = saved[3];
-        const Tensor &f1 = saved[4], &g = saved[5], &mean1 = saved[6], &rstd1 = saved[7], &hidden = saved[8];
-        const Tensor &f3 = saved[9], &mean2 = saved[10], &rstd2 = saved[11], &ev1 = saved[12], &scale = saved[13];
-        const Tensor &norms = saved[14], &mlpFirst = saved[15], &mlpSecond = saved[16], &interaction = saved[17];
-        const Tensor &expand = saved[18], &contract = saved[19];
+        const Tensor &headWeights = saved[4], &f1 = saved[5], &g = saved[6], &mean1 = saved[7], &rstd1 = saved[8];
+        const Tensor &hidden = saved[9], &f3 = saved[10], &mean2 = saved[11], &rstd2 = saved[12], &ev1 = saved[13];
+        const Tensor &scale = saved[14], &norms = saved[15], &mlpFirst = saved[16], &mlpSecond = saved[17];
+        const Tensor &interaction = saved[18], &expand = saved[19], &contract = saved[20];
         const bool updateEv = ctx->saved_data["updateEv"].toBool();
         const std::vector<int64_t> degree = ctx->saved_data["degree"].toIntVector();
         const int64_t n = f1.size(0), F = f1.size(1), I = contract.size(1);
@@ -276,9 +248,15 @@ public:
         const Tensor gg = at::silu_backward(at::mm(gradHidden, mlpFirst.t()), g).add_(gf2);
         const Tensor gf1 = std::get<0>(
             at::native_layer_norm_backward(gg, f1, {F}, mean1, rstd1, norms[0], norms[1], inputOnly)).contiguous();
-        const auto grads = messagesBackward(gf1, gev1.contiguous(), attention, cutoff, harmonics, values, degree);
+        // The invariant messages' products: d values = headWeights^T @ d f1 per head, and the pair sums
+        // products[h, i, j] = sum_(d in h) d f1[i, d] values[j, d] for the attention and cutoff gradients.
+        const int64_t H = attention.size(3);
+        const Tensor gradHeads = gf1.view({n, H, F / H}).transpose(0, 1);
+        const Tensor products = at::bmm(gradHeads, values.view({n, H, F / H}).permute({1, 2, 0}));
+        const Tensor gradValues = at::bmm(headWeights.transpose(1, 2), gradHeads).transpose(0, 1).reshape({n, F});
+        const auto grads = messagesBackward(products, gev1.contiguous(), attention, cutoff, harmonics, degree);
         const Tensor none;
-        return {gf1,  gev1, grads[0], grads[1], grads[2], grads[3], none, none, none,
+        return {gf1,  gev1, grads[0], grads[1], grads[2], gradValues, none, none, none,
                 none, none, none,     none,     none,     none,     none, none};
     }
 };
