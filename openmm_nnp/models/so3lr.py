@@ -535,8 +535,9 @@ class SO3LR(torch.nn.Module):
             keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
             v = projected[:, 4 * F:]
             # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4]
-            # (the cutoff multiplies them in _update). On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
-            # on the K pairs, both directions at once; elsewhere per kind and receiver i an [n, F] @ [F, 4] product.
+            # (the cutoff multiplies them in _update). On the CPU the compiled operator
+            # (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it on the K pairs, both directions at once; elsewhere
+            # per kind and receiver i an [n, F] @ [F, 4] product.
             attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs)
             features, ev = self._update(features, ev, attention, cutoff, harmonics, v, layer)
 

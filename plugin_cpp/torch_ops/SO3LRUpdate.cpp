@@ -14,7 +14,8 @@
 // component c (expand[l, c] = 1, one-hot columns):
 //   f1[i, d] = features[i, d] + sum_j a[0, i, j, h(d)] values[j, d]
 //   ev1[i, c] = ev[i, c] + sum_j a[1, i, j, l(c)] harmonics[i, j, c]
-//   g = layer_norm(f1; norms[0], norms[1]);  f2 = g + silu(silu(g) @ mlpFirst + mlpFirstBias) @ mlpSecond + mlpSecondBias
+//   g = layer_norm(f1; norms[0], norms[1])
+//   f2 = g + silu(silu(g) @ mlpFirst + mlpFirstBias) @ mlpSecond + mlpSecondBias
 //   mixed = [f2, (ev1 * ev1) @ contract] @ interaction + interactionBias
 //   features' = layer_norm(f2 + mixed[:, :F]; norms[2], norms[3])
 //   ev' = ev1 * (1 + mixed[:, F:] @ expand) if updateEv, else ev1
@@ -67,7 +68,8 @@ std::vector<int64_t> checkInputs(const Tensor& features, const Tensor& ev, const
     const int64_t I = contract.size(1);
     TORCH_CHECK(norms.dim() == 2 && norms.size(0) == 4 && norms.size(1) == F && mlpFirst.dim() == 2 &&
                     mlpFirst.size(0) == F && mlpFirst.size(1) == F && mlpSecond.sizes() == mlpFirst.sizes() &&
-                    mlpFirstBias.dim() == 1 && mlpFirstBias.size(0) == F && mlpSecondBias.sizes() == mlpFirstBias.sizes() &&
+                    mlpFirstBias.dim() == 1 && mlpFirstBias.size(0) == F &&
+                    mlpSecondBias.sizes() == mlpFirstBias.sizes() &&
                     interaction.dim() == 2 && interaction.size(0) == F + I && interaction.size(1) == F + I &&
                     interactionBias.dim() == 1 && interactionBias.size(0) == F + I,
                 "so3lr_layer_update: norms must be [4, F], mlpFirst and mlpSecond [F, F], their biases [F], "
@@ -203,9 +205,9 @@ public:
             scale = at::mm(mixed.narrow(1, F, I), expand);
             evOut = ev1 + scale * ev1;
         }
-        ctx->save_for_backward({attention, cutoff, harmonics, values, headWeights, f1, g, mean1, rstd1, hidden, f3, mean2, rstd2,
-                                ev1, updateEv ? scale : Tensor(), norms, mlpFirst, mlpSecond, interaction, expand,
-                                contract});
+        ctx->save_for_backward({attention, cutoff, harmonics, values, headWeights, f1, g, mean1, rstd1, hidden, f3,
+                                mean2, rstd2, ev1, updateEv ? scale : Tensor(), norms, mlpFirst, mlpSecond,
+                                interaction, expand, contract});
         ctx->saved_data["degree"] = c10::IValue(degree);
         ctx->saved_data["updateEv"] = updateEv;
         return {out, evOut};
