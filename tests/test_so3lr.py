@@ -436,3 +436,39 @@ def test_compiled_pair_geometry_matches_pytorch_path():
     assert torch.autograd.gradcheck(
         lambda v: torch.ops.openmm_nnp.so3lr_pair_geometry(v, pair_first, pair_second, 6, *constants),
         (small_vectors,))
+
+
+def test_compiled_heads_match_pytorch_path():
+    """The compiled operator for the output heads (atomic energies, partial charges shifted to the total charge,
+    Hirshfeld ratios) against the module's PyTorch path, float64: values to 1e-12 relative, the gradient of the
+    features (random cotangents) to 1e-10 relative (of its largest entry), and the charges sum to the total charge;
+    gradcheck of the operator on small random heads; the weights may not require gradients."""
+    numbers, _ = _molecule('acetate', -1)
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    assert module.compiled_heads and not plain.compiled_heads
+    n, F = len(numbers), module.num_features
+    generator = torch.Generator().manual_seed(11)
+    features = torch.randn(n, F, dtype=torch.float64, generator=generator, requires_grad=True)
+    expected = plain._heads(features)
+    outputs = module._heads(features)
+    assert abs(outputs[1].sum().item() + 1.0) < 1e-12
+    for ours, theirs in zip(outputs, expected):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12 * theirs.abs().max().item())
+    cotangents = [torch.randn(t.shape, dtype=torch.float64, generator=generator) for t in expected]
+    gradient, = torch.autograd.grad(outputs, features, cotangents)
+    expected_gradient, = torch.autograd.grad(expected, features, cotangents)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+
+    atoms, width, hidden = 4, 5, 6
+    weights = [torch.randn(width, hidden, dtype=torch.float64, generator=generator),
+               torch.randn(hidden, dtype=torch.float64, generator=generator),
+               torch.randn(atoms, hidden, dtype=torch.float64, generator=generator),
+               torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 1, 2, 2]), 3).to(torch.float64),
+               torch.randn(atoms, 3, dtype=torch.float64, generator=generator),
+               torch.tensor([1.0], dtype=torch.float64)]
+    small = torch.randn(atoms, width, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_heads(x, *weights), (small,))
+    with pytest.raises(RuntimeError, match='must not require gradients'):
+        torch.ops.openmm_nnp.so3lr_heads(small, weights[0].requires_grad_(), *weights[1:])

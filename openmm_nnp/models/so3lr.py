@@ -283,6 +283,7 @@ class SO3LR(torch.nn.Module):
     compiled_ev_filters: Final[bool]
     compiled_update: Final[bool]
     compiled_geometry: Final[bool]
+    compiled_heads: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -305,6 +306,7 @@ class SO3LR(torch.nn.Module):
         self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
         self.compiled_update = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_layer_update')
         self.compiled_geometry = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_pair_geometry')
+        self.compiled_heads = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_heads')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -541,14 +543,25 @@ class SO3LR(torch.nn.Module):
             attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs)
             features, ev = self._update(features, ev, attention, cutoff, harmonics, v, layer)
 
-        # Heads: atomic energies, raw partial charges, Hirshfeld ratios.
+        atomic_energy, charges, hirshfeld = self._heads(features)
+        return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _heads(self, features: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The output heads on the final features: the sum of the atomic energies, the partial charges (summing to the
+        total charge) and the Hirshfeld ratios [n]. On the CPU the compiled operator
+        (plugin_cpp/torch_ops/SO3LRHeads.cpp) does it with a hand-written backward pass."""
+        if self.compiled_heads:  # a constant, as compiled_attention
+            if features.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_heads(features, self.head_first, self.head_first_bias,
+                                                        self.head_second, self.head_segments, self.head_offsets,
+                                                        self.total_charge)
         heads = torch.nn.functional.silu(torch.addmm(self.head_first_bias, features, self.head_first))
         heads = (heads * self.head_second) @ self.head_segments + self.head_offsets  # [n, 3]
         atomic_energy = heads[:, 0].sum()
         raw_charges = heads[:, 1]
-        charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
+        charges = raw_charges + (self.total_charge - raw_charges.sum()) / self.num_atoms
         hirshfeld = torch.abs(heads[:, 2])
-        return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+        return atomic_energy, charges, hirshfeld
 
     def _listed_pairs(self, r: Tensor) -> Tuple[int, Tensor, Tensor, Tensor, Tensor]:
         """The K unordered pairs within the short-range cutoff and a copy of pair 0: K, first and second atoms [K + 1],
