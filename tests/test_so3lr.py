@@ -197,6 +197,14 @@ def test_in_nnpforce(package):
     assertSame((energy, forces), package(numbers, positions, 1), RTOL)
 
 
+@pytest.fixture(scope='module')
+def acetate_modules():
+    """Acetate's atomic numbers and its float64 module with the compiled operators and without them."""
+    numbers, _ = _molecule('acetate', -1)
+    return (numbers, so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64),
+            so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False))
+
+
 def test_compiled_attention_matches_pytorch_path(tmp_path):
     """The compiled attention operator (CPU) against the module's PyTorch path, float64, on a region with pairs
     within and beyond the short-range cutoff; the operator's gradients against finite differences; and the module
@@ -240,12 +248,10 @@ def test_compiled_attention_matches_pytorch_path(tmp_path):
         (queries, keys, filters))
 
 
-def test_compiled_physical_terms_match_pytorch_path():
+def test_compiled_physical_terms_match_pytorch_path(acetate_modules):
     """The compiled ZBL, electrostatics and dispersion operator against the module's PyTorch formulas and
     gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_physical and not plain.compiled_physical
     n = len(numbers)
     generator = torch.Generator().manual_seed(6)
@@ -267,13 +273,11 @@ def test_compiled_physical_terms_match_pytorch_path():
     assert torch.autograd.gradcheck(module._physical_terms, tuple(inputs))
 
 
-def test_compiled_radial_filters_match_pytorch_path():
+def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
     """The compiled radial filter operator (all layers, both kinds) against the module's PyTorch path, float64:
     values to 1e-12 relative, the gradient of the basis (a random cotangent) to 1e-10 relative (of its largest
     entry); gradcheck of the operator on a small random network; and the weights may not require gradients."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_filters and not plain.compiled_filters
     generator = torch.Generator().manual_seed(7)
     pairs, basis_size = 11, module.rbf_first.shape[0]
@@ -301,13 +305,11 @@ def test_compiled_radial_filters_match_pytorch_path():
         torch.ops.openmm_nnp.so3lr_radial_filters(small, first.requires_grad_(), second, bias)
 
 
-def test_compiled_ev_filters_match_pytorch_path():
+def test_compiled_ev_filters_match_pytorch_path(acetate_modules):
     """The compiled operator for one layer's filters (radial parts plus the ev-invariant parts) against the
     module's PyTorch path, float64: values to 1e-12 relative, the gradients of the radial parts and the ev features
     (a random cotangent) to 1e-10 relative (of the largest entry); gradcheck of the operator."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_ev_filters and not plain.compiled_ev_filters
     n, F = len(numbers), module.num_features
     generator = torch.Generator().manual_seed(8)
@@ -340,15 +342,13 @@ def test_compiled_ev_filters_match_pytorch_path():
         (small_radial, small_ev))
 
 
-def test_compiled_layer_update_matches_pytorch_path():
+def test_compiled_layer_update_matches_pytorch_path(acetate_modules):
     """The compiled operator for a layer's update of the features after the attention (messages, layer norms,
     residual MLP, interaction) against the module's PyTorch path, float64, for every layer (the last one leaves the
     ev features as the messages made them): values to 1e-12 relative, the gradients of all six inputs (random
     cotangents) to 1e-10 relative (of the largest entry); gradcheck of the operator on a small random layer; and the
     weights may not require gradients."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_update and not plain.compiled_update
     n, F, C = len(numbers), module.num_features, module.harmonics_matrix.shape[1]
     generator = torch.Generator().manual_seed(9)
@@ -438,14 +438,12 @@ def test_compiled_pair_geometry_matches_pytorch_path():
         (small_vectors,))
 
 
-def test_compiled_heads_match_pytorch_path():
+def test_compiled_heads_match_pytorch_path(acetate_modules):
     """The compiled operator for the output heads (atomic energies, partial charges shifted to the total charge,
     Hirshfeld ratios) against the module's PyTorch path, float64: values to 1e-12 relative, the gradient of the
     features (random cotangents) to 1e-10 relative (of its largest entry), and the charges sum to the total charge;
     gradcheck of the operator on small random heads; the weights may not require gradients."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_heads and not plain.compiled_heads
     n, F = len(numbers), module.num_features
     generator = torch.Generator().manual_seed(11)
