@@ -13,12 +13,13 @@ everything that depends only on the region's elements, charge and spin is comput
 (element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
 coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
 symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU compiled operators
-(plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp, SO3LRFilters.cpp, SO3LRUpdate.cpp and
-SO3LRGeometry.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it) compute the pairs'
-spherical harmonics and radial basis, each layer's attention coefficients on those pairs directly, each layer's
-update of the atoms' features after them (messages, layer norms, residual MLP, interaction), the ZBL,
-electrostatic and dispersion terms with analytic gradients, and the filter networks (the radial parts of all
-layers in one operator, each layer's ev-invariant parts in another), all with hand-written backward passes; on
+(plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp, SO3LRFilters.cpp, SO3LRUpdate.cpp,
+SO3LRGeometry.cpp and SO3LRHeads.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it)
+compute the pairs' spherical harmonics and radial basis, each layer's attention coefficients on those pairs
+directly, each layer's update of the atoms' features after them (messages, layer norms, residual MLP,
+interaction), the output heads, the ZBL, electrostatic and dispersion terms with analytic gradients, and the
+filter networks (the radial parts of all layers in one operator, each layer's ev-invariant parts in another), all
+with hand-written backward passes; on
 other devices, or with compiledOperators=False, the module computes the same with PyTorch operations (on n x n
 pair tensors; the same numbers to rounding). Cost:
 docs/models.md (benchmarks/bench_so3lr.py).
