@@ -197,6 +197,14 @@ def test_in_nnpforce(package):
     assertSame((energy, forces), package(numbers, positions, 1), RTOL)
 
 
+@pytest.fixture(scope='module')
+def acetate_modules():
+    """Acetate's atomic numbers and its float64 module with the compiled operators and without them."""
+    numbers, _ = _molecule('acetate', -1)
+    return (numbers, so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64),
+            so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False))
+
+
 def test_compiled_attention_matches_pytorch_path(tmp_path):
     """The compiled attention operator (CPU) against the module's PyTorch path, float64, on a region with pairs
     within and beyond the short-range cutoff; the operator's gradients against finite differences; and the module
@@ -240,12 +248,10 @@ def test_compiled_attention_matches_pytorch_path(tmp_path):
         (queries, keys, filters))
 
 
-def test_compiled_physical_terms_match_pytorch_path():
+def test_compiled_physical_terms_match_pytorch_path(acetate_modules):
     """The compiled ZBL, electrostatics and dispersion operator against the module's PyTorch formulas and
     gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_physical and not plain.compiled_physical
     n = len(numbers)
     generator = torch.Generator().manual_seed(6)
@@ -267,13 +273,11 @@ def test_compiled_physical_terms_match_pytorch_path():
     assert torch.autograd.gradcheck(module._physical_terms, tuple(inputs))
 
 
-def test_compiled_radial_filters_match_pytorch_path():
+def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
     """The compiled radial filter operator (all layers, both kinds) against the module's PyTorch path, float64:
     values to 1e-12 relative, the gradient of the basis (a random cotangent) to 1e-10 relative (of its largest
     entry); gradcheck of the operator on a small random network; and the weights may not require gradients."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_filters and not plain.compiled_filters
     generator = torch.Generator().manual_seed(7)
     pairs, basis_size = 11, module.rbf_first.shape[0]
@@ -301,13 +305,11 @@ def test_compiled_radial_filters_match_pytorch_path():
         torch.ops.openmm_nnp.so3lr_radial_filters(small, first.requires_grad_(), second, bias)
 
 
-def test_compiled_ev_filters_match_pytorch_path():
+def test_compiled_ev_filters_match_pytorch_path(acetate_modules):
     """The compiled operator for one layer's filters (radial parts plus the ev-invariant parts) against the
     module's PyTorch path, float64: values to 1e-12 relative, the gradients of the radial parts and the ev features
     (a random cotangent) to 1e-10 relative (of the largest entry); gradcheck of the operator."""
-    numbers, _ = _molecule('acetate', -1)
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, module, plain = acetate_modules
     assert module.compiled_ev_filters and not plain.compiled_ev_filters
     n, F = len(numbers), module.num_features
     generator = torch.Generator().manual_seed(8)
@@ -338,3 +340,133 @@ def test_compiled_ev_filters_match_pytorch_path():
         lambda r, e: torch.ops.openmm_nnp.so3lr_ev_filters(r, e, first.contiguous(), second.contiguous(), contract,
                                                            ev_first, ev_second),
         (small_radial, small_ev))
+
+
+def test_compiled_layer_update_matches_pytorch_path(acetate_modules):
+    """The compiled operator for a layer's update of the features after the attention (messages, layer norms,
+    residual MLP, interaction) against the module's PyTorch path, float64, for every layer (the last one leaves the
+    ev features as the messages made them): values to 1e-12 relative, the gradients of all six inputs (random
+    cotangents) to 1e-10 relative (of the largest entry); gradcheck of the operator on a small random layer; and the
+    weights may not require gradients."""
+    numbers, module, plain = acetate_modules
+    assert module.compiled_update and not plain.compiled_update
+    n, F, C = len(numbers), module.num_features, module.harmonics_matrix.shape[1]
+    generator = torch.Generator().manual_seed(9)
+
+    def random(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=generator)
+    cutoff = torch.rand(n, n, dtype=torch.float64, generator=generator)
+    cutoff = (cutoff + cutoff.t()) * (1.0 - torch.eye(n, dtype=torch.float64))
+    cutoff[0, 1] = cutoff[1, 0] = 0.0  # a pair beyond the cutoff
+    inputs = [random(n, F), random(n, C), random(2, n, n, module.num_heads), cutoff, random(n, n, C),
+              random(n, F)]
+    inputs = [t.requires_grad_() for t in inputs]
+    cotangents = (random(n, F), random(n, C))
+    for layer in range(module.num_layers):
+        expected = plain._update(*inputs, layer)
+        outputs = module._update(*inputs, layer)
+        for ours, theirs in zip(outputs, expected):
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12 * theirs.abs().max().item())
+        gradients = torch.autograd.grad(outputs, inputs, cotangents)
+        expected_gradients = torch.autograd.grad(expected, inputs, cotangents)
+        for ours, theirs in zip(gradients, expected_gradients):
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10 * theirs.abs().max().item())
+
+    atoms, features, heads, components, invariants = 4, 6, 2, 5, 2
+    expand = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 1]), heads).t().to(torch.float64).contiguous()
+    weights = [random(4, features), random(features, features), random(features), random(features, features),
+               random(features), random(features + invariants, features + invariants),
+               random(features + invariants), expand, random(components, invariants)]
+    small_cutoff = torch.rand(atoms, atoms, dtype=torch.float64, generator=generator) + 0.5
+    small = [random(atoms, features), random(atoms, components), random(2, atoms, atoms, heads), small_cutoff,
+             random(atoms, atoms, components), random(atoms, features)]
+    small = [t.requires_grad_() for t in small]
+    for update_ev in (True, False):
+        assert torch.autograd.gradcheck(
+            lambda *x: torch.ops.openmm_nnp.so3lr_layer_update(*x, *weights, 1e-6, update_ev), tuple(small))
+    with pytest.raises(RuntimeError, match='must not require gradients'):
+        torch.ops.openmm_nnp.so3lr_layer_update(*small, *weights[:5], weights[5].requires_grad_(), *weights[6:],
+                                                1e-6, True)
+
+
+def test_compiled_pair_geometry_matches_pytorch_path():
+    """The compiled operator for the pairs' spherical harmonics and radial basis against the module's PyTorch path,
+    float64, on a region with pairs within and beyond the short-range cutoff: values to 1e-12 relative and the
+    gradient of the pair vectors (random cotangents) to 1e-10 relative (of its largest entry). The operator leaves
+    zeros where the PyTorch path has the copy of pair 0's harmonics (pairs beyond the cutoff, the diagonal: both
+    are multiplied by a zero cutoff), so those entries are compared with zero and get no cotangent. Then gradcheck
+    of the operator on a small region, one pair so long that its basis is clamped."""
+    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
+    numbers_b, positions_b = _molecule('acetate', -1)
+    numbers = numbers_a + numbers_b
+    positions = np.concatenate([positions_a, positions_b + np.array([5.0, 1.0, -0.5])])
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    assert module.compiled_geometry and not plain.compiled_geometry
+    n = len(numbers)
+    x = torch.tensor(positions, dtype=torch.float64)
+    vectors = (x[:, None, :] - x[None, :, :]).requires_grad_()
+    r = torch.sqrt((vectors * vectors).sum(-1) + torch.eye(n, dtype=torch.float64))
+    count, first, second, active_flat, dense_slot = module._listed_pairs(r.detach())
+    assert 0 < count < n * (n - 1) // 2
+    listed = torch.zeros(n, n, 1, dtype=torch.float64)
+    listed[first[:count], second[:count]] = listed[second[:count], first[:count]] = 1.0
+    generator = torch.Generator().manual_seed(10)
+    expected = plain._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
+    outputs = module._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
+    torch.testing.assert_close(outputs[0], expected[0] * listed, rtol=1e-12,
+                               atol=1e-12 * expected[0].abs().max().item())
+    torch.testing.assert_close(outputs[1], expected[1], rtol=1e-12, atol=1e-12 * expected[1].abs().max().item())
+    cotangents = (torch.randn(expected[0].shape, dtype=torch.float64, generator=generator) * listed,
+                  torch.randn(expected[1].shape, dtype=torch.float64, generator=generator))
+    gradient, = torch.autograd.grad(outputs, vectors, cotangents)
+    expected_gradient, = torch.autograd.grad(expected, vectors, cotangents)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+
+    atoms = 4
+    small = torch.randn(atoms, 3, dtype=torch.float64, generator=generator) * 1.5
+    small[3] = small[2] + torch.tensor([15.0, 0.5, -0.3], dtype=torch.float64)  # exp(-gamma r) clamped at epsilon
+    small_vectors = (small[:, None, :] - small[None, :, :]).requires_grad_()
+    pair_first, pair_second = torch.triu_indices(atoms, atoms, offset=1)
+    pair_first = torch.cat([pair_first, pair_first[:1]]).contiguous()  # the module's extra copy of pair 0
+    pair_second = torch.cat([pair_second, pair_second[:1]]).contiguous()
+    constants = (module.harmonics_matrix, module.harmonics_parity, module.rbf_log_binomial, module.rbf_k,
+                 module.rbf_k_reverse, module.rbf_gamma, module.rbf_epsilon, module.smallest_normal)
+    assert torch.autograd.gradcheck(
+        lambda v: torch.ops.openmm_nnp.so3lr_pair_geometry(v, pair_first, pair_second, 6, *constants),
+        (small_vectors,))
+
+
+def test_compiled_heads_match_pytorch_path(acetate_modules):
+    """The compiled operator for the output heads (atomic energies, partial charges shifted to the total charge,
+    Hirshfeld ratios) against the module's PyTorch path, float64: values to 1e-12 relative, the gradient of the
+    features (random cotangents) to 1e-10 relative (of its largest entry), and the charges sum to the total charge;
+    gradcheck of the operator on small random heads; the weights may not require gradients."""
+    numbers, module, plain = acetate_modules
+    assert module.compiled_heads and not plain.compiled_heads
+    n, F = len(numbers), module.num_features
+    generator = torch.Generator().manual_seed(11)
+    features = torch.randn(n, F, dtype=torch.float64, generator=generator, requires_grad=True)
+    expected = plain._heads(features)
+    outputs = module._heads(features)
+    assert abs(outputs[1].sum().item() + 1.0) < 1e-12
+    for ours, theirs in zip(outputs, expected):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12 * theirs.abs().max().item())
+    cotangents = [torch.randn(t.shape, dtype=torch.float64, generator=generator) for t in expected]
+    gradient, = torch.autograd.grad(outputs, features, cotangents)
+    expected_gradient, = torch.autograd.grad(expected, features, cotangents)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+
+    atoms, width, hidden = 4, 5, 6
+    weights = [torch.randn(width, hidden, dtype=torch.float64, generator=generator),
+               torch.randn(hidden, dtype=torch.float64, generator=generator),
+               torch.randn(atoms, hidden, dtype=torch.float64, generator=generator),
+               torch.nn.functional.one_hot(torch.tensor([0, 0, 1, 1, 2, 2]), 3).to(torch.float64),
+               torch.randn(atoms, 3, dtype=torch.float64, generator=generator),
+               torch.tensor([1.0], dtype=torch.float64)]
+    small = torch.randn(atoms, width, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_heads(x, *weights), (small,))
+    with pytest.raises(RuntimeError, match='must not require gradients'):
+        torch.ops.openmm_nnp.so3lr_heads(small, weights[0].requires_grad_(), *weights[1:])

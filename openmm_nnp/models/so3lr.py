@@ -13,12 +13,15 @@ everything that depends only on the region's elements, charge and spin is comput
 (element, charge and spin embeddings, per-atom energy scales and shifts, reference polarisabilities and C6
 coefficients, ZBL charge products), and a call does a few batched matrix products per layer; the filter networks,
 symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU compiled operators
-(plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp and SO3LRFilters.cpp, loaded with openmm-nnp's
-operator library; the NNPForce kernels link it) compute each layer's attention coefficients on those pairs
-directly, the ZBL, electrostatic and dispersion terms with analytic gradients, and the filter networks (the radial
-parts of all layers in one operator, each layer's ev-invariant parts in another) with hand-written backward
-passes; on other devices, or with compiledOperators=False, the module computes the same with PyTorch operations
-(on n x n pair tensors; the same numbers to rounding). Cost:
+(plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp, SO3LRFilters.cpp, SO3LRUpdate.cpp,
+SO3LRGeometry.cpp and SO3LRHeads.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it)
+compute the pairs' spherical harmonics and radial basis, each layer's attention coefficients on those pairs
+directly, each layer's update of the atoms' features after them (messages, layer norms, residual MLP,
+interaction), the output heads, the ZBL, electrostatic and dispersion terms with analytic gradients, and the
+filter networks (the radial parts of all layers in one operator, each layer's ev-invariant parts in another), all
+with hand-written backward passes; on
+other devices, or with compiledOperators=False, the module computes the same with PyTorch operations (on n x n
+pair tensors; the same numbers to rounding). Cost:
 docs/models.md (benchmarks/bench_so3lr.py).
 Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
 the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
@@ -279,6 +282,9 @@ class SO3LR(torch.nn.Module):
     compiled_physical: Final[bool]
     compiled_filters: Final[bool]
     compiled_ev_filters: Final[bool]
+    compiled_update: Final[bool]
+    compiled_geometry: Final[bool]
+    compiled_heads: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -299,6 +305,9 @@ class SO3LR(torch.nn.Module):
         self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
         self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_radial_filters')
         self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
+        self.compiled_update = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_layer_update')
+        self.compiled_geometry = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_pair_geometry')
+        self.compiled_heads = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_heads')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -506,11 +515,58 @@ class SO3LR(torch.nn.Module):
     def _network(self, vectors: Tensor, r: Tensor) -> Tensor:
         n = self.num_atoms
         F = self.num_features
-        pairs = n * n
         # Short-range pairs: PhysNet cutoff polynomial (zero beyond r_max and on the diagonal).
         s = r / self.cutoff
         cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
                              torch.zeros_like(r)) * self.off_diagonal
+        count, first, second, active_flat, dense_slot = self._listed_pairs(r)
+        first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
+        harmonics, rbf = self._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
+        # Per layer [2, K + 1, F]; split (not sliced): autograd joins the layers' gradients in one copy.
+        radial = self._radial_filters(rbf).split(2)
+
+        features = self.initial_features
+        ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
+        for layer in range(self.num_layers):
+            # Filters of this layer, [2, K + 1, F] (0: invariant attention, 1: ev attention): the radial parts of
+            # both in one batched product on the layer's hidden radial features, read as [2, K + 1, F].
+            filters = radial[layer]
+            if layer > 0:
+                filters = self._ev_filters(filters, ev, first, second, layer)
+            projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
+            queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
+            keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
+            v = projected[:, 4 * F:]
+            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4]
+            # (the cutoff multiplies them in _update). On the CPU the compiled operator
+            # (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it on the K pairs, both directions at once; elsewhere
+            # per kind and receiver i an [n, F] @ [F, 4] product.
+            attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs)
+            features, ev = self._update(features, ev, attention, cutoff, harmonics, v, layer)
+
+        atomic_energy, charges, hirshfeld = self._heads(features)
+        return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+
+    def _heads(self, features: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The output heads on the final features: the sum of the atomic energies, the partial charges (summing to the
+        total charge) and the Hirshfeld ratios [n]. On the CPU the compiled operator
+        (plugin_cpp/torch_ops/SO3LRHeads.cpp) does it with a hand-written backward pass."""
+        if self.compiled_heads:  # a constant, as compiled_attention
+            if features.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_heads(features, self.head_first, self.head_first_bias,
+                                                        self.head_second, self.head_segments, self.head_offsets,
+                                                        self.total_charge)
+        heads = torch.nn.functional.silu(torch.addmm(self.head_first_bias, features, self.head_first))
+        heads = (heads * self.head_second) @ self.head_segments + self.head_offsets  # [n, 3]
+        atomic_energy = heads[:, 0].sum()
+        raw_charges = heads[:, 1]
+        charges = raw_charges + (self.total_charge - raw_charges.sum()) / self.num_atoms
+        hirshfeld = torch.abs(heads[:, 2])
+        return atomic_energy, charges, hirshfeld
+
+    def _listed_pairs(self, r: Tensor) -> Tuple[int, Tensor, Tensor, Tensor, Tensor]:
+        """The K unordered pairs within the short-range cutoff and a copy of pair 0: K, first and second atoms [K + 1],
+        their flat indices in n x n [K + 1], and for each (i, j) its row among them (dense_slot, [n n])."""
         # The filters are evaluated on the unordered pairs within the cutoff (K of them, chosen per call) plus one
         # more row, a copy of pair 0, that every other (i, j) (farther pairs, the diagonal) reads: its attention
         # is multiplied by a zero cutoff. (Index tensors only: no torch.no_grad() block, which TorchScript's
@@ -524,8 +580,23 @@ class SO3LR(torch.nn.Module):
         dense_slot = slot.index_select(0, self.pair_of)
         first = self.pair_first.index_select(0, active)
         second = self.pair_second.index_select(0, active)
-        first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
         active_flat = self.pair_flat.index_select(0, active)
+        return count, first, second, active_flat, dense_slot
+
+    def _pair_geometry(self, vectors: Tensor, r: Tensor, active_flat: Tensor, dense_slot: Tensor, first: Tensor,
+                       second: Tensor, count: int) -> Tuple[Tensor, Tensor]:
+        """The spherical harmonics of the pairs within the cutoff, dense [n, n, 24], and the radial basis of the K + 1
+        listed pairs (first, second; the last a copy of pair 0) with a constant 1 appended, [K + 1, 33]. On the CPU
+        the compiled operator (plugin_cpp/torch_ops/SO3LRGeometry.cpp), which leaves zeros where this path has the
+        copy of pair 0's harmonics (both are multiplied by a zero cutoff)."""
+        if self.compiled_geometry:  # a constant, as compiled_attention
+            if vectors.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_pair_geometry(
+                    vectors, first, second, count, self.harmonics_matrix, self.harmonics_parity,
+                    self.rbf_log_binomial, self.rbf_k, self.rbf_k_reverse, self.rbf_gamma, self.rbf_epsilon,
+                    self.smallest_normal)
+        n = self.num_atoms
+        pairs = n * n
         r_active = r.reshape(-1).index_select(0, active_flat)
         # Spherical harmonics of the unit vectors of these pairs (x_a - x_b for a < b), from their tensor powers;
         # the reversed pair's are (-1)^l times these. Dense [n, n, 24]: the pair a < b reads row slot, b > a row
@@ -546,54 +617,42 @@ class SO3LR(torch.nn.Module):
         rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
         rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
         # A constant 1 appended to the basis carries the first filter layers' biases into their matrix.
-        # Per layer [2, K + 1, F]; split (not sliced): autograd joins the layers' gradients in one copy.
-        radial = self._radial_filters(rbf).split(2)
-        H = self.num_heads
+        return harmonics, rbf
 
-        features = self.initial_features
-        ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
-        for layer in range(self.num_layers):
-            # Filters of this layer, [2, K + 1, F] (0: invariant attention, 1: ev attention): the radial parts of
-            # both in one batched product on the layer's hidden radial features, read as [2, K + 1, F].
-            filters = radial[layer]
-            if layer > 0:
-                filters = self._ev_filters(filters, ev, first, second, layer)
-            projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
-            queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
-            keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
-            v = projected[:, 4 * F:]
-            # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4],
-            # times the cutoff. On the CPU the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it
-            # on the K pairs, both directions at once; elsewhere per kind and receiver i an [n, F] @ [F, 4] product.
-            attention = self._attention(queries, keys, filters, dense_slot, first_pairs, second_pairs) \
-                * cutoff[:, :, None]
-            # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
-            messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
-            features = features + messages.transpose(0, 1).reshape(n, F)
-            ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
-            norms = self.layer_norms[layer]
-            features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
-            hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
-                                     self.mlp_first[layer])
-            features = features + torch.addmm(self.mlp_second_bias[layer], torch.nn.functional.silu(hidden_mlp),
-                                              self.mlp_second[layer])
-            # Interaction: invariant and per-degree ev updates from [features, ev invariants].
-            mixed = torch.addmm(self.interaction_bias[layer],
-                                torch.cat([features, (ev * ev) @ self.degree_contract], dim=1),
-                                self.interaction[layer])
-            features = features + mixed[:, :F]
-            if layer + 1 < self.num_layers:
-                ev = ev + (mixed[:, F:] @ self.degree_expand) * ev
-            features = torch.nn.functional.layer_norm(features, [F], norms[2], norms[3], self.layer_norm_epsilon)
-
-        # Heads: atomic energies, raw partial charges, Hirshfeld ratios.
-        heads = torch.nn.functional.silu(torch.addmm(self.head_first_bias, features, self.head_first))
-        heads = (heads * self.head_second) @ self.head_segments + self.head_offsets  # [n, 3]
-        atomic_energy = heads[:, 0].sum()
-        raw_charges = heads[:, 1]
-        charges = raw_charges + (self.total_charge - raw_charges.sum()) / n
-        hirshfeld = torch.abs(heads[:, 2])
-        return atomic_energy + self._physical_terms(r, cutoff, charges, hirshfeld)
+    def _update(self, features: Tensor, ev: Tensor, attention: Tensor, cutoff: Tensor, harmonics: Tensor,
+                v: Tensor, layer: int) -> Tuple[Tensor, Tensor]:
+        """One layer's update of the features and ev features after the attention coefficients [2, n, n, H] (without
+        the cutoff): messages, layer norm, residual MLP, interaction, layer norm. On the CPU the compiled operator
+        (plugin_cpp/torch_ops/SO3LRUpdate.cpp) does it with a hand-written backward pass."""
+        update_ev = layer + 1 < self.num_layers  # the last layer's ev features are not used
+        if self.compiled_update:  # a constant, as compiled_attention
+            if features.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_layer_update(
+                    features, ev, attention, cutoff, harmonics, v, self.layer_norms[layer], self.mlp_first[layer],
+                    self.mlp_first_bias[layer], self.mlp_second[layer], self.mlp_second_bias[layer],
+                    self.interaction[layer], self.interaction_bias[layer], self.degree_expand, self.degree_contract,
+                    self.layer_norm_epsilon, update_ev)
+        n, F, H = self.num_atoms, self.num_features, self.num_heads
+        attention = attention * cutoff[:, :, None]
+        # Invariant messages: sum_j a_ijh v_jh; ev messages: sum_j a_ij,l(m) Y_m(ij).
+        messages = torch.bmm(attention[0].permute(2, 0, 1), v.reshape(n, H, self.head_dim).transpose(0, 1))
+        features = features + messages.transpose(0, 1).reshape(n, F)
+        ev = ev + ((attention[1] @ self.degree_expand) * harmonics).sum(1)
+        norms = self.layer_norms[layer]
+        features = torch.nn.functional.layer_norm(features, [F], norms[0], norms[1], self.layer_norm_epsilon)
+        hidden_mlp = torch.addmm(self.mlp_first_bias[layer], torch.nn.functional.silu(features),
+                                 self.mlp_first[layer])
+        features = features + torch.addmm(self.mlp_second_bias[layer], torch.nn.functional.silu(hidden_mlp),
+                                          self.mlp_second[layer])
+        # Interaction: invariant and per-degree ev updates from [features, ev invariants].
+        mixed = torch.addmm(self.interaction_bias[layer],
+                            torch.cat([features, (ev * ev) @ self.degree_contract], dim=1),
+                            self.interaction[layer])
+        features = features + mixed[:, :F]
+        if update_ev:
+            ev = ev + (mixed[:, F:] @ self.degree_expand) * ev
+        features = torch.nn.functional.layer_norm(features, [F], norms[2], norms[3], self.layer_norm_epsilon)
+        return features, ev
 
     def _radial_filters(self, rbf: Tensor) -> Tensor:
         """The radial parts of all filters of all layers plus their biases, [2 L, K + 1, F] (index 2 layer + kind):

@@ -115,8 +115,8 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 5;  // the class ANIFeatures, the operators so3lr_attention, so3lr_physical, so3lr_radial_filters and
-               // so3lr_ev_filters (SO3LR*.cpp)
+    return 8;  // the class ANIFeatures, the operators so3lr_attention, so3lr_physical, so3lr_radial_filters,
+               // so3lr_ev_filters, so3lr_layer_update, so3lr_pair_geometry and so3lr_heads (SO3LR*.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {

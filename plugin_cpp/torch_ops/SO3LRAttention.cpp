@@ -48,6 +48,37 @@ Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filt
     return {n, first.size(0), queries.size(2), heads, queries.size(2) / heads};
 }
 
+// One head of one pair both ways (features begin to end): forward = sum_d qa kb f, reverse = sum_d qb ka f.
+// Outside the dispatch macro, where the SIMD pragma works (its lanes sum in a different order).
+template <typename T>
+inline void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin, int64_t end,
+                         T& forward, T& reverse) {
+    T sumForward = 0, sumReverse = 0;
+#pragma omp simd reduction(+ : sumForward, sumReverse)
+    for (int64_t d = begin; d < end; d++) {
+        sumForward += qa[d] * kb[d] * f[d];
+        sumReverse += qb[d] * ka[d] * f[d];
+    }
+    forward = sumForward;
+    reverse = sumReverse;
+}
+
+// The gradients of one head of one pair from those of its two coefficients (forward, reverse); the rows a and b
+// differ (checked), so the four accumulated rows and gf do not overlap.
+template <typename T>
+inline void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f, T* gf,
+                          T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t d = begin; d < end; d++) {
+        gf[d] = forward * qa[d] * kb[d] + reverse * qb[d] * ka[d];
+        const T ff = forward * f[d], rf = reverse * f[d];
+        gqa[d] += ff * kb[d];
+        gkb[d] += ff * qa[d];
+        gqb[d] += rf * ka[d];
+        gka[d] += rf * qb[d];
+    }
+}
+
 Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Tensor& filtersIn, const Tensor& firstIn,
                         const Tensor& secondIn, int64_t heads) {
     const Shapes s = checkInputs(queriesIn, keysIn, filtersIn, firstIn, secondIn, heads);
@@ -72,13 +103,8 @@ Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Ten
                     const scalar_t* f = f0 + (c * P + p) * F;
                     const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
                     for (int64_t h = 0; h < H; h++) {
-                        scalar_t forward = 0, reverse = 0;
-                        for (int64_t d = h * D; d < (h + 1) * D; d++) {
-                            forward += qa[d] * kb[d] * f[d];
-                            reverse += qb[d] * ka[d] * f[d];
-                        }
-                        out[(a * n + b) * H + h] = forward;
-                        out[(b * n + a) * H + h] = reverse;
+                        headProducts(qa, kb, qb, ka, f, h * D, (h + 1) * D, out[(a * n + b) * H + h],
+                                     out[(b * n + a) * H + h]);
                     }
                 }
             }
@@ -98,7 +124,9 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
                 "so3lr_attention: gradient of the wrong shape or dtype");
     Tensor gradQueries = at::zeros({2, s.atoms, s.features}, queries.options());
     Tensor gradKeys = at::zeros({2, s.atoms, s.features}, queries.options());
-    Tensor gradFilters = at::zeros(filters.sizes(), queries.options());
+    // Rows p < K are written whole below; only the others (not listed pairs) need zeros.
+    Tensor gradFilters = at::empty(filters.sizes(), queries.options());
+    gradFilters.narrow(1, s.pairs, filters.size(1) - s.pairs).zero_();
     AT_DISPATCH_FLOATING_TYPES(queries.scalar_type(), "so3lr_attention_backward", [&] {
         const scalar_t* q0 = queries.data_ptr<scalar_t>();
         const scalar_t* k0 = keys.data_ptr<scalar_t>();
@@ -124,15 +152,8 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
                     const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
                     scalar_t *gqa = gq + a * F, *gqb = gq + b * F, *gka = gk + a * F, *gkb = gk + b * F;
                     for (int64_t h = 0; h < H; h++) {
-                        const scalar_t forward = g[(a * n + b) * H + h], reverse = g[(b * n + a) * H + h];
-                        for (int64_t d = h * D; d < (h + 1) * D; d++) {
-                            gf[d] = forward * qa[d] * kb[d] + reverse * qb[d] * ka[d];
-                            const scalar_t ff = forward * f[d], rf = reverse * f[d];
-                            gqa[d] += ff * kb[d];
-                            gkb[d] += ff * qa[d];
-                            gqb[d] += rf * ka[d];
-                            gka[d] += rf * qb[d];
-                        }
+                        headGradients(g[(a * n + b) * H + h], g[(b * n + a) * H + h], qa, kb, qb, ka, f, gf, gqa,
+                                      gkb, gqb, gka, h * D, (h + 1) * D);
                     }
                 }
             }

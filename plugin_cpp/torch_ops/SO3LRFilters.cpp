@@ -1,9 +1,9 @@
 // openmm_nnp::so3lr_radial_filters (TorchScript operator, first-order autograd): the radial parts of all filter
 // networks of an SO3LR module (openmm_nnp/models/so3lr.py), all layers and both filter kinds, in one operator with a
 // hand-written backward pass. The module's PyTorch path computes the same with a tensordot, a SiLU, a split and per
-// layer a reshape, a transpose and a batched product; here the forward pass is one matrix product, a SiLU and one
-// product per network, the backward pass the same in reverse, without TorchScript's and autograd's per-operation
-// overhead or the copies of transposed blocks.
+// layer a reshape, a transpose and a batched product; here the forward pass is two batched products and a SiLU on
+// contiguous [S, P, F] blocks, the backward pass the same in reverse, without TorchScript's and autograd's
+// per-operation overhead or the copies of transposed blocks.
 //
 //   so3lr_radial_filters(basis [P, B], first [B, S F], second [S, F, F], bias [S, F]) -> filters [S, P, F]
 //
@@ -41,16 +41,12 @@ public:
                           const Tensor& second, const Tensor& bias) {
         checkInputs(basis, first, second, bias);
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const int64_t P = basis.size(0), S = second.size(0), F = second.size(1);
-        const Tensor preactivation = at::mm(basis, first);  // [P, S F]
-        const Tensor hidden = at::silu(preactivation);
-        // filters[s] = bias[s] + hidden[:, s, :] @ second[s], the strided [P, F] blocks of hidden read in place.
-        Tensor filters = at::empty({S, P, F}, basis.options());
-        const Tensor blocks = hidden.view({P, S, F});
-        for (int64_t s = 0; s < S; s++) {
-            Tensor out = filters[s];
-            at::addmm_out(out, bias[s], blocks.select(1, s), second[s]);
-        }
+        const int64_t P = basis.size(0), B = basis.size(1), S = second.size(0), F = second.size(1);
+        // Batched products on contiguous [S, P, F] blocks (strided blocks of one [P, S F] product and per-network
+        // products into them cost copies and run slower): preactivation[s] = basis @ first[:, s F:(s + 1) F].
+        const Tensor firstBlocks = first.view({B, S, F}).transpose(0, 1);  // [S, B, F], a view
+        const Tensor preactivation = at::bmm(basis.expand({S, P, B}), firstBlocks);
+        const Tensor filters = at::baddbmm(bias.unsqueeze(1), at::silu(preactivation), second);
         ctx->save_for_backward({preactivation, first, second});
         return filters;
     }
@@ -62,18 +58,13 @@ public:
         const Tensor& preactivation = saved[0];
         const Tensor& first = saved[1];
         const Tensor& second = saved[2];
-        const int64_t P = preactivation.size(0), S = second.size(0), F = second.size(1);
-        // d hidden[:, s, :] = grad[s] @ second[s]^T, written into the strided [P, F] blocks of [P, S F], then
-        // times the SiLU's derivative in place.
-        const Tensor grad = gradOutputs[0];
-        Tensor gradHidden = at::empty({P, S * F}, preactivation.options());
-        const Tensor blocks = gradHidden.view({P, S, F});
-        for (int64_t s = 0; s < S; s++) {
-            Tensor out = blocks.select(1, s);
-            at::mm_out(out, grad[s], second[s].t());
-        }
+        const int64_t B = first.size(0), S = second.size(0), F = second.size(1);
+        // d hidden[s] = grad[s] @ second[s]^T, times the SiLU's derivative in place; d basis = sum over the
+        // networks of d preactivation[s] @ first[:, s F:(s + 1) F]^T.
+        Tensor gradHidden = at::bmm(gradOutputs[0], second.transpose(1, 2));
         at::silu_backward_out(gradHidden, gradHidden, preactivation);
-        return {at::mm(gradHidden, first.t()), Tensor(), Tensor(), Tensor()};
+        const Tensor firstBlocks = first.view({B, S, F}).transpose(0, 1);
+        return {at::bmm(gradHidden, firstBlocks.transpose(1, 2)).sum(0), Tensor(), Tensor(), Tensor()};
     }
 };
 

@@ -1,0 +1,272 @@
+// openmm_nnp::so3lr_pair_geometry (TorchScript operator, first-order autograd): the pair features an SO3LR module
+// (openmm_nnp/models/so3lr.py, SO3LR._pair_geometry, which computes the same with PyTorch operations) needs from
+// the pair vectors: the real spherical harmonics of the pairs within the short-range cutoff, spread over the dense
+// n x n pairs, and the Bernstein radial basis of the listed pairs, with a hand-written backward pass. The PyTorch
+// path takes about twenty-five operations forward (tensor powers, selections, concatenations, the basis in log
+// space) and more backward; here one loop over the pairs and one matrix product each way.
+//
+//   so3lr_pair_geometry(vectors [n, n, 3], first [P], second [P], pairs, harmonicsMatrix [120, C], parity [C],
+//                       logBinomial [R], k [R], kReverse [R], gamma, epsilon, smallest)
+//       -> (harmonics [n, n, C], basis [P, R + 1])
+//
+// For listed pair p = (a, b) = (first[p], second[p]) with v = vectors[a, b], r = |v|, u = v / r:
+//   harmonics[a, b] = [u, u⊗u, u⊗u⊗u, u⊗u⊗u⊗u] @ harmonicsMatrix (tensor powers flattened row-major), and
+//   harmonics[b, a] = parity * harmonics[a, b], for p < pairs only; every other (i, j) is zero;
+//   e = clamp(exp(-gamma r), epsilon, 1 - epsilon),
+//   basis[p, k] = exp(logBinomial[k] + k[k] log e + kReverse[k] log(1 - e)), set to 0 below `smallest`;
+//   basis[p, R] = 1.
+// Gradients flow to vectors (the listed pairs' entries); the other inputs are constants. CPU tensors of one
+// floating-point dtype (first and second int64).
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+constexpr int64_t kMonomials = 3 + 9 + 27 + 81;
+
+void checkInputs(const Tensor& vectors, const Tensor& first, const Tensor& second, int64_t pairs,
+                 const Tensor& harmonicsMatrix, const Tensor& parity, const Tensor& logBinomial, const Tensor& k,
+                 const Tensor& kReverse) {
+    for (const Tensor* t : {&vectors, &harmonicsMatrix, &parity, &logBinomial, &k, &kReverse}) {
+        TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == vectors.scalar_type(),
+                    "so3lr_pair_geometry: CPU tensors of one dtype expected");
+    }
+    TORCH_CHECK(at::isFloatingType(vectors.scalar_type()), "so3lr_pair_geometry: floating-point tensors expected");
+    for (const Tensor* t : {&harmonicsMatrix, &parity, &logBinomial, &k, &kReverse})
+        TORCH_CHECK(!t->requires_grad(),
+                    "so3lr_pair_geometry: gradients flow to vectors only; the constants must not require gradients");
+    TORCH_CHECK(vectors.dim() == 3 && vectors.size(1) == vectors.size(0) && vectors.size(2) == 3,
+                "so3lr_pair_geometry: vectors must be [n, n, 3]");
+    TORCH_CHECK(harmonicsMatrix.dim() == 2 && harmonicsMatrix.size(0) == kMonomials && parity.dim() == 1 &&
+                    parity.size(0) == harmonicsMatrix.size(1),
+                "so3lr_pair_geometry: harmonicsMatrix must be [120, C], parity [C]");
+    TORCH_CHECK(logBinomial.dim() == 1 && k.sizes() == logBinomial.sizes() && kReverse.sizes() == logBinomial.sizes(),
+                "so3lr_pair_geometry: logBinomial, k and kReverse must be [R]");
+    TORCH_CHECK(first.device().is_cpu() && second.device().is_cpu() && first.scalar_type() == torch::kInt64 &&
+                    second.scalar_type() == torch::kInt64 && first.dim() == 1 &&
+                    second.sizes() == first.sizes() && pairs >= 0 && pairs <= first.size(0),
+                "so3lr_pair_geometry: first and second must be int64 [P], 0 <= pairs <= P");
+    const int64_t n = vectors.size(0);
+    const Tensor a = first.contiguous(), b = second.contiguous();
+    const int64_t* pa = a.data_ptr<int64_t>();
+    const int64_t* pb = b.data_ptr<int64_t>();
+    for (int64_t p = 0; p < a.numel(); p++)
+        TORCH_CHECK(pa[p] >= 0 && pa[p] < n && pb[p] >= 0 && pb[p] < n && pa[p] != pb[p],
+                    "so3lr_pair_geometry: pair ", p, " (", pa[p], ", ", pb[p], ") is not a pair of distinct atoms");
+}
+
+// The tensor powers of u (degrees 1 to 4), flattened row-major as the module's: [u, u⊗u, u⊗u⊗u, u⊗u⊗u⊗u].
+template <typename T>
+void tensorPowers(const T* u, T* m) {
+    T* u2 = m + 3;
+    T* u3 = u2 + 9;
+    T* u4 = u3 + 27;
+    for (int i = 0; i < 3; i++)
+        m[i] = u[i];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            u2[i * 3 + j] = u[i] * u[j];
+    for (int i = 0; i < 9; i++)
+        for (int j = 0; j < 3; j++)
+            u3[i * 3 + j] = u2[i] * u[j];
+    for (int i = 0; i < 27; i++)
+        for (int j = 0; j < 3; j++)
+            u4[i * 3 + j] = u3[i] * u[j];
+}
+
+// d loss / d u from d loss / d (tensor powers) g (overwritten: the chain runs from degree 4 down), powers m.
+template <typename T>
+void tensorPowersBackward(const T* u, const T* m, T* g, T* gu) {
+    const T* u2 = m + 3;
+    const T* u3 = u2 + 9;
+    T* g2 = g + 3;
+    T* g3 = g2 + 9;
+    T* g4 = g3 + 27;
+    for (int i = 0; i < 3; i++)
+        gu[i] = g[i];
+    for (int i = 0; i < 27; i++)
+        for (int j = 0; j < 3; j++) {
+            g3[i] += g4[i * 3 + j] * u[j];
+            gu[j] += g4[i * 3 + j] * u3[i];
+        }
+    for (int i = 0; i < 9; i++)
+        for (int j = 0; j < 3; j++) {
+            g2[i] += g3[i * 3 + j] * u[j];
+            gu[j] += g3[i * 3 + j] * u2[i];
+        }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            gu[i] += g2[i * 3 + j] * u[j];
+            gu[j] += g2[i * 3 + j] * u[i];
+        }
+}
+
+class PairGeometryFunction : public torch::autograd::Function<PairGeometryFunction> {
+public:
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& vectorsIn,
+                                                const Tensor& firstIn, const Tensor& secondIn, int64_t pairs,
+                                                const Tensor& harmonicsMatrix, const Tensor& parityIn,
+                                                const Tensor& logBinomialIn, const Tensor& kIn,
+                                                const Tensor& kReverseIn, double gamma, double epsilon,
+                                                double smallest) {
+        checkInputs(vectorsIn, firstIn, secondIn, pairs, harmonicsMatrix, parityIn, logBinomialIn, kIn, kReverseIn);
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const Tensor vectors = vectorsIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
+        const Tensor parity = parityIn.contiguous(), logBinomial = logBinomialIn.contiguous();
+        const Tensor kk = kIn.contiguous(), kReverse = kReverseIn.contiguous();
+        const int64_t n = vectors.size(0), P = first.size(0), C = harmonicsMatrix.size(1), R = logBinomial.size(0);
+        Tensor powers = at::empty({pairs, kMonomials}, vectors.options());
+        Tensor basis = at::empty({P, R + 1}, vectors.options());
+        AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_pair_geometry", [&] {
+            const scalar_t* v = vectors.data_ptr<scalar_t>();
+            const int64_t* pa = first.data_ptr<int64_t>();
+            const int64_t* pb = second.data_ptr<int64_t>();
+            const scalar_t* lb = logBinomial.data_ptr<scalar_t>();
+            const scalar_t* k = kk.data_ptr<scalar_t>();
+            const scalar_t* kr = kReverse.data_ptr<scalar_t>();
+            scalar_t* m = powers.data_ptr<scalar_t>();
+            scalar_t* out = basis.data_ptr<scalar_t>();
+            const scalar_t low = epsilon, high = 1.0 - epsilon, tiny = smallest, minusGamma = -gamma;
+            for (int64_t p = 0; p < P; p++) {
+                const scalar_t* vp = v + (pa[p] * n + pb[p]) * 3;
+                const scalar_t r = std::sqrt(vp[0] * vp[0] + vp[1] * vp[1] + vp[2] * vp[2]);
+                if (p < pairs) {
+                    const scalar_t u[3] = {vp[0] / r, vp[1] / r, vp[2] / r};
+                    tensorPowers(u, m + p * kMonomials);
+                }
+                const scalar_t e = std::min(std::max(std::exp(minusGamma * r), low), high);
+                const scalar_t logE = std::log(e), log1mE = std::log(scalar_t(1) - e);
+                scalar_t* row = out + p * (R + 1);
+                for (int64_t j = 0; j < R; j++) {
+                    const scalar_t value = std::exp(lb[j] + k[j] * logE + kr[j] * log1mE);
+                    row[j] = value >= tiny ? value : scalar_t(0);
+                }
+                row[R] = 1;
+            }
+        });
+        const Tensor compact = at::mm(powers, harmonicsMatrix);  // [pairs, C]
+        Tensor harmonics = at::zeros({n, n, C}, vectors.options());
+        AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_pair_geometry", [&] {
+            const scalar_t* y = compact.data_ptr<scalar_t>();
+            const scalar_t* s = parity.data_ptr<scalar_t>();
+            const int64_t* pa = first.data_ptr<int64_t>();
+            const int64_t* pb = second.data_ptr<int64_t>();
+            scalar_t* out = harmonics.data_ptr<scalar_t>();
+            for (int64_t p = 0; p < pairs; p++) {
+                scalar_t* forward = out + (pa[p] * n + pb[p]) * C;
+                scalar_t* reverse = out + (pb[p] * n + pa[p]) * C;
+                for (int64_t c = 0; c < C; c++) {
+                    forward[c] = y[p * C + c];
+                    reverse[c] = s[c] * y[p * C + c];
+                }
+            }
+        });
+        ctx->save_for_backward({vectors, first, second, powers, basis, harmonicsMatrix, parity, kk, kReverse});
+        ctx->saved_data["pairs"] = pairs;
+        ctx->saved_data["gamma"] = gamma;
+        ctx->saved_data["epsilon"] = epsilon;
+        return {harmonics, basis};
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const auto saved = ctx->get_saved_variables();
+        at::NoGradGuard noGrad;
+        const Tensor &vectors = saved[0], &first = saved[1], &second = saved[2], &powers = saved[3];
+        const Tensor &basis = saved[4], &harmonicsMatrix = saved[5], &parity = saved[6], &kk = saved[7],
+                     &kReverse = saved[8];
+        const int64_t pairs = ctx->saved_data["pairs"].toInt();
+        const double gamma = ctx->saved_data["gamma"].toDouble(), epsilon = ctx->saved_data["epsilon"].toDouble();
+        const int64_t n = vectors.size(0), P = first.size(0), C = harmonicsMatrix.size(1), R = kk.size(0);
+        const Tensor gradHarmonics = gradOutputs[0].defined() ? gradOutputs[0].contiguous() : Tensor();
+        const Tensor gradBasis = gradOutputs[1].defined() ? gradOutputs[1].contiguous() : Tensor();
+        // d compact[p] = d harmonics[a, b] + parity * d harmonics[b, a]; d powers = d compact @ harmonicsMatrix^T.
+        Tensor gradPowers;
+        if (gradHarmonics.defined()) {
+            Tensor gradCompact = at::empty({pairs, C}, vectors.options());
+            AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_pair_geometry_backward", [&] {
+                const scalar_t* g = gradHarmonics.data_ptr<scalar_t>();
+                const scalar_t* s = parity.data_ptr<scalar_t>();
+                const int64_t* pa = first.data_ptr<int64_t>();
+                const int64_t* pb = second.data_ptr<int64_t>();
+                scalar_t* out = gradCompact.data_ptr<scalar_t>();
+                for (int64_t p = 0; p < pairs; p++) {
+                    const scalar_t* forward = g + (pa[p] * n + pb[p]) * C;
+                    const scalar_t* reverse = g + (pb[p] * n + pa[p]) * C;
+                    for (int64_t c = 0; c < C; c++)
+                        out[p * C + c] = forward[c] + s[c] * reverse[c];
+                }
+            });
+            gradPowers = at::mm(gradCompact, harmonicsMatrix.t()).contiguous();
+        }
+        Tensor gradVectors = at::zeros(vectors.sizes(), vectors.options());
+        AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_pair_geometry_backward", [&] {
+            const scalar_t* v = vectors.data_ptr<scalar_t>();
+            const int64_t* pa = first.data_ptr<int64_t>();
+            const int64_t* pb = second.data_ptr<int64_t>();
+            const scalar_t* m = powers.data_ptr<scalar_t>();
+            const scalar_t* b = basis.data_ptr<scalar_t>();
+            const scalar_t* k = kk.data_ptr<scalar_t>();
+            const scalar_t* kr = kReverse.data_ptr<scalar_t>();
+            scalar_t* gm = gradPowers.defined() ? gradPowers.data_ptr<scalar_t>() : nullptr;
+            const scalar_t* gb = gradBasis.defined() ? gradBasis.data_ptr<scalar_t>() : nullptr;
+            scalar_t* gv = gradVectors.data_ptr<scalar_t>();
+            const scalar_t low = epsilon, high = 1.0 - epsilon, minusGamma = -gamma;
+            for (int64_t p = 0; p < P; p++) {
+                const int64_t offset = (pa[p] * n + pb[p]) * 3;
+                const scalar_t* vp = v + offset;
+                const scalar_t r = std::sqrt(vp[0] * vp[0] + vp[1] * vp[1] + vp[2] * vp[2]);
+                scalar_t gradR = 0;  // d loss / d r, with u held fixed
+                scalar_t gu[3] = {0, 0, 0};
+                if (p < pairs && gm != nullptr) {
+                    const scalar_t u[3] = {vp[0] / r, vp[1] / r, vp[2] / r};
+                    tensorPowersBackward(u, m + p * kMonomials, gm + p * kMonomials, gu);
+                }
+                if (gb != nullptr) {
+                    // basis = exp(...): d basis / d r = basis (k d log e / dr + kReverse d log(1 - e) / dr), with
+                    // de/dr = -gamma e where e is not clamped (zero where clamped); flushed entries are zero.
+                    const scalar_t unclamped = std::exp(minusGamma * r);
+                    if (unclamped >= low && unclamped <= high) {
+                        const scalar_t e = unclamped, dE = minusGamma * e;
+                        const scalar_t dLogE = dE / e, dLog1mE = -dE / (scalar_t(1) - e);
+                        const scalar_t* row = b + p * (R + 1);
+                        const scalar_t* grow = gb + p * (R + 1);
+                        for (int64_t j = 0; j < R; j++)
+                            gradR += grow[j] * row[j] * (k[j] * dLogE + kr[j] * dLog1mE);
+                    }
+                }
+                // u = v / r, r = |v|: d v = d u / r + (d r - (d u . v) / r^2) v / r.
+                const scalar_t radial = (gradR - (gu[0] * vp[0] + gu[1] * vp[1] + gu[2] * vp[2]) / (r * r)) / r;
+                for (int i = 0; i < 3; i++)
+                    gv[offset + i] += gu[i] / r + radial * vp[i];
+            }
+        });
+        const Tensor none;
+        return {gradVectors, none, none, none, none, none, none, none, none, none, none, none};
+    }
+};
+
+std::tuple<Tensor, Tensor> so3lrPairGeometry(const Tensor& vectors, const Tensor& first, const Tensor& second,
+                                             int64_t pairs, const Tensor& harmonicsMatrix, const Tensor& parity,
+                                             const Tensor& logBinomial, const Tensor& k, const Tensor& kReverse,
+                                             double gamma, double epsilon, double smallest) {
+    const auto outputs = PairGeometryFunction::apply(vectors, first, second, pairs, harmonicsMatrix, parity,
+                                                     logBinomial, k, kReverse, gamma, epsilon, smallest);
+    return {outputs[0], outputs[1]};
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
+    m.def("so3lr_pair_geometry(Tensor vectors, Tensor first, Tensor second, int pairs, Tensor harmonicsMatrix, "
+          "Tensor parity, Tensor logBinomial, Tensor k, Tensor kReverse, float gamma, float epsilon, "
+          "float smallest) -> (Tensor, Tensor)",
+          &so3lrPairGeometry);
+}
