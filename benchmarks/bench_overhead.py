@@ -26,6 +26,8 @@ medians over rounds, all per integration step (the cost of a step does not depen
   per 2 inner steps instead of 2; see openmm_nnp/integrators.py); time per inner step. The inner step is 1 fs (outer
   2 fs): with a 2 fs inner step (outer 4 fs) CB7:B2 blows up within 20 steps, because the correction
   U_NNP(region) - U_MM(region) still holds fast X-H bending that a 4 fs step cannot follow;
+* MTS 2 without the NNP: the MTS System without its NNPForce (the region's MM terms stay in group 1) with
+  openmm_nnp's integrator: what the integrator and the second force-group evaluation cost by themselves;
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
   positions (what one NNP/MM step cannot avoid).
 
@@ -120,6 +122,15 @@ def with_overlap(system, overlap):
     return system
 
 
+def without_nnp(system):
+    """A copy of ``system`` without its NNPForce (the rest, e.g. the MTS layout's region MM terms, stays)."""
+    system = openmm.XmlSerializer.clone(system)
+    for i in reversed(range(system.getNumForces())):
+        if isinstance(system.getForce(i), openmm_nnp.NNPForce):
+            system.removeForce(i)
+    return system
+
+
 def contexts_for(loaded, region, threads):
     platform = openmm.Platform.getPlatformByName('CPU')
     properties = {'Threads': str(threads)}
@@ -129,7 +140,8 @@ def contexts_for(loaded, region, threads):
     variants = {label: (constrain_hydrogen_bonds(system, loaded.topology), steps)
                 for label, system, steps in (('MM', mm, None), ('NNP/MM', with_overlap(mixed, 'true'), None),
                                              ('NNP/MM seq', with_overlap(mixed, 'false'), None), ('NNP/MM MTS 2', mts, 2),
-                                             ('MTS 2 OpenMM', openmm.XmlSerializer.clone(mts), 2))}
+                                             ('MTS 2 OpenMM', openmm.XmlSerializer.clone(mts), 2),
+                                             ('MTS 2 no NNP', without_nnp(mts), 2))}
     result = {}
     for label, (system, mts_steps) in variants.items():
         T, friction = 300 * unit.kelvin, 1 / unit.picosecond
@@ -164,9 +176,9 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: libgomp default)')}, {args.threads} threads, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'system':14s} {'MM':>12s} {'NNP/MM':>12s} {'sequential':>12s} {'MTS 2':>12s} {'MTS 2 OpenMM':>12s} {'model':>5s}   "
-          f"ms per step (CPU ms)  |  {'NNP/MM÷MM':>9s} {'seq.÷MM':>8s} {'ideal seq.':>10s} {'MTS÷MM':>7s} "
-          f"{'ideal MTS':>9s} {'OpenMM MTS÷MM':>13s}")
+    print(f"{'system':14s} {'MM':>12s} {'NNP/MM':>12s} {'sequential':>12s} {'MTS 2':>12s} {'MTS 2 OpenMM':>12s} "
+          f"{'MTS 2 no NNP':>12s} {'model':>5s}   ms per step (CPU ms)  |  {'NNP/MM÷MM':>9s} {'seq.÷MM':>8s} "
+          f"{'ideal seq.':>10s} {'MTS÷MM':>7s} {'ideal MTS':>9s} {'OpenMM MTS÷MM':>13s} {'no NNP÷MM':>9s}")
     split = {}
     for build in (host_guest, toluene_water):
         name, loaded, region = build()
@@ -196,7 +208,7 @@ def main():
         print(f"{name:14s} {columns} {m['model']:5.1f}   ms per step (CPU ms)  |  "
               f"{m['NNP/MM'] / m['MM']:9.2f} {m['NNP/MM seq'] / m['MM']:8.2f} {(m['MM'] + m['model']) / m['MM']:10.2f} "
               f"{m['NNP/MM MTS 2'] / m['MM']:7.2f} {(m['MM'] + m['model'] / 2) / m['MM']:9.2f} "
-              f"{m['MTS 2 OpenMM'] / m['MM']:13.2f}")
+              f"{m['MTS 2 OpenMM'] / m['MM']:13.2f} {m['MTS 2 no NNP'] / m['MM']:9.2f}")
         split[name] = alternation(contexts['NNP/MM'][0], args)
         del contexts
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
