@@ -25,8 +25,6 @@ an integrator read back from XML or from ``Context.getIntegrator()`` is a plain 
 with its current member only, so create a new one instead (``openmm-nnp run --resume`` does).
 """
 
-import math
-
 import openmm
 from openmm import unit
 from openmm.unit import MOLAR_GAS_CONSTANT_R
