@@ -9,6 +9,7 @@ Checked here:
   (counted with PythonForces), whatever the chunks step() is called with;
 * checkpoints continue the same trajectory (the position in the outer step is checkpointed);
 * with friction, the kinetic temperature is the target's (sampling, not only arithmetic);
+* openmm.app.Simulation counts inner steps, and a barostat works with it;
 * bad arguments are refused.
 Trajectories are compared on the Reference platform (double precision, deterministic)."""
 
@@ -196,3 +197,28 @@ def test_nnp_force_in_the_slow_group_is_integrated():
         integrator.step(10)
         finals.append(positions_of(context))
     assert not np.allclose(finals[0], finals[1], atol=1e-6)
+
+
+def test_with_a_barostat_and_in_an_openmm_simulation():
+    """openmm.app.Simulation steps it through its Python step() (so currentStep counts inner steps), and a
+    MonteCarloBarostat, applied when steps of either member begin, changes the box without breaking it."""
+    from openmm import app
+    system, positions = fluid(mts=True, barostat_frequency=2)
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(system.getNumParticles()):
+        residue = topology.addResidue('AR', chain)
+        topology.addAtom('AR', app.Element.getBySymbol('Ar'), residue)
+    integrator = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 3)
+    simulation = app.Simulation(topology, system, integrator, REFERENCE)
+    simulation.context.setPositions(positions)
+    simulation.context.setVelocitiesToTemperature(T, 5)
+    boxes = []
+    for _ in range(10):
+        simulation.step(4)
+        state = simulation.context.getState(getEnergy=True, getPositions=True)
+        boxes.append(state.getPeriodicBoxVolume().value_in_unit(unit.nanometer ** 3))
+        assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert simulation.currentStep == 40
+    assert len(set(boxes)) > 1  # the barostat moved
+    assert integrator.getIntegrator(1).getGlobalVariableByName('innerStepOfOuterStep') == 40 % 3
