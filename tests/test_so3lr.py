@@ -284,15 +284,25 @@ def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
     basis = torch.rand(pairs, basis_size, dtype=torch.float64, generator=generator)
     basis[:, -1] = 1.0  # the module's constant column (the first layers' biases)
     basis.requires_grad_()
-    expected = plain._radial_filters(basis)
-    filters = module._radial_filters(basis)
+    expected = torch.cat(plain._radial_filters(basis))
+    layers = module._radial_filters(basis)  # the operator with one output per layer
+    assert len(layers) == module.num_layers
+    filters = torch.cat(layers)
     assert filters.shape == (2 * module.num_layers, pairs, module.num_features)
     torch.testing.assert_close(filters, expected, rtol=1e-12, atol=1e-12 * expected.abs().max().item())
     cotangent = torch.randn(expected.shape, dtype=torch.float64, generator=generator)
-    expected_gradient, = torch.autograd.grad(expected, basis, cotangent)
+    expected_gradient, = torch.autograd.grad(expected, basis, cotangent, retain_graph=True)
     gradient, = torch.autograd.grad(filters, basis, cotangent)
     torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
                                atol=1e-10 * expected_gradient.abs().max().item())
+    # Only some layers' outputs used (the others' gradients undefined); the single-output operator agrees.
+    gradient, = torch.autograd.grad(module._radial_filters(basis)[1], basis, cotangent[2:4])
+    expected_gradient, = torch.autograd.grad(expected[2:4], basis, cotangent[2:4])
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+    single = torch.ops.openmm_nnp.so3lr_radial_filters(basis, module.rbf_first, module.filter_rbf_second,
+                                                       module.filter_bias)
+    torch.testing.assert_close(single, expected, rtol=1e-12, atol=1e-12 * expected.abs().max().item())
 
     networks, features, basis_size = 4, 3, 5
     first = torch.randn(basis_size, networks * features, dtype=torch.float64, generator=generator)
@@ -301,6 +311,8 @@ def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
     small = torch.randn(6, basis_size, dtype=torch.float64, generator=generator, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x: torch.ops.openmm_nnp.so3lr_radial_filters(x, first, second, bias), (small,))
+    assert torch.autograd.gradcheck(
+        lambda x: tuple(torch.ops.openmm_nnp.so3lr_radial_filters_grouped(x, first, second, bias, 2)), (small,))
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_radial_filters(small, first.requires_grad_(), second, bias)
 
@@ -389,6 +401,18 @@ def test_compiled_layer_update_matches_pytorch_path(acetate_modules):
                                                 1e-6, True)
 
 
+def _two_molecule_modules():
+    """Ethanol and acetate side by side (pairs within and beyond the short-range cutoff): atomic numbers, positions
+    (Å), and float64 modules with and without the compiled operators."""
+    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
+    numbers_b, positions_b = _molecule('acetate', -1)
+    numbers = numbers_a + numbers_b
+    positions = np.concatenate([positions_a, positions_b + np.array([5.0, 1.0, -0.5])])
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
+    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    return numbers, positions, module, plain
+
+
 def test_compiled_pair_geometry_matches_pytorch_path():
     """The compiled operator for the pairs' spherical harmonics and radial basis against the module's PyTorch path,
     float64, on a region with pairs within and beyond the short-range cutoff: values to 1e-12 relative and the
@@ -396,12 +420,7 @@ def test_compiled_pair_geometry_matches_pytorch_path():
     zeros where the PyTorch path has the copy of pair 0's harmonics (pairs beyond the cutoff, the diagonal: both
     are multiplied by a zero cutoff), so those entries are compared with zero and get no cotangent. Then gradcheck
     of the operator on a small region, one pair so long that its basis is clamped."""
-    numbers_a, positions_a = _molecule('CH3CH2OH', 0)
-    numbers_b, positions_b = _molecule('acetate', -1)
-    numbers = numbers_a + numbers_b
-    positions = np.concatenate([positions_a, positions_b + np.array([5.0, 1.0, -0.5])])
-    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64)
-    plain = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, compiledOperators=False)
+    numbers, positions, module, plain = _two_molecule_modules()
     assert module.compiled_geometry and not plain.compiled_geometry
     n = len(numbers)
     x = torch.tensor(positions, dtype=torch.float64)
@@ -470,3 +489,56 @@ def test_compiled_heads_match_pytorch_path(acetate_modules):
     assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_heads(x, *weights), (small,))
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_heads(small, weights[0].requires_grad_(), *weights[1:])
+
+
+@pytest.mark.parametrize('periodic', [False, True])
+def test_compiled_front_matches_pytorch_path(periodic):
+    """The compiled front of the network (positions to distances, cutoff function, pair listing, spherical harmonics
+    and radial basis) against the module's PyTorch path, float64, on a region with pairs within and beyond the
+    short-range cutoff, isolated and in a box small enough that some pairs take another image: values to 1e-12
+    relative, the listed pairs exactly, and the gradient of the positions (random cotangents on every output) to
+    1e-10 relative (of its largest entry). Harmonics of unlisted pairs: zero (the PyTorch path has a copy of pair
+    0's there; both are multiplied by a zero cutoff). Then gradcheck of the operator on a small region with a box."""
+    numbers, positions, module, plain = _two_molecule_modules()
+    assert module.compiled_front and not plain.compiled_front
+    n = len(numbers)
+    x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
+    box = torch.diag(torch.tensor([0.9, 1.0, 1.1], dtype=torch.float64)) if periodic else None  # nm
+    expected = plain._front(x, box)
+    outputs = module._front(x, box)
+    count = expected[2]
+    assert outputs[2] == count and 0 < count < n * (n - 1) // 2
+    assert torch.equal(outputs[3], expected[3]) and torch.equal(outputs[4], expected[4])
+    first, second = expected[3][:count], expected[4][:count]
+    listed = torch.zeros(n, n, 1, dtype=torch.float64)
+    listed[first, second] = listed[second, first] = 1.0
+    values = [(outputs[0], expected[0]), (outputs[1], expected[1]), (outputs[7], expected[7] * listed),
+              (outputs[8], expected[8])]
+    for value, reference in values:
+        torch.testing.assert_close(value, reference, rtol=1e-12, atol=1e-12 * reference.abs().max().item())
+    generator = torch.Generator().manual_seed(11)
+    cotangents = [torch.randn(reference.shape, dtype=torch.float64, generator=generator)
+                  for _, reference in values]
+    cotangents[2] = cotangents[2] * listed
+    gradient, = torch.autograd.grad([value for value, _ in values], x, cotangents)
+    expected_gradient, = torch.autograd.grad([reference for _, reference in values], x, cotangents)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                               atol=1e-10 * expected_gradient.abs().max().item())
+
+    atoms = 5
+    small = torch.randn(atoms, 3, dtype=torch.float64, generator=generator) * 1.5
+    small[3] = small[2] + torch.tensor([3.5, 2.5, -0.3], dtype=torch.float64)  # within the 4.5 Å cutoff or not
+    small[4] = small[2] + torch.tensor([15.0, 0.5, -0.3], dtype=torch.float64)  # exp(-gamma r) clamped at epsilon
+    small.requires_grad_()
+    pair_first, pair_second = torch.triu_indices(atoms, atoms, offset=1)
+    vectors = (small[:, None, :] - small[None, :, :]).detach()
+    shifts = so3lr.minimum_image_shifts(vectors, torch.diag(torch.tensor([30.0, 7.0, 40.0], dtype=torch.float64)))
+    assert shifts.abs().max() > 0
+    constants = (module.harmonics_matrix, module.harmonics_parity, module.rbf_log_binomial, module.rbf_k,
+                 module.rbf_k_reverse, module.rbf_gamma, module.rbf_epsilon, module.smallest_normal)
+    for shift in (None, shifts):
+        outputs = torch.ops.openmm_nnp.so3lr_front(small, shift, pair_first, pair_second, module.cutoff, *constants)
+        assert 1 < outputs[2].shape[0] <= len(pair_first)  # some pairs listed, some not
+        assert torch.autograd.gradcheck(
+            lambda p: tuple(torch.ops.openmm_nnp.so3lr_front(p, shift, pair_first, pair_second, module.cutoff,
+                                                             *constants)[i] for i in (0, 1, 4, 5)), (small,))

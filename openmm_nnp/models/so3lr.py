@@ -15,7 +15,8 @@ coefficients, ZBL charge products), and a call does a few batched matrix product
 symmetric in the pair, run once per unordered pair within the short-range cutoff. On the CPU compiled operators
 (plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp, SO3LRFilters.cpp, SO3LRUpdate.cpp,
 SO3LRGeometry.cpp and SO3LRHeads.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it)
-compute the pairs' spherical harmonics and radial basis, each layer's attention coefficients on those pairs
+compute the pair distances, the cutoff function, the list of pairs within the cutoff and those pairs' spherical
+harmonics and radial basis (one operator from the positions), each layer's attention coefficients on those pairs
 directly, each layer's update of the atoms' features after them (messages, layer norms, residual MLP,
 interaction), the output heads, the ZBL, electrostatic and dispersion terms with analytic gradients, and the
 filter networks (the radial parts of all layers in one operator, each layer's ev-invariant parts in another), all
@@ -285,6 +286,7 @@ class SO3LR(torch.nn.Module):
     compiled_update: Final[bool]
     compiled_geometry: Final[bool]
     compiled_heads: Final[bool]
+    compiled_front: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -303,11 +305,15 @@ class SO3LR(torch.nn.Module):
         self.compiled_attention = _loadOperators() if compiledOperators is None else bool(compiledOperators)
         # The compiled ZBL, electrostatics and dispersion operator (CPU), under the same condition.
         self.compiled_physical = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_physical')
-        self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_radial_filters')
+        self.compiled_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp,
+                                                                    'so3lr_radial_filters_grouped')
         self.compiled_ev_filters = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_ev_filters')
         self.compiled_update = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_layer_update')
         self.compiled_geometry = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_pair_geometry')
         self.compiled_heads = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_heads')
+        # The front (pair vectors to distances, cutoff, pair listing and geometry) in one operator; it leaves out the
+        # index tensors only the PyTorch attention path reads, so it goes with the compiled attention.
+        self.compiled_front = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_front')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -504,26 +510,48 @@ class SO3LR(torch.nn.Module):
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
         dtype = self.identity.dtype
         x = positions.to(dtype) * self.nm_to_angstrom
+        energy = self._network(x, boxVectors)
+        return (energy * self.ev_to_kj_per_mol).to(positions.dtype)
+
+    def _front(self, x: Tensor, boxVectors: Optional[Tensor]) -> Tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor,
+                                                                          Tensor, Tensor, Tensor]:
+        """Positions (Å) to what the network reads of the geometry: distances r [n, n] (1 on the diagonal), the
+        cutoff function [n, n], the listed pairs (_listed_pairs: K, first, second, active_flat, dense_slot), the
+        harmonics and the radial basis (_pair_geometry). On the CPU the compiled operator so3lr_front
+        (plugin_cpp/torch_ops/SO3LRGeometry.cpp) does it all with a hand-written backward pass; it returns empty
+        active_flat and dense_slot (only the PyTorch attention and geometry paths read them)."""
+        dtype = x.dtype
+        if self.compiled_front:  # a constant, as compiled_attention
+            if x.device.type == 'cpu':
+                shifts: Optional[Tensor] = None
+                if boxVectors is not None:
+                    vectors = x[:, None, :] - x[None, :, :]
+                    shifts = minimum_image_shifts(vectors, boxVectors.to(dtype) * self.nm_to_angstrom)
+                r, cutoff, first, second, harmonics, rbf = torch.ops.openmm_nnp.so3lr_front(
+                    x, shifts, self.pair_first, self.pair_second, self.cutoff, self.harmonics_matrix,
+                    self.harmonics_parity, self.rbf_log_binomial, self.rbf_k, self.rbf_k_reverse, self.rbf_gamma,
+                    self.rbf_epsilon, self.smallest_normal)
+                empty = torch.empty([0], dtype=torch.long, device=x.device)
+                return r, cutoff, first.shape[0] - 1, first, second, empty, empty, harmonics, rbf
         vectors = x[:, None, :] - x[None, :, :]  # [i, j] = x_i - x_j
         if boxVectors is not None:
             vectors = vectors + minimum_image_shifts(vectors, boxVectors.to(dtype) * self.nm_to_angstrom)
         # Distances with 1 on the diagonal (finite gradients there; the diagonal is masked everywhere).
         r = torch.sqrt((vectors * vectors).sum(-1) + self.identity)
-        energy = self._network(vectors, r)
-        return (energy * self.ev_to_kj_per_mol).to(positions.dtype)
-
-    def _network(self, vectors: Tensor, r: Tensor) -> Tensor:
-        n = self.num_atoms
-        F = self.num_features
         # Short-range pairs: PhysNet cutoff polynomial (zero beyond r_max and on the diagonal).
         s = r / self.cutoff
         cutoff = torch.where(r < self.cutoff, 1.0 - 6.0 * s ** 5 + 15.0 * s ** 4 - 10.0 * s ** 3,
                              torch.zeros_like(r)) * self.off_diagonal
         count, first, second, active_flat, dense_slot = self._listed_pairs(r)
-        first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
         harmonics, rbf = self._pair_geometry(vectors, r, active_flat, dense_slot, first, second, count)
-        # Per layer [2, K + 1, F]; split (not sliced): autograd joins the layers' gradients in one copy.
-        radial = self._radial_filters(rbf).split(2)
+        return r, cutoff, count, first, second, active_flat, dense_slot, harmonics, rbf
+
+    def _network(self, x: Tensor, boxVectors: Optional[Tensor]) -> Tensor:
+        n = self.num_atoms
+        F = self.num_features
+        r, cutoff, count, first, second, active_flat, dense_slot, harmonics, rbf = self._front(x, boxVectors)
+        first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
+        radial = self._radial_filters(rbf)  # per layer [2, K + 1, F]
 
         features = self.initial_features
         ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
@@ -654,19 +682,20 @@ class SO3LR(torch.nn.Module):
         features = torch.nn.functional.layer_norm(features, [F], norms[2], norms[3], self.layer_norm_epsilon)
         return features, ev
 
-    def _radial_filters(self, rbf: Tensor) -> Tensor:
-        """The radial parts of all filters of all layers plus their biases, [2 L, K + 1, F] (index 2 layer + kind):
+    def _radial_filters(self, rbf: Tensor) -> List[Tensor]:
+        """The radial parts of all filters of all layers plus their biases, per layer [2, K + 1, F] (index kind):
         silu(rbf @ rbf_first), read as [K + 1, 2 L, F], times the second layers. On the CPU the compiled operator
-        (plugin_cpp/torch_ops/SO3LRFilters.cpp) does it with a hand-written backward pass."""
+        (plugin_cpp/torch_ops/SO3LRFilters.cpp) does it with a hand-written backward pass, one output tensor per
+        layer (a split of one output would make autograd join the layers' gradients in a copy)."""
         if self.compiled_filters:  # a constant, as compiled_attention
             if rbf.device.type == 'cpu':
-                return torch.ops.openmm_nnp.so3lr_radial_filters(rbf, self.rbf_first, self.filter_rbf_second,
-                                                                 self.filter_bias)
+                return torch.ops.openmm_nnp.so3lr_radial_filters_grouped(rbf, self.rbf_first,
+                                                                         self.filter_rbf_second, self.filter_bias, 2)
         # The product is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is
         # differentiated by autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
         hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1))
         hidden = hidden.reshape(rbf.shape[0], -1, self.num_features).transpose(0, 1)
-        return torch.baddbmm(self.filter_bias[:, None, :], hidden, self.filter_rbf_second)
+        return list(torch.baddbmm(self.filter_bias[:, None, :], hidden, self.filter_rbf_second).split(2))
 
     def _ev_filters(self, radial: Tensor, ev: Tensor, first: Tensor, second: Tensor, layer: int) -> Tensor:
         """One layer's filters [2, K + 1, F]: the radial parts plus an MLP of the invariants of the ev-feature

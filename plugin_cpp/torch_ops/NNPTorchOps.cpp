@@ -115,8 +115,9 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 8;  // the class ANIFeatures, the operators so3lr_attention, so3lr_physical, so3lr_radial_filters,
-               // so3lr_ev_filters, so3lr_layer_update, so3lr_pair_geometry and so3lr_heads (SO3LR*.cpp)
+    return 10;  // the class ANIFeatures, the operators so3lr_attention, so3lr_physical, so3lr_radial_filters,
+                // so3lr_radial_filters_grouped, so3lr_ev_filters, so3lr_layer_update, so3lr_pair_geometry,
+                // so3lr_front and so3lr_heads (SO3LR*.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {

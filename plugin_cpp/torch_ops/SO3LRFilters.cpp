@@ -6,8 +6,11 @@
 // per-operation overhead or the copies of transposed blocks.
 //
 //   so3lr_radial_filters(basis [P, B], first [B, S F], second [S, F, F], bias [S, F]) -> filters [S, P, F]
+//   so3lr_radial_filters_grouped(basis, first, second, bias, group) -> S / group tensors [group, P, F], the same
+//       filters in separate outputs (the module: group 2, one per layer; a split of one output would make autograd
+//       join the groups' gradients in a copy)
 //
-// with S = 2 L networks (index 2 layer + kind), hidden = silu(basis @ first) read as [P, S, F], and
+// with S = 2 L networks (index 2 layer + kind), hidden = silu(basis @ first) read as [P, S, F], and, stacked,
 //   filters[s, p, :] = hidden[p, s, :] @ second[s] + bias[s].
 // (The module appends a constant 1 to the basis and the first layers' biases to `first`.) Gradients flow to basis
 // only: first, second and bias are the module's constant weights and must not require gradients. CPU tensors of one
@@ -37,17 +40,27 @@ void checkInputs(const Tensor& basis, const Tensor& first, const Tensor& second,
 
 class RadialFiltersFunction : public torch::autograd::Function<RadialFiltersFunction> {
 public:
-    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& basis, const Tensor& first,
-                          const Tensor& second, const Tensor& bias) {
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& basis,
+                                                const Tensor& first, const Tensor& second, const Tensor& bias,
+                                                int64_t group) {
         checkInputs(basis, first, second, bias);
+        TORCH_CHECK(group > 0 && second.size(0) % group == 0,
+                    "so3lr_radial_filters: group must divide the number of networks");
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
         const int64_t P = basis.size(0), B = basis.size(1), S = second.size(0), F = second.size(1);
         // Batched products on contiguous [S, P, F] blocks (strided blocks of one [P, S F] product and per-network
         // products into them cost copies and run slower): preactivation[s] = basis @ first[:, s F:(s + 1) F].
         const Tensor firstBlocks = first.view({B, S, F}).transpose(0, 1);  // [S, B, F], a view
         const Tensor preactivation = at::bmm(basis.expand({S, P, B}), firstBlocks);
-        const Tensor filters = at::baddbmm(bias.unsqueeze(1), at::silu(preactivation), second);
+        const Tensor hidden = at::silu(preactivation);
+        // One output per group of networks (the module's layers), each its own tensor: a split of one output
+        // would make autograd join the groups' gradients in a copy.
+        torch::autograd::tensor_list filters;
+        for (int64_t s = 0; s < S; s += group)
+            filters.push_back(at::baddbmm(bias.narrow(0, s, group).unsqueeze(1), hidden.narrow(0, s, group),
+                                          second.narrow(0, s, group)));
         ctx->save_for_backward({preactivation, first, second});
+        ctx->saved_data["group"] = group;
         return filters;
     }
 
@@ -58,18 +71,32 @@ public:
         const Tensor& preactivation = saved[0];
         const Tensor& first = saved[1];
         const Tensor& second = saved[2];
+        const int64_t group = ctx->saved_data["group"].toInt();
         const int64_t B = first.size(0), S = second.size(0), F = second.size(1);
-        // d hidden[s] = grad[s] @ second[s]^T, times the SiLU's derivative in place; d basis = sum over the
-        // networks of d preactivation[s] @ first[:, s F:(s + 1) F]^T.
-        Tensor gradHidden = at::bmm(gradOutputs[0], second.transpose(1, 2));
+        // d hidden[s] = grad[s] @ second[s]^T (per group, into one buffer), times the SiLU's derivative in place;
+        // d basis = sum over the networks of d preactivation[s] @ first[:, s F:(s + 1) F]^T.
+        Tensor gradHidden = at::empty(preactivation.sizes(), preactivation.options());
+        for (int64_t s = 0; s < S; s += group) {
+            Tensor out = gradHidden.narrow(0, s, group);
+            const Tensor& grad = gradOutputs[s / group];
+            if (grad.defined())
+                at::bmm_out(out, grad, second.narrow(0, s, group).transpose(1, 2));
+            else
+                out.zero_();
+        }
         at::silu_backward_out(gradHidden, gradHidden, preactivation);
         const Tensor firstBlocks = first.view({B, S, F}).transpose(0, 1);
-        return {at::bmm(gradHidden, firstBlocks.transpose(1, 2)).sum(0), Tensor(), Tensor(), Tensor()};
+        return {at::bmm(gradHidden, firstBlocks.transpose(1, 2)).sum(0), Tensor(), Tensor(), Tensor(), Tensor()};
     }
 };
 
 Tensor so3lrRadialFilters(const Tensor& basis, const Tensor& first, const Tensor& second, const Tensor& bias) {
-    return RadialFiltersFunction::apply(basis, first, second, bias);
+    return RadialFiltersFunction::apply(basis, first, second, bias, second.size(0))[0];
+}
+
+std::vector<Tensor> so3lrRadialFiltersGrouped(const Tensor& basis, const Tensor& first, const Tensor& second,
+                                              const Tensor& bias, int64_t group) {
+    return RadialFiltersFunction::apply(basis, first, second, bias, group);
 }
 
 } // namespace
@@ -77,6 +104,9 @@ Tensor so3lrRadialFilters(const Tensor& basis, const Tensor& first, const Tensor
 TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
     m.def("so3lr_radial_filters(Tensor basis, Tensor first, Tensor second, Tensor bias) -> Tensor",
           &so3lrRadialFilters);
+    m.def("so3lr_radial_filters_grouped(Tensor basis, Tensor first, Tensor second, Tensor bias, int group) "
+          "-> Tensor[]",
+          &so3lrRadialFiltersGrouped);
 }
 
 // openmm_nnp::so3lr_ev_filters (first-order autograd): one layer's filters of both kinds, the radial parts (from
