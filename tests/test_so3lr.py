@@ -542,3 +542,33 @@ def test_compiled_front_matches_pytorch_path(periodic):
         assert torch.autograd.gradcheck(
             lambda p: tuple(torch.ops.openmm_nnp.so3lr_front(p, shift, pair_first, pair_second, module.cutoff,
                                                              *constants)[i] for i in (0, 1, 4, 5)), (small,))
+
+def test_compiled_projections_match_pytorch_path(acetate_modules):
+    """The compiled queries, keys and values of each layer against the module's PyTorch path, float64: values to
+    1e-12 relative, the gradient of the features (random cotangents, also with only some outputs used) to 1e-10
+    relative (of its largest entry); gradcheck of the operator; the weights may not require gradients."""
+    numbers, module, plain = acetate_modules
+    assert module.compiled_projections and not plain.compiled_projections
+    generator = torch.Generator().manual_seed(12)
+    features = torch.randn(len(numbers), module.num_features, dtype=torch.float64, generator=generator,
+                           requires_grad=True)
+    for layer in range(module.num_layers):
+        expected = plain._projections(features, layer)
+        outputs = module._projections(features, layer)
+        for value, reference in zip(outputs, expected):
+            assert value.is_contiguous()
+            torch.testing.assert_close(value, reference, rtol=1e-12, atol=1e-12 * reference.abs().max().item())
+        cotangents = [torch.randn(reference.shape, dtype=torch.float64, generator=generator)
+                      for reference in expected]
+        for used in ((0, 1, 2), (1,)):
+            gradient, = torch.autograd.grad([outputs[i] for i in used], features, [cotangents[i] for i in used],
+                                            retain_graph=True)
+            expected_gradient, = torch.autograd.grad([expected[i] for i in used], features,
+                                                     [cotangents[i] for i in used], retain_graph=True)
+            torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                                       atol=1e-10 * expected_gradient.abs().max().item())
+    weights = torch.randn(3, 15, dtype=torch.float64, generator=generator)
+    small = torch.randn(4, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_projections(x, weights), (small,))
+    with pytest.raises(RuntimeError, match='must not require gradients'):
+        torch.ops.openmm_nnp.so3lr_projections(small, weights.requires_grad_())

@@ -287,6 +287,7 @@ class SO3LR(torch.nn.Module):
     compiled_geometry: Final[bool]
     compiled_heads: Final[bool]
     compiled_front: Final[bool]
+    compiled_projections: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
                  compiledOperators=None):
@@ -314,6 +315,7 @@ class SO3LR(torch.nn.Module):
         # The front (pair vectors to distances, cutoff, pair listing and geometry) in one operator; it leaves out the
         # index tensors only the PyTorch attention path reads, so it goes with the compiled attention.
         self.compiled_front = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_front')
+        self.compiled_projections = self.compiled_attention and hasattr(torch.ops.openmm_nnp, 'so3lr_projections')
         self.num_layers = int(model.num_layers)
         self.num_features = int(model.num_features)
         self.num_heads = int(model.num_heads)
@@ -548,7 +550,6 @@ class SO3LR(torch.nn.Module):
 
     def _network(self, x: Tensor, boxVectors: Optional[Tensor]) -> Tensor:
         n = self.num_atoms
-        F = self.num_features
         r, cutoff, count, first, second, active_flat, dense_slot, harmonics, rbf = self._front(x, boxVectors)
         first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
         radial = self._radial_filters(rbf)  # per layer [2, K + 1, F]
@@ -561,10 +562,7 @@ class SO3LR(torch.nn.Module):
             filters = radial[layer]
             if layer > 0:
                 filters = self._ev_filters(filters, ev, first, second, layer)
-            projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
-            queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
-            keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
-            v = projected[:, 4 * F:]
+            queries, keys, v = self._projections(features, layer)
             # a_ijh = sum_(d in h) q_id k_jd f_ijd for both kinds (4 invariant heads, 4 degrees), [2, n, n, 4]
             # (the cutoff multiplies them in _update). On the CPU the compiled operator
             # (plugin_cpp/torch_ops/SO3LRAttention.cpp) does it on the K pairs, both directions at once; elsewhere
@@ -711,6 +709,18 @@ class SO3LR(torch.nn.Module):
         ev_hidden = torch.nn.functional.silu(torch.tensordot(invariants, self.filter_ev_first[layer], dims=1))
         return torch.baddbmm(radial, ev_hidden.reshape(-1, 2, self.ev_hidden).transpose(0, 1),
                              self.filter_ev_second[2 * layer:2 * layer + 2])
+
+    def _projections(self, features: Tensor, layer: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """A layer's queries and keys [2, n, F] (0: invariant, 1: ev) and values [n, F] from the features. On the CPU
+        the compiled operator (plugin_cpp/torch_ops/SO3LRAttention.cpp), contiguous, with one backward step."""
+        if self.compiled_projections:  # a constant, as compiled_attention
+            if features.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_projections(features, self.qkv[layer])
+        n, F = self.num_atoms, self.num_features
+        projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
+        queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
+        keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
+        return queries, keys, projected[:, 4 * F:]
 
     def _attention(self, queries: Tensor, keys: Tensor, filters: Tensor, dense_slot: Tensor, first: Tensor,
                    second: Tensor) -> Tensor:

@@ -115,9 +115,9 @@ TORCH_LIBRARY(openmm_nnp, m) {
 }
 
 int NNPPlugin::registeredTorchOperators() {
-    return 10;  // the class ANIFeatures, the operators so3lr_attention, so3lr_physical, so3lr_radial_filters,
-                // so3lr_radial_filters_grouped, so3lr_ev_filters, so3lr_layer_update, so3lr_pair_geometry,
-                // so3lr_front and so3lr_heads (SO3LR*.cpp)
+    return 11;  // the class ANIFeatures, the operators so3lr_attention, so3lr_projections, so3lr_physical,
+                // so3lr_radial_filters, so3lr_radial_filters_grouped, so3lr_ev_filters, so3lr_layer_update,
+                // so3lr_pair_geometry, so3lr_front and so3lr_heads (SO3LR*.cpp)
 }
 
 void NNPPlugin::initializeParallelOnThisThread() {

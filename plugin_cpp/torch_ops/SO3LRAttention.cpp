@@ -190,8 +190,76 @@ Tensor so3lrAttention(const Tensor& queries, const Tensor& keys, const Tensor& f
 
 } // namespace
 
+// so3lr_projections: a layer's queries, keys and values from the features, contiguous in the layouts the attention
+// and update operators read (the PyTorch path: a product, then slices, reshapes and transposes, whose gradients
+// autograd joins with zero-filled copies):
+//
+//   so3lr_projections(features [n, F], weights [F, 5 F]) -> (queries [2, n, F], keys [2, n, F], values [n, F])
+//
+// with projected = features @ weights [n, 5 F]: queries[c] = projected[:, c F:(c + 1) F],
+// keys[c] = projected[:, (2 + c) F:(3 + c) F], values = projected[:, 4 F:]. Gradients flow to features; weights
+// are the module's constants (no gradients).
+
+namespace {
+
+class ProjectionsFunction : public torch::autograd::Function<ProjectionsFunction> {
+public:
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& features,
+                                                const Tensor& weights) {
+        TORCH_CHECK(features.device().is_cpu() && weights.device().is_cpu() &&
+                        features.scalar_type() == weights.scalar_type() &&
+                        at::isFloatingType(features.scalar_type()),
+                    "so3lr_projections: CPU tensors of one floating-point dtype expected");
+        TORCH_CHECK(features.dim() == 2 && weights.dim() == 2 && weights.size(0) == features.size(1) &&
+                        weights.size(1) == 5 * features.size(1),
+                    "so3lr_projections: features must be [n, F], weights [F, 5 F]");
+        TORCH_CHECK(!weights.requires_grad(),
+                    "so3lr_projections: gradients flow to the features only; the weights must not require gradients");
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const int64_t n = features.size(0), F = features.size(1);
+        const Tensor projected = at::mm(features, weights);
+        const Tensor queries = projected.narrow(1, 0, 2 * F).view({n, 2, F}).transpose(0, 1).contiguous();
+        const Tensor keys = projected.narrow(1, 2 * F, 2 * F).view({n, 2, F}).transpose(0, 1).contiguous();
+        const Tensor values = projected.narrow(1, 4 * F, F).contiguous();
+        ctx->save_for_backward({weights});
+        return {queries, keys, values};
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const Tensor weights = ctx->get_saved_variables()[0];
+        at::NoGradGuard noGrad;
+        const int64_t F = weights.size(0);
+        int64_t n = 0;
+        for (const Tensor& grad : gradOutputs)
+            if (grad.defined())
+                n = grad.size(grad.dim() - 2);
+        Tensor gradProjected = at::empty({n, 5 * F}, weights.options());
+        for (int64_t part = 0; part < 3; part++) {
+            const int64_t width = part < 2 ? 2 * F : F;
+            Tensor out = gradProjected.narrow(1, 2 * F * part, width);
+            const Tensor& grad = gradOutputs[part];
+            if (!grad.defined())
+                out.zero_();
+            else if (part < 2)
+                out.view({n, 2, F}).copy_(grad.transpose(0, 1));
+            else
+                out.copy_(grad);
+        }
+        return {at::mm(gradProjected, weights.t()), Tensor()};
+    }
+};
+
+std::tuple<Tensor, Tensor, Tensor> so3lrProjections(const Tensor& features, const Tensor& weights) {
+    const auto outputs = ProjectionsFunction::apply(features, weights);
+    return {outputs[0], outputs[1], outputs[2]};
+}
+
+} // namespace
+
 TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
     m.def("so3lr_attention(Tensor queries, Tensor keys, Tensor filters, Tensor first, Tensor second, int heads) "
           "-> Tensor",
           &so3lrAttention);
+    m.def("so3lr_projections(Tensor features, Tensor weights) -> (Tensor, Tensor, Tensor)", &so3lrProjections);
 }
