@@ -16,8 +16,8 @@ symmetric in the pair, run once per unordered pair within the short-range cutoff
 (plugin_cpp/torch_ops/SO3LRAttention.cpp, SO3LRPhysical.cpp, SO3LRFilters.cpp, SO3LRUpdate.cpp,
 SO3LRGeometry.cpp and SO3LRHeads.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it)
 compute the pair distances, the cutoff function, the list of pairs within the cutoff and those pairs' spherical
-harmonics and radial basis (one operator from the positions), each layer's attention coefficients on those pairs
-directly, each layer's update of the atoms' features after them (messages, layer norms, residual MLP,
+harmonics and radial basis (one operator from the positions), each layer's queries, keys and values and its
+attention coefficients on those pairs directly, each layer's update of the atoms' features after them (messages, layer norms, residual MLP,
 interaction), the output heads, the ZBL, electrostatic and dispersion terms with analytic gradients, and the
 filter networks (the radial parts of all layers in one operator, each layer's ev-invariant parts in another), all
 with hand-written backward passes; on
