@@ -17,13 +17,12 @@ symmetric in the pair, run once per unordered pair within the short-range cutoff
 SO3LRGeometry.cpp and SO3LRHeads.cpp, loaded with openmm-nnp's operator library; the NNPForce kernels link it)
 compute the pair distances, the cutoff function, the list of pairs within the cutoff and those pairs' spherical
 harmonics and radial basis (one operator from the positions), each layer's queries, keys and values and its
-attention coefficients on those pairs directly, each layer's update of the atoms' features after them (messages, layer norms, residual MLP,
-interaction), the output heads, the ZBL, electrostatic and dispersion terms with analytic gradients, and the
-filter networks (the radial parts of all layers in one operator, each layer's ev-invariant parts in another), all
-with hand-written backward passes; on
-other devices, or with compiledOperators=False, the module computes the same with PyTorch operations (on n x n
-pair tensors; the same numbers to rounding). Cost:
-docs/models.md (benchmarks/bench_so3lr.py).
+attention coefficients on those pairs directly, each layer's update of the atoms' features after them
+(messages, layer norms, residual MLP, interaction), the output heads, the ZBL, electrostatic and dispersion terms
+with analytic gradients, and the filter networks (the radial parts of all layers in one operator, each layer's
+ev-invariant parts in another), all with hand-written backward passes; on other devices, or with
+compiledOperators=False, the module computes the same with PyTorch operations (on n x n pair tensors; the same
+numbers to rounding). Cost: docs/models.md (benchmarks/bench_so3lr.py).
 Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
 the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
 lists leave out add exactly zero, and the energy is the package's (tests/test_so3lr.py compares energies and forces
