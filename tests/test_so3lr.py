@@ -11,6 +11,7 @@ within the 4.5 Å cutoff (chosen per call) changes; one region holds two molecul
 short-range cutoff and beyond the 12 Å long-range cutoff.
 """
 
+import re
 import numpy as np
 import pytest
 import torch
@@ -572,3 +573,14 @@ def test_compiled_projections_match_pytorch_path(acetate_modules):
     assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_projections(x, weights), (small,))
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_projections(small, weights.requires_grad_())
+
+
+def test_operators_refuse_pairs_that_are_not_two_distinct_atoms():
+    """A pair list naming an atom twice or one beyond the region is refused with a message naming the operator
+    and the pair (memory outside the tensors would be read otherwise)."""
+    queries = torch.zeros(2, 3, 4, dtype=torch.float64)
+    filters = torch.zeros(2, 2, 4, dtype=torch.float64)
+    for first, second, pair in (([0, 1], [0, 2], '0 (0, 0)'), ([0, 1], [1, 3], '1 (1, 3)')):
+        with pytest.raises(RuntimeError, match=rf'so3lr_attention: pair {re.escape(pair)} is not a pair of distinct'):
+            torch.ops.openmm_nnp.so3lr_attention(queries, queries, filters, torch.tensor(first), torch.tensor(second),
+                                                 2)

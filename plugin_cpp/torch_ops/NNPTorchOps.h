@@ -14,10 +14,12 @@
 //                                     AEVs, the ensemble's networks (ANINetworks.h) and, on request,
 //                                     d(mean energy)/d(positions), in one call
 //
-// It also registers two operators for openmm_nnp.models.so3lr on the CPU: openmm_nnp::so3lr_attention
-// (SO3LRAttention.cpp), an SO3LR layer's attention coefficients on the pairs within the short-range cutoff,
-// differentiable (first order) with respect to queries, keys and filters; and openmm_nnp::so3lr_physical
-// (SO3LRPhysical.cpp), the region's ZBL, electrostatic and dispersion energy with analytic first-order gradients.
+// It also registers ten operators for openmm_nnp.models.so3lr on the CPU, each differentiable (first order) by a
+// hand-written backward pass: so3lr_front and so3lr_pair_geometry (SO3LRGeometry.cpp: pair geometry, spherical
+// harmonics, radial basis), so3lr_radial_filters(_grouped) and so3lr_ev_filters (SO3LRFilters.cpp),
+// so3lr_projections and so3lr_attention (SO3LRAttention.cpp: queries, keys, values; attention coefficients on the
+// pairs within the short-range cutoff), so3lr_layer_update (SO3LRUpdate.cpp), so3lr_heads (SO3LRHeads.cpp) and
+// so3lr_physical (SO3LRPhysical.cpp: ZBL, electrostatics, dispersion). The file of each documents its operators.
 //
 // Implemented in NNPTorchOps.cpp. A process that loads a TorchScript model using the class or operator must have
 // loaded this library first: the NNPForce kernels link it, and `import openmm_nnp` loads it.

@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include "SO3LRPairs.h"
+
 using at::Tensor;
 
 namespace {
@@ -39,12 +41,7 @@ Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filt
                 "so3lr_attention: first and second must be int64 [K] with K <= P");
     TORCH_CHECK(heads > 0 && queries.size(2) % heads == 0, "so3lr_attention: F must be a multiple of heads");
     const int64_t n = queries.size(1);
-    const Tensor a = first.contiguous(), b = second.contiguous();
-    const int64_t* pa = a.data_ptr<int64_t>();
-    const int64_t* pb = b.data_ptr<int64_t>();
-    for (int64_t p = 0; p < a.numel(); p++)
-        TORCH_CHECK(pa[p] >= 0 && pa[p] < n && pb[p] >= 0 && pb[p] < n && pa[p] != pb[p],
-                    "so3lr_attention: pair ", p, " (", pa[p], ", ", pb[p], ") is not a pair of distinct atoms");
+    NNPPlugin::so3lr::checkDistinctPairs(first, second, n, "so3lr_attention");
     return {n, first.size(0), queries.size(2), heads, queries.size(2) / heads};
 }
 

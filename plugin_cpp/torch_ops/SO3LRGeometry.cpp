@@ -20,6 +20,8 @@
 
 #include <torch/torch.h>
 
+#include "SO3LRPairs.h"
+
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -54,12 +56,7 @@ void checkInputs(const Tensor& vectors, const Tensor& first, const Tensor& secon
                     second.sizes() == first.sizes() && pairs >= 0 && pairs <= first.size(0),
                 "so3lr_pair_geometry: first and second must be int64 [P], 0 <= pairs <= P");
     const int64_t n = vectors.size(0);
-    const Tensor a = first.contiguous(), b = second.contiguous();
-    const int64_t* pa = a.data_ptr<int64_t>();
-    const int64_t* pb = b.data_ptr<int64_t>();
-    for (int64_t p = 0; p < a.numel(); p++)
-        TORCH_CHECK(pa[p] >= 0 && pa[p] < n && pb[p] >= 0 && pb[p] < n && pa[p] != pb[p],
-                    "so3lr_pair_geometry: pair ", p, " (", pa[p], ", ", pb[p], ") is not a pair of distinct atoms");
+    NNPPlugin::so3lr::checkDistinctPairs(first, second, n, "so3lr_pair_geometry");
 }
 
 // The tensor powers of u (degrees 1 to 4), flattened row-major as the module's: [u, u⊗u, u⊗u⊗u, u⊗u⊗u⊗u].
