@@ -131,9 +131,10 @@ class NNPMTSLangevinMiddleIntegrator(openmm.CompoundIntegrator):
         return self._middle.getRandomNumberSeed()
 
     def setRandomNumberSeed(self, seed):
-        """Seeds both members (the impulse steps' noise from ``seed + 1``); 0 picks a new seed each time."""
+        """Seeds both members (the impulse steps' noise from another seed derived from ``seed``); 0 picks new
+        seeds each time."""
         self._middle.setRandomNumberSeed(seed)
-        self._impulse.setRandomNumberSeed(seed + 1 if seed else 0)
+        self._impulse.setRandomNumberSeed(seed % (2 ** 31 - 2) + 1 if seed else 0)  # differs, fits an int
 
     def setIntegrationForceGroups(self, groups):
         raise ValueError('NNPMTSLangevinMiddleIntegrator integrates its slowGroup and fastGroup: pass them to its '

@@ -168,6 +168,10 @@ def test_setters_reach_both_members():
         (unit.MOLAR_GAS_CONSTANT_R * 310 * unit.kelvin).value_in_unit(unit.kilojoule_per_mole))
     for i in range(2):
         assert integrator.getIntegrator(i).getStepSize().value_in_unit(unit.picosecond) == pytest.approx(0.001)
+    assert integrator.getSlowInterval() == 2
+    for seed, expected in ((17, 18), (2 ** 31 - 1, 2), (0, 0)):  # the largest OpenMM seed still fits
+        integrator.setRandomNumberSeed(seed)
+        assert (integrator.getRandomNumberSeed(), integrator.getIntegrator(1).getRandomNumberSeed()) == (seed, expected)
 
 
 def test_integration_force_groups_come_from_the_constructor():
