@@ -65,12 +65,13 @@ def load():
     """The libraries, and the Python side of NNPForce (which makes OpenMM hand back NNPForce objects)."""
     loadLibraries()
     import openmm_nnp.force  # noqa: F401  (installs the downcasts and the Context check)
+    import openmm_nnp.integrators  # noqa: F401  (the integrator's downcasts)
 
 
 def _loadingFirst(method):
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        if any(isinstance(arg, str) and 'NNPForce' in arg for arg in args):
+        if any(isinstance(arg, str) and ('NNPForce' in arg or 'NNPMTSLangevinMiddleIntegrator' in arg) for arg in args):
             load()
         return method(*args, **kwargs)
     wrapper._nnp_loads_plugin = True

@@ -3,8 +3,8 @@ getModule) and the glue that makes OpenMM hand back NNPForce objects.
 
 OpenMM's Python wrappers turn the Force pointers they return (System.getForce, XmlSerializer,
 CustomCVForce.getCollectiveVariable) into the most derived class they know, which for a plugin's force
-is the bare openmm.Force. `install_force_downcasts` wraps those methods so an NNPForce comes back as
-an NNPForce; every other force is returned unchanged. `install_context_check` makes a Context refused
+is the bare openmm.Force. `installDowncasts` wraps those methods so an NNPForce comes back as an NNPForce;
+every other force is returned unchanged (openmm_nnp.integrators does the same for its integrator). `install_context_check` makes a Context refused
 for want of NNPForce kernels say so, instead of OpenMM's generic "does not support all required kernels".
 """
 
@@ -86,39 +86,37 @@ class NNPForce(nnp_swig.NNPForce):
         return self.getModel()
 
 
-def _as_nnp_force(force):
-    """`force` as an NNPForce when the C++ object is one; anything else is returned as it is."""
-    if type(force) is openmm.Force and nnp_swig.NNPForce.isinstance(force):
-        nnp = nnp_swig.NNPForce.cast(force)
-        nnp.__class__ = NNPForce  # the Python class, with the openmm-torch forms and getModule
-        if force.thisown:  # a new object owned by Python (deserialize, clone): pass ownership on
-            force.thisown = False
-            nnp.thisown = True
-        else:  # owned by a System or CustomCVForce: keep that alive while the view is in use
-            nnp._owner_reference = force
-        return nnp
-    return force
+def _downcaster(base, swigClass, pythonClass):
+    """A function that returns a `base` object whose C++ object is a `swigClass` as a `pythonClass`, and anything
+    else as it is."""
+    def downcast(obj):
+        if type(obj) is base and swigClass.isinstance(obj):
+            derived = swigClass.cast(obj)
+            derived.__class__ = pythonClass  # the Python class, with its constructor forms and units
+            if obj.thisown:  # a new object owned by Python (deserialize, clone): pass ownership on
+                obj.thisown = False
+                derived.thisown = True
+            else:  # owned by a System, Context or CustomCVForce: keep that alive while the view is in use
+                derived._owner_reference = obj
+            return derived
+        return obj
+    return downcast
 
 
-def _returning_nnp_force(method):
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        return _as_nnp_force(method(*args, **kwargs))
-    wrapper._nnp_downcast = True
-    return wrapper
-
-
-def install_force_downcasts():
-    """Make OpenMM's force-returning methods hand back NNPForce objects (idempotent)."""
-    for owner, name, static in [(openmm.System, 'getForce', False),
-                                (openmm.CustomCVForce, 'getCollectiveVariable', False),
-                                (openmm.XmlSerializer, '_deserializeForce', True),
-                                (openmm.XmlSerializer, '_cloneForce', True)]:
+def installDowncasts(base, swigClass, pythonClass, methods):
+    """Make OpenMM's methods ``(owner, name, isStatic)`` that return `base` objects hand back `pythonClass` objects
+    where the C++ object is a `swigClass` (idempotent)."""
+    downcast = _downcaster(base, swigClass, pythonClass)
+    for owner, name, static in methods:
         method = getattr(owner, name)
-        if getattr(method, '_nnp_downcast', False):
+        if getattr(method, '_nnp_downcast_' + swigClass.__name__, False):
             continue
-        wrapped = _returning_nnp_force(method)
-        setattr(owner, name, staticmethod(wrapped) if static else wrapped)
+
+        def wrapper(*args, _method=method, **kwargs):
+            return downcast(_method(*args, **kwargs))
+        functools.update_wrapper(wrapper, method)
+        setattr(wrapper, '_nnp_downcast_' + swigClass.__name__, True)
+        setattr(owner, name, staticmethod(wrapper) if static else wrapper)
 
 
 def _platforms_with_nnp_kernels():
@@ -162,5 +160,7 @@ def install_context_check():
     openmm.Context.__init__ = __init__
 
 
-install_force_downcasts()
+installDowncasts(openmm.Force, nnp_swig.NNPForce, NNPForce,
+                 [(openmm.System, 'getForce', False), (openmm.CustomCVForce, 'getCollectiveVariable', False),
+                  (openmm.XmlSerializer, '_deserializeForce', True), (openmm.XmlSerializer, '_cloneForce', True)])
 install_context_check()

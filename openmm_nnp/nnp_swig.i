@@ -1,4 +1,4 @@
-/* SWIG interface of the NNPForce C++ API. The Python-facing constructor (model from a file, a
+/* SWIG interface of the C++ API (NNPForce, NNPMTSLangevinMiddleIntegrator). The Python-facing constructor (model from a file, a
  * torch.jit.ScriptModule or bytes) is written in Python below; see openmm_nnp/force.py. */
 %module(package="openmm_nnp") nnp_swig
 
@@ -11,6 +11,7 @@
 
 %{
 #include "NNPForce.h"
+#include "NNPMTSLangevinMiddleIntegrator.h"
 #include "OpenMM.h"
 #include "OpenMMAmoeba.h"
 #include "OpenMMDrude.h"
@@ -28,18 +29,37 @@ namespace std {
 }
 
 /* C++ exceptions become openmm.OpenMMException, as for OpenMM's own classes. */
+%{
+static void setOpenMMException(const std::exception& e) {
+    PyObject* openmmModule = PyImport_ImportModule("openmm");
+    PyObject* exceptionType = openmmModule ? PyObject_GetAttrString(openmmModule, "OpenMMException") : NULL;
+    Py_XDECREF(openmmModule);
+    PyErr_Clear();
+    PyErr_SetString(exceptionType ? exceptionType : PyExc_Exception, e.what());
+    Py_XDECREF(exceptionType);
+}
+%}
 %exception {
     try {
         $action
     } catch (std::exception& e) {
-        PyObject* openmmModule = PyImport_ImportModule("openmm");
-        PyObject* exceptionType = openmmModule ? PyObject_GetAttrString(openmmModule, "OpenMMException") : NULL;
-        Py_XDECREF(openmmModule);
-        PyErr_Clear();
-        PyErr_SetString(exceptionType ? exceptionType : PyExc_Exception, e.what());
-        Py_XDECREF(exceptionType);
+        setOpenMMException(e);
         SWIG_fail;
     }
+}
+
+/* Steps run without the GIL, as OpenMM's own integrators' do: the model's autograd refuses to run while it is
+   held, and Python forces (openmm.PythonForce) take it when they are called. */
+%exception NNPPlugin::NNPMTSLangevinMiddleIntegrator::step {
+    PyThreadState* threadState = PyEval_SaveThread();
+    try {
+        $action
+    } catch (std::exception& e) {
+        PyEval_RestoreThread(threadState);
+        setOpenMMException(e);
+        SWIG_fail;
+    }
+    PyEval_RestoreThread(threadState);
 }
 
 /* The model travels as Python bytes, not str: it is binary. */
@@ -65,7 +85,12 @@ namespace std {
 /* The Python constructor below replaces the C++ ones. */
 %ignore NNPPlugin::NNPForce::NNPForce(const std::string&, const std::vector<int>&);
 %ignore NNPPlugin::NNPForce::NNPForce(const std::string&);
+%include "NNPExport.h"
 %include "NNPForce.h"
+
+/* openmm.Integrator's wrappers (with units) call the C++ overrides; openmm_nnp/integrators.py adds units to the rest. */
+%ignore NNPPlugin::NNPMTSLangevinMiddleIntegrator::setIntegrationForceGroups;
+%include "NNPMTSLangevinMiddleIntegrator.h"
 
 namespace NNPPlugin {
 
@@ -125,4 +150,20 @@ namespace NNPPlugin {
     %}
 };
 
+}
+
+namespace NNPPlugin {
+%extend NNPMTSLangevinMiddleIntegrator {
+    /* Whether an Integrator (e.g. one returned by Context.getIntegrator) is an NNPMTSLangevinMiddleIntegrator. */
+    static bool isinstance(OpenMM::Integrator& integrator) {
+        return dynamic_cast<NNPPlugin::NNPMTSLangevinMiddleIntegrator*>(&integrator) != NULL;
+    }
+    /* The same C++ object seen as an NNPMTSLangevinMiddleIntegrator (does not take ownership). */
+    static NNPPlugin::NNPMTSLangevinMiddleIntegrator& cast(OpenMM::Integrator& integrator) {
+        NNPPlugin::NNPMTSLangevinMiddleIntegrator* mts = dynamic_cast<NNPPlugin::NNPMTSLangevinMiddleIntegrator*>(&integrator);
+        if (mts == NULL)
+            throw OpenMM::OpenMMException("the Integrator is not an NNPMTSLangevinMiddleIntegrator");
+        return *mts;
+    }
+};
 }

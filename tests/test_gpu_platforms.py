@@ -262,9 +262,9 @@ def test_region_survives_atom_reordering(platform):
 
 @pytest.mark.parametrize('platform', [case for case in GPU_CASES if case.values[0][1] == 'double'])
 def test_mts_integrator_matches_reference(platform):
-    """NNPMTSLangevinMiddleIntegrator (LangevinMiddleIntegrator steps on group 0, a CustomIntegrator step with the
-    NNPForce's impulse every third step) without friction: the same positions as on Reference after 12 steps to
-    1e-9 nm in double precision (measured 2.5e-12 with PoCL; the atoms move ~0.02 nm)."""
+    """NNPMTSLangevinMiddleIntegrator (the platform's LangevinMiddleIntegrator kernel on group 0, the NNPForce's
+    impulse added by this plugin's force-combining kernel every third step) without friction: the same positions
+    as on Reference after 12 steps to 1e-9 nm in double precision (the atoms move ~0.02 nm)."""
     from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
     from test_overlap import fluid
     system, positions = fluid(mts=True)

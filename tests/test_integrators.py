@@ -7,7 +7,8 @@ Checked here:
 * with an empty slow group it is LangevinMiddleIntegrator without friction, to rounding;
 * each group is computed exactly once per new positions: N fast and 1 slow evaluation per N inner steps
   (counted with PythonForces), whatever the chunks step() is called with;
-* checkpoints continue the same trajectory (the position in the outer step is checkpointed);
+* checkpoints continue the same trajectory (the position in the outer step follows from the step count);
+* settings changed after construction are used; XML, pickling and Context.getIntegrator() give it back;
 * with friction, the kinetic temperature is the target's (sampling, not only arithmetic);
 * openmm.app.Simulation counts inner steps, and a barostat works with it;
 * bad arguments are refused.
@@ -113,8 +114,8 @@ def test_each_group_is_computed_once_per_new_positions():
 
 
 def test_checkpoint_continues_the_same_trajectory():
-    """A checkpoint taken inside an outer step: the next impulse must come at the same inner step. With friction:
-    both members' random number states are checkpointed too."""
+    """A checkpoint taken inside an outer step: the next impulse must come at the same inner step (from the step
+    count, which the checkpoint holds). With friction: the random number state is checkpointed too."""
     system, positions = fluid(mts=True)
 
     def integrator():
@@ -155,30 +156,50 @@ def test_kinetic_temperature_with_friction():
     assert np.mean(temperatures) == pytest.approx(300, rel=0.05)
 
 
-def test_setters_reach_both_members():
-    integrator = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2)
-    integrator.setTemperature(310 * unit.kelvin)
-    integrator.setFriction(5 / unit.picosecond)
-    integrator.setStepSize(0.001)
-    assert integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(310)
-    assert integrator.getFriction().value_in_unit(unit.picosecond ** -1) == pytest.approx(5)
-    impulse = integrator.getIntegrator(1)
-    assert impulse.getGlobalVariableByName('friction') == pytest.approx(5)
-    assert impulse.getGlobalVariableByName('kT') == pytest.approx(
-        (unit.MOLAR_GAS_CONSTANT_R * 310 * unit.kelvin).value_in_unit(unit.kilojoule_per_mole))
-    for i in range(2):
-        assert integrator.getIntegrator(i).getStepSize().value_in_unit(unit.picosecond) == pytest.approx(0.001)
-    assert integrator.getSlowInterval() == 2
-    for seed, expected in ((17, 18), (2 ** 31 - 1, 2), (0, 0)):  # the largest OpenMM seed still fits
-        integrator.setRandomNumberSeed(seed)
-        assert (integrator.getRandomNumberSeed(), integrator.getIntegrator(1).getRandomNumberSeed()) == (seed, expected)
+def test_settings_changed_after_creation_are_used():
+    """Temperature, friction, step size and seed set after construction give the trajectory of an integrator
+    constructed with them (Reference platform: one random number stream per process, seeded by each Context)."""
+    system, positions = fluid(mts=True)
+    changed = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2)
+    changed.setTemperature(310 * unit.kelvin)
+    changed.setFriction(5 / unit.picosecond)
+    changed.setStepSize(0.001)
+    changed.setRandomNumberSeed(17)
+    assert changed.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(310)
+    assert changed.getFriction().value_in_unit(unit.picosecond ** -1) == pytest.approx(5)
+    assert changed.getStepSize().value_in_unit(unit.picosecond) == pytest.approx(0.001)
+    assert (changed.getRandomNumberSeed(), changed.getSlowInterval()) == (17, 2)
+    finals = []
+    for integrator in (changed, NNPMTSLangevinMiddleIntegrator(310, 5, 0.001, 2)):
+        integrator.setRandomNumberSeed(17)
+        context = start(system, integrator, positions, velocities=np.zeros((system.getNumParticles(), 3)))
+        integrator.step(8)
+        finals.append(positions_of(context))
+    assert np.array_equal(finals[0], finals[1])
+    with pytest.raises(openmm.OpenMMException, match='temperature cannot be negative'):
+        changed.setTemperature(-1)
 
 
-def test_integration_force_groups_come_from_the_constructor():
-    integrator = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2, slowGroup=3, fastGroup=2)
-    assert integrator.getIntegrator(0).getIntegrationForceGroups() == 1 << 2  # a bit mask from C++
-    with pytest.raises(ValueError, match='pass them to its constructor'):
-        integrator.setIntegrationForceGroups({0, 1})
+def test_serialization_and_downcasts_give_the_integrator_back():
+    """XML (run.json's integrator.xml), pickling, copying and Context.getIntegrator() all hand back an
+    NNPMTSLangevinMiddleIntegrator with the same settings."""
+    import copy
+    import pickle
+    integrator = NNPMTSLangevinMiddleIntegrator(305 * unit.kelvin, 2 / unit.picosecond, 0.0015, 3, slowGroup=4,
+                                                fastGroup=2)
+    integrator.setRandomNumberSeed(99)
+    integrator.setConstraintTolerance(1e-7)
+    xml = openmm.XmlSerializer.serialize(integrator)
+    system, positions = fluid(mts=True)
+    context = start(system, copy.deepcopy(integrator), positions)
+    for again in (openmm.XmlSerializer.deserialize(xml), pickle.loads(pickle.dumps(integrator)),
+                  copy.copy(integrator), context.getIntegrator()):
+        assert isinstance(again, NNPMTSLangevinMiddleIntegrator)
+        assert openmm.XmlSerializer.serialize(again) == xml
+        assert (again.getSlowInterval(), again.getSlowGroup(), again.getFastGroup()) == (3, 4, 2)
+        assert again.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(305)
+    context.getIntegrator().step(2)
+    assert context.getStepCount() == 2
 
 
 @pytest.mark.parametrize('arguments', [dict(slowInterval=0), dict(slowInterval=2.5), dict(slowGroup=32),
@@ -205,7 +226,7 @@ def test_nnp_force_in_the_slow_group_is_integrated():
 
 def test_with_a_barostat_and_in_an_openmm_simulation():
     """openmm.app.Simulation steps it through its Python step() (so currentStep counts inner steps), and a
-    MonteCarloBarostat, applied when steps of either member begin, changes the box without breaking it."""
+    MonteCarloBarostat, applied when inner steps begin, changes the box without breaking it."""
     from openmm import app
     system, positions = fluid(mts=True, barostat_frequency=2)
     topology = app.Topology()
@@ -225,4 +246,4 @@ def test_with_a_barostat_and_in_an_openmm_simulation():
         assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     assert simulation.currentStep == 40
     assert len(set(boxes)) > 1  # the barostat moved
-    assert integrator.getIntegrator(1).getGlobalVariableByName('innerStepOfOuterStep') == 40 % 3
+    assert simulation.context.getStepCount() == 40  # where the outer steps begin

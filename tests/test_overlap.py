@@ -154,9 +154,10 @@ def test_ani2x_trajectory_is_the_sequential_one_on_one_torch_thread():
 
 @pytest.mark.parametrize('ours', [False, True])
 def test_mts_integrator_gives_the_same_trajectory(ours):
-    """MTS integrators compute the NNP group in some steps only, after the MM group: OpenMM's
-    MTSLangevinIntegrator (a CustomIntegrator) and ours (LangevinMiddleIntegrator steps on the MM group, a
-    CustomIntegrator step with both groups every other step)."""
+    """MTS integrators compute the NNP group in some steps only: OpenMM's MTSLangevinIntegrator (a
+    CustomIntegrator, the NNP group after the MM group) and ours (the NNP group by itself, then the MM group,
+    every other step). Ours starts prefetches only in the steps that compute the NNP group, so none is left
+    over or wasted."""
     def integrator():
         if ours:
             mts = NNPMTSLangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.001 * unit.picoseconds, 2)
@@ -170,6 +171,8 @@ def test_mts_integrator_gives_the_same_trajectory(ours):
     assert_same_trajectory(results['false'][0], results['true'][0])
     started, used, discarded = results['true'][1]
     assert started == used + discarded and started > 0
+    if ours:
+        assert (started, used, discarded) == (5, 5, 0)  # 10 inner steps, the NNP in every other one
 
 
 def test_prefetches_nobody_uses_back_off_and_a_context_is_destroyed_while_one_runs():

@@ -24,8 +24,7 @@ stops with an InstabilityError; its outputs are cut back to the last good checkp
 Multiple time steps (``mts=N``): the full MM force field (including the region's own MM terms) is force
 group 0, integrated every inner step; the NNP correction U_NNP(region) - U_MM(region) is force group 1,
 evaluated every N-th inner step by openmm_nnp.integrators.NNPMTSLangevinMiddleIntegrator (LangevinMiddle
-inner steps, the correction as an impulse). Its scheme lives in Python, so --resume builds it again from
-run.json (and checks it against integrator.xml) instead of reading integrator.xml back.
+inner steps, the correction as an impulse), which integrator.xml holds like any other integrator.
 """
 
 import base64
@@ -175,14 +174,11 @@ class Simulation:
             self._writeRunFile()
         self.system = openmm.XmlSerializer.deserialize(self._path('system.xml').read_text())
         self.topology = pickle.loads(self._path(TOPOLOGY).read_bytes())
-        stored = self._path('integrator.xml').read_text()
-        if self.settings.mts:
-            integrator = _createIntegrator(self.settings, self.system)
-            if openmm.XmlSerializer.serialize(integrator) != stored:
-                raise InputError(f"{self._path('integrator.xml')} is not the integrator these settings give (written by "
-                                 'another version of openmm-nnp?): start the run again in a new --output folder.')
-        else:
-            integrator = openmm.XmlSerializer.deserialize(stored)
+        integrator = openmm.XmlSerializer.deserialize(self._path('integrator.xml').read_text())
+        if self.settings.mts and not isinstance(integrator, NNPMTSLangevinMiddleIntegrator):
+            raise InputError(f"{self._path('integrator.xml')} holds a {type(integrator).__name__}, not the "
+                             f'NNPMTSLangevinMiddleIntegrator that --mts {self.settings.mts} needs (an older '
+                             'openmm-nnp wrote it?): start the run again in a new --output folder.')
         self._createContext(integrator)
         self.context.loadCheckpoint(data)
         self._restoreOutputs(checkpoint)

@@ -9,6 +9,7 @@ namespace NNPPlugin {
 class CommonNNPKernelSources {
 public:
     static const std::string nnpForce;
+    static const std::string combineForces;
 };
 
 } // namespace NNPPlugin

@@ -157,3 +157,32 @@ double CommonCalcNNPForceKernel::execute(ContextImpl& context, bool includeForce
     }
     return output.energy;
 }
+
+void CommonCombineForcesKernel::initialize(const System& system) {
+    ContextSelector selector(cc);
+    saved.initialize<long long>(cc, 3 * cc.getPaddedNumAtoms(), "nnpSavedForces");
+    map<string, string> defines;
+    defines["NUM_ATOMS"] = cc.intToString(cc.getNumAtoms());
+    defines["PADDED_NUM_ATOMS"] = cc.intToString(cc.getPaddedNumAtoms());
+    ComputeProgram program = cc.compileProgram(CommonNNPKernelSources::combineForces, defines);
+    saveKernel = program->createKernel("saveForces");
+    saveKernel->addArg(cc.getLongForceBuffer());
+    saveKernel->addArg(cc.getAtomIndexArray());
+    saveKernel->addArg(saved);
+    addKernel = program->createKernel("addSavedForces");
+    addKernel->addArg(cc.getLongForceBuffer());
+    addKernel->addArg(cc.getAtomIndexArray());
+    addKernel->addArg(saved);
+    addKernel->addArg(0); // the multiple, set on each call
+}
+
+void CommonCombineForcesKernel::saveForces(ContextImpl& context) {
+    ContextSelector selector(cc);
+    saveKernel->execute(cc.getNumAtoms());
+}
+
+void CommonCombineForcesKernel::addSavedForces(ContextImpl& context, int multiple) {
+    ContextSelector selector(cc);
+    addKernel->setArg(3, multiple);
+    addKernel->execute(cc.getNumAtoms());
+}

@@ -46,6 +46,21 @@ private:
     std::vector<char> hostBuffer;
 };
 
+/** CombineForcesKernel on OpenMM's GPU platforms: device kernels on the fixed-point force buffer. */
+class CommonCombineForcesKernel : public CombineForcesKernel {
+public:
+    CommonCombineForcesKernel(std::string name, const OpenMM::Platform& platform, OpenMM::ComputeContext& cc) :
+            CombineForcesKernel(name, platform), cc(cc) {
+    }
+    void initialize(const OpenMM::System& system);
+    void saveForces(OpenMM::ContextImpl& context);
+    void addSavedForces(OpenMM::ContextImpl& context, int multiple);
+private:
+    OpenMM::ComputeContext& cc;
+    OpenMM::ComputeArray saved;
+    OpenMM::ComputeKernel saveKernel, addKernel;
+};
+
 } // namespace NNPPlugin
 
 #endif /*OPENMM_COMMON_NNP_KERNELS_H_*/

@@ -15,6 +15,8 @@ public:
         CudaPlatform::PlatformData& data = *static_cast<CudaPlatform::PlatformData*>(context.getPlatformData());
         if (name == CalcNNPForceKernel::Name())
             return new CudaCalcNNPForceKernel(name, platform, *data.contexts[0]);
+        if (name == CombineForcesKernel::Name())
+            return new CommonCombineForcesKernel(name, platform, *data.contexts[0]);
         throw OpenMMException("openmm-nnp: the CUDA kernel factory was asked for an unknown kernel '" + name + "'.");
     }
 };
@@ -24,8 +26,11 @@ extern "C" OPENMM_NNP_EXPORT void registerKernelFactories() {
     requireTorchOperators(); // models may call openmm-nnp's TorchScript operators
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
-        if (dynamic_cast<CudaPlatform*>(&platform) != NULL)
-            platform.registerKernelFactory(CalcNNPForceKernel::Name(), new CudaNNPKernelFactory());
+        if (dynamic_cast<CudaPlatform*>(&platform) != NULL) {
+            CudaNNPKernelFactory* factory = new CudaNNPKernelFactory();
+            platform.registerKernelFactory(CalcNNPForceKernel::Name(), factory);
+            platform.registerKernelFactory(CombineForcesKernel::Name(), factory);
+        }
     }
 }
 

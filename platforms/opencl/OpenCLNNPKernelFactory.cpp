@@ -16,6 +16,8 @@ public:
         OpenCLPlatform::PlatformData& data = *static_cast<OpenCLPlatform::PlatformData*>(context.getPlatformData());
         if (name == CalcNNPForceKernel::Name())
             return new CommonCalcNNPForceKernel(name, platform, *data.contexts[0]);
+        if (name == CombineForcesKernel::Name())
+            return new CommonCombineForcesKernel(name, platform, *data.contexts[0]);
         throw OpenMMException("openmm-nnp: the OpenCL kernel factory was asked for an unknown kernel '" + name + "'.");
     }
 };
@@ -25,8 +27,11 @@ extern "C" OPENMM_NNP_EXPORT void registerKernelFactories() {
     requireTorchOperators(); // models may call openmm-nnp's TorchScript operators
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
-        if (dynamic_cast<OpenCLPlatform*>(&platform) != NULL)
-            platform.registerKernelFactory(CalcNNPForceKernel::Name(), new OpenCLNNPKernelFactory());
+        if (dynamic_cast<OpenCLPlatform*>(&platform) != NULL) {
+            OpenCLNNPKernelFactory* factory = new OpenCLNNPKernelFactory();
+            platform.registerKernelFactory(CalcNNPForceKernel::Name(), factory);
+            platform.registerKernelFactory(CombineForcesKernel::Name(), factory);
+        }
     }
 }
 

@@ -14,6 +14,8 @@ public:
     KernelImpl* createKernelImpl(std::string name, const Platform& platform, ContextImpl& context) const {
         if (name == CalcNNPForceKernel::Name())
             return new ReferenceCalcNNPForceKernel(name, platform);
+        if (name == CombineForcesKernel::Name())
+            return new ReferenceCombineForcesKernel(name, platform);
         throw OpenMMException("openmm-nnp: the Reference kernel factory was asked for an unknown kernel '" + name + "'.");
     }
 };
@@ -25,8 +27,11 @@ extern "C" OPENMM_NNP_EXPORT void registerKernelFactories() {
     requireTorchOperators(); // models may call openmm-nnp's TorchScript operators
     for (int i = 0; i < Platform::getNumPlatforms(); i++) {
         Platform& platform = Platform::getPlatform(i);
-        if (dynamic_cast<ReferencePlatform*>(&platform) != NULL)
-            platform.registerKernelFactory(CalcNNPForceKernel::Name(), new ReferenceNNPKernelFactory());
+        if (dynamic_cast<ReferencePlatform*>(&platform) != NULL) {
+            ReferenceNNPKernelFactory* factory = new ReferenceNNPKernelFactory();
+            platform.registerKernelFactory(CalcNNPForceKernel::Name(), factory);
+            platform.registerKernelFactory(CombineForcesKernel::Name(), factory);
+        }
     }
 }
 

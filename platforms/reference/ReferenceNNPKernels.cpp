@@ -184,3 +184,13 @@ double ReferenceCalcNNPForceKernel::execute(ContextImpl& context, bool includeFo
     }
     return output.energy;
 }
+
+void ReferenceCombineForcesKernel::saveForces(ContextImpl& context) {
+    saved = *platformData(context).forces;
+}
+
+void ReferenceCombineForcesKernel::addSavedForces(ContextImpl& context, int multiple) {
+    vector<Vec3>& forces = *platformData(context).forces;
+    for (size_t i = 0; i < forces.size(); i++)
+        forces[i] += saved[i] * multiple;
+}

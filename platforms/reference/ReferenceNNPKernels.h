@@ -57,6 +57,19 @@ private:
     std::unique_ptr<NNPWorker> worker; // declared last: destroyed first, waiting for a running prefetch
 };
 
+/** CombineForcesKernel on the Reference and CPU platforms: the forces are the host array of the Reference platform data. */
+class ReferenceCombineForcesKernel : public CombineForcesKernel {
+public:
+    ReferenceCombineForcesKernel(std::string name, const OpenMM::Platform& platform) : CombineForcesKernel(name, platform) {
+    }
+    void initialize(const OpenMM::System& system) {
+    }
+    void saveForces(OpenMM::ContextImpl& context);
+    void addSavedForces(OpenMM::ContextImpl& context, int multiple);
+private:
+    std::vector<OpenMM::Vec3> saved;
+};
+
 } // namespace NNPPlugin
 
 #endif /*OPENMM_REFERENCE_NNP_KERNELS_H_*/

@@ -3,21 +3,12 @@
 
 /* openmm-nnp: a TorchScript neural-network potential over a region of atoms as an OpenMM force. */
 
+#include "NNPExport.h"
 #include "openmm/Force.h"
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
-
-#if defined(SWIG)
-#define OPENMM_NNP_EXPORT
-#elif defined(_WIN32) && defined(OPENMM_NNP_BUILDING_LIBRARY)
-#define OPENMM_NNP_EXPORT __declspec(dllexport)
-#elif defined(_WIN32)
-#define OPENMM_NNP_EXPORT __declspec(dllimport)
-#else
-#define OPENMM_NNP_EXPORT __attribute__((visibility("default")))
-#endif
 
 namespace NNPPlugin {
 

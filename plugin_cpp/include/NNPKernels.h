@@ -40,6 +40,26 @@ public:
     }
 };
 
+/**
+ * Combines two force-group evaluations in the context's force buffer for NNPMTSLangevinMiddleIntegrator:
+ * saveForces() keeps a copy of the forces the context holds (one group's, just computed), and after the
+ * next group's computation addSavedForces() adds a multiple of them. Forces are kept per atom, so a
+ * reordering of the atoms in between does not matter.
+ */
+class CombineForcesKernel : public OpenMM::KernelImpl {
+public:
+    static std::string Name() {
+        return "NNPCombineForces";
+    }
+    CombineForcesKernel(std::string name, const OpenMM::Platform& platform) : OpenMM::KernelImpl(name, platform) {
+    }
+    virtual void initialize(const OpenMM::System& system) = 0;
+    /** Keep a copy of the context's current forces. */
+    virtual void saveForces(OpenMM::ContextImpl& context) = 0;
+    /** Add `multiple` times the kept forces to the context's current forces. */
+    virtual void addSavedForces(OpenMM::ContextImpl& context, int multiple) = 0;
+};
+
 } // namespace NNPPlugin
 
 #endif /*OPENMM_NNP_KERNELS_H_*/

@@ -1,4 +1,5 @@
 #include "NNPForceProxy.h"
+#include "NNPMTSLangevinMiddleIntegratorProxy.h"
 #include "Base64.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/serialization/SerializationNode.h"
@@ -89,10 +90,11 @@ void* NNPForceProxy::deserialize(const SerializationNode& node) const {
     return force;
 }
 
-// Register the proxy when the library is loaded, so XmlSerializer knows NNPForce in every process
-// that loads openmm-nnp (Python: import openmm_nnp).
+// Register the proxies when the library is loaded, so XmlSerializer knows NNPForce and NNPMTSLangevinMiddleIntegrator
+// in every process that loads openmm-nnp (Python: import openmm_nnp).
 extern "C" OPENMM_NNP_EXPORT void registerNNPSerializationProxies() {
     SerializationProxy::registerProxy(typeid(NNPForce), new NNPForceProxy());
+    SerializationProxy::registerProxy(typeid(NNPMTSLangevinMiddleIntegrator), new NNPMTSLangevinMiddleIntegratorProxy());
 }
 
 namespace {

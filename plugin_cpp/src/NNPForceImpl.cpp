@@ -1,5 +1,6 @@
 #include "internal/NNPForceImpl.h"
 #include "NNPKernels.h"
+#include "NNPMTSLangevinMiddleIntegrator.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/ContextImpl.h"
 #include <set>
@@ -53,7 +54,12 @@ double NNPForceImpl::calcForcesAndEnergy(ContextImpl& context, bool includeForce
 }
 
 void NNPForceImpl::updateContextState(ContextImpl& context, bool& forcesInvalid) {
-    if ((context.getIntegrator().getIntegrationForceGroups() & (1 << owner.getForceGroup())) != 0)
+    // Start the model ahead of time only in steps that will compute this force's group.
+    const Integrator& integrator = context.getIntegrator();
+    const NNPMTSLangevinMiddleIntegrator* mts = dynamic_cast<const NNPMTSLangevinMiddleIntegrator*>(&integrator);
+    bool computed = mts != NULL ? mts->computesGroupInStep(owner.getForceGroup(), context.getStepCount())
+                                : (integrator.getIntegrationForceGroups() & (1 << owner.getForceGroup())) != 0;
+    if (computed)
         kernel.getAs<CalcNNPForceKernel>().prepare(context);
 }
 
