@@ -20,14 +20,17 @@ medians over rounds, all per integration step (the cost of a step does not depen
 * NNP/MM sequential: the same as the CPU platform runs it by default (overlap=false): the model runs after
   the MM forces, on the torch threads of the calling thread;
 * NNP/MM with MTS: the `openmm-nnp run --mts 2` layout (NNP correction every 2 inner steps) with
-  openmm_nnp's NNPMTSLangevinMiddleIntegrator (what `run --mts` uses: OpenMM's LangevinMiddleIntegrator on
-  MM, a CustomIntegrator step with the NNP correction's impulse every other step), and the same with
+  openmm_nnp's NNPMTSLangevinMiddleIntegrator (what `run --mts` uses: OpenMM's LangevinMiddleIntegrator kernel
+  on MM, the NNP correction's impulse added to its kick every other step), and the same with
   OpenMM's MTSLangevinIntegrator (a CustomIntegrator in every inner step, computing the MM forces 3 times
   per 2 inner steps instead of 2; see openmm_nnp/integrators.py); time per inner step. The inner step is 1 fs (outer
   2 fs): with a 2 fs inner step (outer 4 fs) CB7:B2 blows up within 20 steps, because the correction
   U_NNP(region) - U_MM(region) still holds fast X-H bending that a 4 fs step cannot follow;
-* MTS 2 without the NNP: the MTS System without its NNPForce (the region's MM terms stay in group 1) with
-  openmm_nnp's integrator: what the integrator and the second force-group evaluation cost by themselves;
+* MTS 2 without the NNP: the MTS System with its NNPForce replaced by the region's MM terms (so group 1,
+  U_MM(region) - U_MM(region), is zero and the dynamics MM's) with openmm_nnp's integrator: what the
+  integrator and the second force-group evaluation cost by themselves (until 2026-11-29 this variant only
+  removed the NNPForce, leaving the region's internal forces alternating in sign between inner steps: with
+  the C++ integrator CB7:B2 blew up in both of two runs);
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
   positions (what one NNP/MM step cannot avoid).
 
@@ -61,6 +64,7 @@ import openmm  # noqa: E402
 import torch  # noqa: E402
 from openmm import app, unit  # noqa: E402
 
+from openmm_nnp.embedding import regionMMTerms  # noqa: E402
 from openmm_nnp.inputs import LoadedInput, createNNPSystem  # noqa: E402
 from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator  # noqa: E402
 
@@ -122,12 +126,19 @@ def with_overlap(system, overlap):
     return system
 
 
-def without_nnp(system):
-    """A copy of ``system`` without its NNPForce (the rest, e.g. the MTS layout's region MM terms, stays)."""
+def without_nnp(system, mm, region):
+    """A copy of the MTS System ``system`` whose NNPForce is replaced by the region's MM terms of ``mm`` (same
+    group): the slow group is then U_MM(region) - U_MM(region), zero up to rounding, and the dynamics MM's, at
+    the cost of the layout and the integrator without the model."""
     system = openmm.XmlSerializer.clone(system)
     for i in reversed(range(system.getNumForces())):
-        if isinstance(system.getForce(i), openmm_nnp.NNPForce):
+        force = system.getForce(i)
+        if isinstance(force, openmm_nnp.NNPForce):
+            group, atoms = force.getForceGroup(), list(force.getAtoms())
             system.removeForce(i)
+    for term in regionMMTerms(mm, atoms, 1.0, 'NoNNPRegionMM'):
+        term.setForceGroup(group)
+        system.addForce(term)
     return system
 
 
@@ -141,7 +152,7 @@ def contexts_for(loaded, region, threads):
                 for label, system, steps in (('MM', mm, None), ('NNP/MM', with_overlap(mixed, 'true'), None),
                                              ('NNP/MM seq', with_overlap(mixed, 'false'), None), ('NNP/MM MTS 2', mts, 2),
                                              ('MTS 2 OpenMM', openmm.XmlSerializer.clone(mts), 2),
-                                             ('MTS 2 no NNP', without_nnp(mts), 2))}
+                                             ('MTS 2 no NNP', without_nnp(mts, loaded.system, region), 2))}
     result = {}
     for label, (system, mts_steps) in variants.items():
         T, friction = 300 * unit.kelvin, 1 / unit.picosecond
@@ -160,8 +171,6 @@ def contexts_for(loaded, region, threads):
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
         context.setVelocitiesToTemperature(T, 1)
         integrator.step(10)  # warm-up: TorchScript profiling runs, neighbour lists
-        # The Python integrator object: NNPMTSLangevinMiddleIntegrator's step() is Python, and
-        # context.getIntegrator() would return a plain CompoundIntegrator.
         result[label] = (context, integrator, per_step)
     return result, model_call(variants['NNP/MM'][0], loaded.positions)
 

@@ -13,8 +13,10 @@ only). On two cores that made ``--mts 2`` cost more than computing the NNP at ev
 form of the same splitting. Every inner step is a LangevinMiddleIntegrator step (kick, half drift, friction and
 noise, half drift, constraints) taken by OpenMM's own kernel for that integrator on the platform. In the first
 inner step of each outer step (the context's step count a multiple of N) the kick carries the slow impulse:
-the slow group is computed by itself, its forces kept, the fast group computed, and N times the kept forces
-added before the kick (a small kernel of this plugin per platform; exact in the GPU platforms' fixed point).
+the fast group is computed, its forces kept, the slow group computed by itself, and N times its forces added
+to the kept ones before the kick (a small kernel of this plugin per platform; exact in the GPU platforms'
+fixed point). With the NNPForce property overlap, the model starts when such a step begins and runs while
+the fast group is computed.
 Each group is thus computed once per new positions, nothing is cached across steps (so setPositions, a
 barostat or a changed parameter never meet stale forces), and nothing runs serially in Python or in a
 CustomIntegrator. The two end-of-step half kicks of r-RESPA at the same positions are one kick here, so the

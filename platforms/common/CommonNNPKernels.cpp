@@ -169,7 +169,7 @@ void CommonCombineForcesKernel::initialize(const System& system) {
     saveKernel->addArg(cc.getLongForceBuffer());
     saveKernel->addArg(cc.getAtomIndexArray());
     saveKernel->addArg(saved);
-    addKernel = program->createKernel("addSavedForces");
+    addKernel = program->createKernel("scaleAndAddSavedForces");
     addKernel->addArg(cc.getLongForceBuffer());
     addKernel->addArg(cc.getAtomIndexArray());
     addKernel->addArg(saved);
@@ -181,7 +181,7 @@ void CommonCombineForcesKernel::saveForces(ContextImpl& context) {
     saveKernel->execute(cc.getNumAtoms());
 }
 
-void CommonCombineForcesKernel::addSavedForces(ContextImpl& context, int multiple) {
+void CommonCombineForcesKernel::scaleAndAddSavedForces(ContextImpl& context, int multiple) {
     ContextSelector selector(cc);
     addKernel->setArg(3, multiple);
     addKernel->execute(cc.getNumAtoms());

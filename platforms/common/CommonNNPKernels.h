@@ -54,7 +54,7 @@ public:
     }
     void initialize(const OpenMM::System& system);
     void saveForces(OpenMM::ContextImpl& context);
-    void addSavedForces(OpenMM::ContextImpl& context, int multiple);
+    void scaleAndAddSavedForces(OpenMM::ContextImpl& context, int multiple);
 private:
     OpenMM::ComputeContext& cc;
     OpenMM::ComputeArray saved;

@@ -189,8 +189,8 @@ void ReferenceCombineForcesKernel::saveForces(ContextImpl& context) {
     saved = *platformData(context).forces;
 }
 
-void ReferenceCombineForcesKernel::addSavedForces(ContextImpl& context, int multiple) {
+void ReferenceCombineForcesKernel::scaleAndAddSavedForces(ContextImpl& context, int multiple) {
     vector<Vec3>& forces = *platformData(context).forces;
     for (size_t i = 0; i < forces.size(); i++)
-        forces[i] += saved[i] * multiple;
+        forces[i] = saved[i] + forces[i] * multiple;
 }

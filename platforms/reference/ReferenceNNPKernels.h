@@ -65,7 +65,7 @@ public:
     void initialize(const OpenMM::System& system) {
     }
     void saveForces(OpenMM::ContextImpl& context);
-    void addSavedForces(OpenMM::ContextImpl& context, int multiple);
+    void scaleAndAddSavedForces(OpenMM::ContextImpl& context, int multiple);
 private:
     std::vector<OpenMM::Vec3> saved;
 };

@@ -43,8 +43,8 @@ public:
 /**
  * Combines two force-group evaluations in the context's force buffer for NNPMTSLangevinMiddleIntegrator:
  * saveForces() keeps a copy of the forces the context holds (one group's, just computed), and after the
- * next group's computation addSavedForces() adds a multiple of them. Forces are kept per atom, so a
- * reordering of the atoms in between does not matter.
+ * next group's computation scaleAndAddSavedForces() makes the forces a multiple of that group's plus the kept
+ * ones. Forces are kept per atom, so a reordering of the atoms in between does not matter.
  */
 class CombineForcesKernel : public OpenMM::KernelImpl {
 public:
@@ -56,8 +56,8 @@ public:
     virtual void initialize(const OpenMM::System& system) = 0;
     /** Keep a copy of the context's current forces. */
     virtual void saveForces(OpenMM::ContextImpl& context) = 0;
-    /** Add `multiple` times the kept forces to the context's current forces. */
-    virtual void addSavedForces(OpenMM::ContextImpl& context, int multiple) = 0;
+    /** Replace the context's current forces F by multiple * F + the kept forces. */
+    virtual void scaleAndAddSavedForces(OpenMM::ContextImpl& context, int multiple) = 0;
 };
 
 } // namespace NNPPlugin

@@ -19,8 +19,8 @@ namespace NNPPlugin {
  * Every inner step is one step of OpenMM's LangevinMiddleIntegrator, run by that integrator's own kernel on
  * the platform (kick, half drift, friction and noise, half drift, constraints), on the fast group's forces.
  * In the inner steps that start an outer step (step count a multiple of slowInterval) the kick is
- * dt*(F_fast + slowInterval*F_slow)/m: the slow group is computed there once, by itself, its forces kept,
- * the fast group computed, and slowInterval times the slow forces added. The two half kicks of r-RESPA at
+ * dt*(F_fast + slowInterval*F_slow)/m: there the fast group is computed, its forces kept, the slow group
+ * computed by itself, and its forces multiplied by slowInterval and added to the kept ones. The two half kicks of r-RESPA at
  * the boundary between outer steps act at the same positions and so are this one kick; the positions are
  * those of BAOAB-RESPA (OpenMM's MTSLangevinIntegrator), and without friction those of MTSIntegrator.
  * Velocities are, as with LangevinMiddleIntegrator, half an inner step behind the positions.

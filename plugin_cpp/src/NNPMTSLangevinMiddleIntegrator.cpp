@@ -91,10 +91,11 @@ void NNPMTSLangevinMiddleIntegrator::step(int steps) {
     for (int i = 0; i < steps; ++i) {
         context->updateContextState();
         if (isOuterStepStart(context->getStepCount())) {
-            context->calcForcesAndEnergy(true, false, 1 << slowGroup);
-            combine.saveForces(*context);
+            // The fast group first: an NNPForce started ahead of time (overlap) runs while it is computed.
             context->calcForcesAndEnergy(true, false, 1 << fastGroup);
-            combine.addSavedForces(*context, slowInterval);
+            combine.saveForces(*context);
+            context->calcForcesAndEnergy(true, false, 1 << slowGroup);
+            combine.scaleAndAddSavedForces(*context, slowInterval);
         }
         else
             context->calcForcesAndEnergy(true, false, 1 << fastGroup);
