@@ -265,3 +265,28 @@ def test_cpu_platform_matches_reference():
         finals.append(positions_of(context))
     assert np.abs(finals[1] - finals[0]).max() < 1e-8
     assert np.abs(finals[0] - positions).max() > 0.005
+
+
+def test_minimizer_and_barostat_see_both_groups():
+    """OpenMM's LocalEnergyMinimizer and Monte Carlo barostats evaluate the integrator's force groups: both of
+    them here (the NNP/MM energy, not MM's alone). A stiff spring in the slow group pulls atom 0 by 0.05 nm:
+    minimization ends with it at the spring's rest point (within 0.005 nm; measured 3.6e-4), where an integrator of
+    the fast group only leaves it elsewhere (measured 0.4 nm away)."""
+    system, positions = fluid(mts=True)
+    x0 = np.asarray(positions)[0]
+    spring = openmm.CustomExternalForce('5e4*((x-x0)^2+(y-y0)^2+(z-z0)^2)')
+    for name, value in zip(('x0', 'y0', 'z0'), (x0[0] + 0.05, x0[1], x0[2])):
+        spring.addGlobalParameter(name, value)
+    spring.addParticle(0, [])
+    spring.setForceGroup(SLOW)
+    system.addForce(spring)
+    fastOnly = openmm.LangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER)
+    fastOnly.setIntegrationForceGroups({FAST})
+    ours = NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2)
+    assert ours.getIntegrationForceGroups() == (1 << SLOW) | (1 << FAST)
+    moved = []
+    for integrator in (ours, fastOnly):
+        context = start(system, integrator, positions)
+        openmm.LocalEnergyMinimizer.minimize(context, 1.0, 0)
+        moved.append(positions_of(context)[0, 0] - x0[0])
+    assert abs(moved[0] - 0.05) < 0.005 and abs(moved[1] - 0.05) > 0.05
