@@ -4,8 +4,9 @@ getModule) and the glue that makes OpenMM hand back NNPForce objects.
 OpenMM's Python wrappers turn the Force pointers they return (System.getForce, XmlSerializer,
 CustomCVForce.getCollectiveVariable) into the most derived class they know, which for a plugin's force
 is the bare openmm.Force. `installDowncasts` wraps those methods so an NNPForce comes back as an NNPForce;
-every other force is returned unchanged (openmm_nnp.integrators does the same for its integrator). `install_context_check` makes a Context refused
-for want of NNPForce kernels say so, instead of OpenMM's generic "does not support all required kernels".
+every other force is returned unchanged (openmm_nnp.integrators does the same for its integrator).
+`install_context_check` makes a Context refused for want of NNPForce kernels say so, instead of OpenMM's
+generic "does not support all required kernels".
 """
 
 import functools
