@@ -397,6 +397,11 @@ def test_compiled_layer_update_matches_pytorch_path(acetate_modules):
     for update_ev in (True, False):
         assert torch.autograd.gradcheck(
             lambda *x: torch.ops.openmm_nnp.so3lr_layer_update(*x, *weights, 1e-6, update_ev), tuple(small))
+    # Without the ev update the interaction may read any number of invariants; the update needs one per degree.
+    wide = [*weights[:5], random(features + 3, features + 3), random(features + 3), expand, random(components, 3)]
+    torch.ops.openmm_nnp.so3lr_layer_update(*small, *wide, 1e-6, False)
+    with pytest.raises(RuntimeError, match=r'^so3lr_layer_update: updating ev needs expand \[I, C\]'):
+        torch.ops.openmm_nnp.so3lr_layer_update(*small, *wide, 1e-6, True)
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_layer_update(*small, *weights[:5], weights[5].requires_grad_(), *weights[6:],
                                                 1e-6, True)
@@ -584,3 +589,9 @@ def test_operators_refuse_pairs_that_are_not_two_distinct_atoms():
         with pytest.raises(RuntimeError, match=rf'so3lr_attention: pair {re.escape(pair)} is not a pair of distinct'):
             torch.ops.openmm_nnp.so3lr_attention(queries, queries, filters, torch.tensor(first), torch.tensor(second),
                                                  2)
+        with pytest.raises(RuntimeError, match=rf'so3lr_ev_filters: pair {re.escape(pair)} is not a pair of distinct'):
+            torch.ops.openmm_nnp.so3lr_ev_filters(filters, torch.zeros(3, 24, dtype=torch.float64),
+                                                  torch.tensor(first), torch.tensor(second),
+                                                  torch.zeros(24, 4, dtype=torch.float64),
+                                                  torch.zeros(5, 6, dtype=torch.float64),
+                                                  torch.zeros(2, 3, 4, dtype=torch.float64))
