@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "SO3LRPairs.h"
 
 using at::Tensor;
@@ -195,9 +197,40 @@ Tensor so3lrAttention(const Tensor& queries, const Tensor& keys, const Tensor& f
 //
 // with projected = features @ weights [n, 5 F]: queries[c] = projected[:, c F:(c + 1) F],
 // keys[c] = projected[:, (2 + c) F:(3 + c) F], values = projected[:, 4 F:]. Gradients flow to features; weights
-// are the module's constants (no gradients).
+// are the module's constants (no gradients). One product each way; the columns are moved by a loop.
 
 namespace {
+
+// The columns of projected [n, 5 F] in the outputs' layouts and back: queries[c, i, :] = projected[i, c F:],
+// keys[c, i, :] = projected[i, (2 + c) F:], values[i, :] = projected[i, 4 F:] (one loop instead of strided copies).
+template <typename T>
+void splitProjections(const T* projected, int64_t n, int64_t F, T* queries, T* keys, T* values) {
+    for (int64_t i = 0; i < n; i++) {
+        const T* row = projected + i * 5 * F;
+        for (int64_t c = 0; c < 2; c++)
+            for (int64_t d = 0; d < F; d++) {
+                queries[(c * n + i) * F + d] = row[c * F + d];
+                keys[(c * n + i) * F + d] = row[(2 + c) * F + d];
+            }
+        for (int64_t d = 0; d < F; d++)
+            values[i * F + d] = row[4 * F + d];
+    }
+}
+
+// The reverse, an undefined (unused) output's part zero.
+template <typename T>
+void joinProjections(const T* queries, const T* keys, const T* values, int64_t n, int64_t F, T* projected) {
+    for (int64_t i = 0; i < n; i++) {
+        T* row = projected + i * 5 * F;
+        for (int64_t c = 0; c < 2; c++)
+            for (int64_t d = 0; d < F; d++) {
+                row[c * F + d] = queries ? queries[(c * n + i) * F + d] : 0;
+                row[(2 + c) * F + d] = keys ? keys[(c * n + i) * F + d] : 0;
+            }
+        for (int64_t d = 0; d < F; d++)
+            row[4 * F + d] = values ? values[i * F + d] : 0;
+    }
+}
 
 class ProjectionsFunction : public torch::autograd::Function<ProjectionsFunction> {
 public:
@@ -215,9 +248,12 @@ public:
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
         const int64_t n = features.size(0), F = features.size(1);
         const Tensor projected = at::mm(features, weights);
-        const Tensor queries = projected.narrow(1, 0, 2 * F).view({n, 2, F}).transpose(0, 1).contiguous();
-        const Tensor keys = projected.narrow(1, 2 * F, 2 * F).view({n, 2, F}).transpose(0, 1).contiguous();
-        const Tensor values = projected.narrow(1, 4 * F, F).contiguous();
+        Tensor queries = at::empty({2, n, F}, features.options()), keys = at::empty({2, n, F}, features.options());
+        Tensor values = at::empty({n, F}, features.options());
+        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_projections", [&] {
+            splitProjections(projected.data_ptr<scalar_t>(), n, F, queries.data_ptr<scalar_t>(),
+                             keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>());
+        });
         ctx->save_for_backward({weights});
         return {queries, keys, values};
     }
@@ -228,21 +264,18 @@ public:
         at::NoGradGuard noGrad;
         const int64_t F = weights.size(0);
         int64_t n = 0;
-        for (const Tensor& grad : gradOutputs)
-            if (grad.defined())
-                n = grad.size(grad.dim() - 2);
+        std::vector<Tensor> grads(3);
+        for (int64_t part = 0; part < 3; part++)
+            if (gradOutputs[part].defined()) {
+                grads[part] = gradOutputs[part].contiguous();
+                n = grads[part].size(grads[part].dim() - 2);
+            }
         Tensor gradProjected = at::empty({n, 5 * F}, weights.options());
-        for (int64_t part = 0; part < 3; part++) {
-            const int64_t width = part < 2 ? 2 * F : F;
-            Tensor out = gradProjected.narrow(1, 2 * F * part, width);
-            const Tensor& grad = gradOutputs[part];
-            if (!grad.defined())
-                out.zero_();
-            else if (part < 2)
-                out.view({n, 2, F}).copy_(grad.transpose(0, 1));
-            else
-                out.copy_(grad);
-        }
+        AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "so3lr_projections_backward", [&] {
+            const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+            joinProjections<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]), n, F,
+                                      gradProjected.data_ptr<scalar_t>());
+        });
         return {at::mm(gradProjected, weights.t()), Tensor()};
     }
 };

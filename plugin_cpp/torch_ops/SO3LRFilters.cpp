@@ -175,6 +175,7 @@ void evPreactivations(const T* ev, const int64_t* first, const int64_t* second, 
             for (int64_t i = 0; i < I; i++) {
                 const T v = invariants[i];
                 const T* w = evFirst + i * 2 * E + kind * E;
+#pragma omp simd
                 for (int64_t e = 0; e < E; e++)
                     out[e] += v * w[e];
             }
@@ -195,6 +196,7 @@ void evPreactivationsBackward(const T* gradPre, const T* ev, const int64_t* firs
             for (int64_t kind = 0; kind < 2; kind++) {
                 const T* g = gradPre + (kind * P + p) * E;
                 const T* w = evFirst + i * 2 * E + kind * E;
+#pragma omp simd reduction(+ : sum)
                 for (int64_t e = 0; e < E; e++)
                     sum += g[e] * w[e];
             }

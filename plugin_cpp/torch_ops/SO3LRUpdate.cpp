@@ -134,14 +134,17 @@ void messagesForward(const T* features, const T* ev, const T* attention, const T
 template <typename T>
 void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* xhat, T* y, T& rstd) {
     T mean = 0;
+#pragma omp simd reduction(+ : mean)
     for (int64_t d = 0; d < F; d++)
         mean += x[d];
     mean /= F;
     T variance = 0;
+#pragma omp simd reduction(+ : variance)
     for (int64_t d = 0; d < F; d++)
         variance += (x[d] - mean) * (x[d] - mean);
     variance /= F;
     rstd = 1 / std::sqrt(variance + epsilon);
+#pragma omp simd
     for (int64_t d = 0; d < F; d++) {
         xhat[d] = (x[d] - mean) * rstd;
         y[d] = xhat[d] * w[d] + b[d];
@@ -152,12 +155,14 @@ void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* x
 template <typename T>
 void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_t F, T* gx) {
     T meanGrad = 0, meanGradXhat = 0;
+#pragma omp simd reduction(+ : meanGrad, meanGradXhat)
     for (int64_t d = 0; d < F; d++) {
         meanGrad += gy[d] * w[d];
         meanGradXhat += gy[d] * w[d] * xhat[d];
     }
     meanGrad /= F;
     meanGradXhat /= F;
+#pragma omp simd
     for (int64_t d = 0; d < F; d++)
         gx[d] = rstd * (gy[d] * w[d] - meanGrad - xhat[d] * meanGradXhat);
 }
