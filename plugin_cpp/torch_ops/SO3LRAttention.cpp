@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "SO3LRPairs.h"
+#include "SO3LRVectorize.h"
 
 using at::Tensor;
 
@@ -50,8 +51,8 @@ Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filt
 // One head of one pair both ways (features begin to end): forward = sum_d qa kb f, reverse = sum_d qb ka f.
 // Outside the dispatch macro, where the SIMD pragma works (its lanes sum in a different order).
 template <typename T>
-inline void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin, int64_t end,
-                         T& forward, T& reverse) {
+SO3LR_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin,
+                               int64_t end, T& forward, T& reverse) {
     T sumForward = 0, sumReverse = 0;
 #pragma omp simd reduction(+ : sumForward, sumReverse)
     for (int64_t d = begin; d < end; d++) {
@@ -65,8 +66,8 @@ inline void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, con
 // The gradients of one head of one pair from those of its two coefficients (forward, reverse); the rows a and b
 // differ (checked), so the four accumulated rows and gf do not overlap.
 template <typename T>
-inline void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f, T* gf,
-                          T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
+SO3LR_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f,
+                                T* gf, T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t d = begin; d < end; d++) {
         gf[d] = forward * qa[d] * kb[d] + reverse * qb[d] * ka[d];
@@ -75,6 +76,34 @@ inline void headGradients(T forward, T reverse, const T* qa, const T* kb, const 
         gkb[d] += ff * qa[d];
         gqb[d] += rf * ka[d];
         gka[d] += rf * qb[d];
+    }
+}
+
+// One kind's coefficients on the listed pairs (q, k: [n, F], f: [P, F] of that kind; out [n, n, heads] zeroed).
+template <typename T>
+SO3LR_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_t* pa, const int64_t* pb,
+                                const Shapes& s, T* out) {
+    const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
+    for (int64_t p = 0; p < s.pairs; p++) {
+        const int64_t a = pa[p], b = pb[p];
+        const T *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F, *fp = f + p * F;
+        for (int64_t h = 0; h < H; h++)
+            headProducts(qa, kb, qb, ka, fp, h * D, (h + 1) * D, out[(a * n + b) * H + h], out[(b * n + a) * H + h]);
+    }
+}
+
+// Its gradients from g [n, n, heads]: gq, gk [n, F] zeroed, the listed pairs' rows of gf [P, F] written.
+template <typename T>
+SO3LR_INLINE void attentionKindBackward(const T* q, const T* k, const T* f, const T* g, const int64_t* pa,
+                                        const int64_t* pb, const Shapes& s, T* gq, T* gk, T* gf) {
+    const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
+    for (int64_t p = 0; p < s.pairs; p++) {
+        const int64_t a = pa[p], b = pb[p];
+        const T *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F, *fp = f + p * F;
+        T *gqa = gq + a * F, *gqb = gq + b * F, *gka = gk + a * F, *gkb = gk + b * F;
+        for (int64_t h = 0; h < H; h++)
+            headGradients(g[(a * n + b) * H + h], g[(b * n + a) * H + h], qa, kb, qb, ka, fp, gf + p * F, gqa, gkb,
+                          gqb, gka, h * D, (h + 1) * D);
     }
 }
 
@@ -91,22 +120,12 @@ Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Ten
         scalar_t* out0 = attention.data_ptr<scalar_t>();
         const int64_t* pa = first.data_ptr<int64_t>();
         const int64_t* pb = second.data_ptr<int64_t>();
-        const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize, P = filters.size(1);
+        const int64_t n = s.atoms, F = s.features, H = s.heads, P = filters.size(1);
         at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t c = begin; c < end; c++) {
-                const scalar_t* q = q0 + c * n * F;
-                const scalar_t* k = k0 + c * n * F;
-                scalar_t* out = out0 + c * n * n * H;
-                for (int64_t p = 0; p < s.pairs; p++) {
-                    const int64_t a = pa[p], b = pb[p];
-                    const scalar_t* f = f0 + (c * P + p) * F;
-                    const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
-                    for (int64_t h = 0; h < H; h++) {
-                        headProducts(qa, kb, qb, ka, f, h * D, (h + 1) * D, out[(a * n + b) * H + h],
-                                     out[(b * n + a) * H + h]);
-                    }
-                }
-            }
+            for (int64_t c = begin; c < end; c++)
+                NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                    attentionKind(q0 + c * n * F, k0 + c * n * F, f0 + c * P * F, pa, pb, s, out0 + c * n * n * H);
+                });
         });
     });
     return attention;
@@ -136,26 +155,13 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
         scalar_t* gf0 = gradFilters.data_ptr<scalar_t>();
         const int64_t* pa = first.data_ptr<int64_t>();
         const int64_t* pb = second.data_ptr<int64_t>();
-        const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize, P = filters.size(1);
+        const int64_t n = s.atoms, F = s.features, H = s.heads, P = filters.size(1);
         at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t c = begin; c < end; c++) {
-                const scalar_t* q = q0 + c * n * F;
-                const scalar_t* k = k0 + c * n * F;
-                const scalar_t* g = g0 + c * n * n * H;
-                scalar_t* gq = gq0 + c * n * F;
-                scalar_t* gk = gk0 + c * n * F;
-                for (int64_t p = 0; p < s.pairs; p++) {
-                    const int64_t a = pa[p], b = pb[p];
-                    const scalar_t* f = f0 + (c * P + p) * F;
-                    scalar_t* gf = gf0 + (c * P + p) * F;
-                    const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
-                    scalar_t *gqa = gq + a * F, *gqb = gq + b * F, *gka = gk + a * F, *gkb = gk + b * F;
-                    for (int64_t h = 0; h < H; h++) {
-                        headGradients(g[(a * n + b) * H + h], g[(b * n + a) * H + h], qa, kb, qb, ka, f, gf, gqa,
-                                      gkb, gqb, gka, h * D, (h + 1) * D);
-                    }
-                }
-            }
+            for (int64_t c = begin; c < end; c++)
+                NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                    attentionKindBackward(q0 + c * n * F, k0 + c * n * F, f0 + c * P * F, g0 + c * n * n * H, pa, pb,
+                                          s, gq0 + c * n * F, gk0 + c * n * F, gf0 + c * P * F);
+                });
         });
     });
     return {gradQueries, gradKeys, gradFilters};

@@ -29,6 +29,8 @@
 #include <tuple>
 #include <vector>
 
+#include "SO3LRVectorize.h"
+
 using at::Tensor;
 
 namespace {
@@ -98,8 +100,9 @@ struct Sizes {
 
 // f1 = features + the invariant messages, ev1 = ev + the ev messages (the formula above), one pass over the pairs.
 template <typename T>
-void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff, const T* harmonics,
-                     const T* values, const int64_t* degree, const Sizes& s, T* f1, T* ev1) {
+SO3LR_INLINE void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff,
+                                  const T* harmonics, const T* values, const int64_t* degree, const Sizes& s, T* f1,
+                                  T* ev1) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
     for (int64_t i = 0; i < n; i++) {
         T* fi = f1 + i * F;
@@ -132,7 +135,7 @@ void messagesForward(const T* features, const T* ev, const T* attention, const T
 
 // One row of a layer norm: xhat = (x - mean) rstd, y = xhat w + b (biased variance, as torch's layer_norm).
 template <typename T>
-void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* xhat, T* y, T& rstd) {
+SO3LR_INLINE void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* xhat, T* y, T& rstd) {
     T mean = 0;
 #pragma omp simd reduction(+ : mean)
     for (int64_t d = 0; d < F; d++)
@@ -153,7 +156,7 @@ void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* x
 
 // Its input gradient: dx = rstd (gy w - mean(gy w) - xhat mean(gy w xhat)).
 template <typename T>
-void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_t F, T* gx) {
+SO3LR_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_t F, T* gx) {
     T meanGrad = 0, meanGradXhat = 0;
 #pragma omp simd reduction(+ : meanGrad, meanGradXhat)
     for (int64_t d = 0; d < F; d++) {
@@ -170,9 +173,9 @@ void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_
 // Gradients of features (the layer norm's input gradient gf1 is that of f1 and features alike), attention,
 // cutoff, harmonics and values from gf1 and d ev1 (gev1), one pass over the pairs; gradValues zeroed.
 template <typename T>
-void messagesBackward(const T* gf1, const T* gev1, const T* attention, const T* cutoff, const T* harmonics,
-                      const T* values, const int64_t* degree, const Sizes& s, T* gradAttention, T* gradCutoff,
-                      T* gradHarmonics, T* gradValues) {
+SO3LR_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* attention, const T* cutoff, const T* harmonics,
+                                   const T* values, const int64_t* degree, const Sizes& s, T* gradAttention,
+                                   T* gradCutoff, T* gradHarmonics, T* gradValues) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
     std::vector<T> perDegree(H);
     for (int64_t i = 0; i < n; i++) {
@@ -254,12 +257,16 @@ public:
         AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_layer_update", [&] {
             const scalar_t eps = static_cast<scalar_t>(epsilon);
             const scalar_t* w = norms.data_ptr<scalar_t>();
-            messagesForward(features.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(), attention.data_ptr<scalar_t>(),
-                            cutoff.data_ptr<scalar_t>(), harmonics.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(),
-                            degree.data(), s, f1.data_ptr<scalar_t>(), ev1.data_ptr<scalar_t>());
-            for (int64_t i = 0; i < n; i++)
-                layerNormRow(f1.data_ptr<scalar_t>() + i * F, w, w + F, F, eps, xhat1.data_ptr<scalar_t>() + i * F,
-                             g.data_ptr<scalar_t>() + i * F, rstd1.data_ptr<scalar_t>()[i]);
+            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                messagesForward(features.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
+                                attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
+                                harmonics.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(), degree.data(), s,
+                                f1.data_ptr<scalar_t>(), ev1.data_ptr<scalar_t>());
+                for (int64_t i = 0; i < n; i++)
+                    layerNormRow(f1.data_ptr<scalar_t>() + i * F, w, w + F, F, eps,
+                                 xhat1.data_ptr<scalar_t>() + i * F, g.data_ptr<scalar_t>() + i * F,
+                                 rstd1.data_ptr<scalar_t>()[i]);
+            });
             // The residual MLP: f2 = g + silu(silu(g) @ mlpFirst + b1) @ mlpSecond + b2.
             hidden = at::addmm(mlpFirstBias, at::silu(g), mlpFirst);
             const Tensor mlp = at::mm(at::silu(hidden), mlpSecond);
@@ -372,11 +379,13 @@ public:
                 layerNormRowBackward(pgg + i * F, xhat1.data_ptr<scalar_t>() + i * F, w,
                                      rstd1.data_ptr<scalar_t>()[i], F, gf1.data_ptr<scalar_t>() + i * F);
             }
-            messagesBackward(gf1.data_ptr<scalar_t>(), pgev, attention.data_ptr<scalar_t>(),
-                             cutoff.data_ptr<scalar_t>(), harmonics.data_ptr<scalar_t>(),
-                             values.data_ptr<scalar_t>(), degree.data(), s, gradAttention.data_ptr<scalar_t>(),
-                             gradCutoff.data_ptr<scalar_t>(), gradHarmonics.data_ptr<scalar_t>(),
-                             gradValues.data_ptr<scalar_t>());
+            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                messagesBackward(gf1.data_ptr<scalar_t>(), pgev, attention.data_ptr<scalar_t>(),
+                                 cutoff.data_ptr<scalar_t>(), harmonics.data_ptr<scalar_t>(),
+                                 values.data_ptr<scalar_t>(), degree.data(), s, gradAttention.data_ptr<scalar_t>(),
+                                 gradCutoff.data_ptr<scalar_t>(), gradHarmonics.data_ptr<scalar_t>(),
+                                 gradValues.data_ptr<scalar_t>());
+            });
         });
         const Tensor none;
         return {gf1,  gev1, gradAttention, gradCutoff, gradHarmonics, gradValues, none, none, none,
