@@ -4,7 +4,8 @@
 // takes about thirty operations forward (messages, two layer norms, the residual MLP, the interaction block) and
 // TorchScript's differentiable graph and autograd about twice as many backward, each with its overhead; here the
 // messages, the layer norms and the element-wise steps are loops over the pairs or the atoms, and only the three
-// matrix products of the MLP and the interaction (each way) and their SiLUs are ATen calls.
+// matrix products of the MLP and the interaction (each way), their SiLUs and, backward, one batched product of the
+// messages' per-head sums are ATen calls.
 //
 //   so3lr_layer_update(features [n, F], ev [n, C], attention [2, n, n, H], cutoff [n, n], harmonics [n, n, C],
 //                      values [n, F], norms [4, F], mlpFirst [F, F], mlpFirstBias [F], mlpSecond [F, F],
@@ -170,11 +171,12 @@ SO3LR_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T
         gx[d] = rstd * (gy[d] * w[d] - meanGrad - xhat[d] * meanGradXhat);
 }
 
-// Gradients of features (the layer norm's input gradient gf1 is that of f1 and features alike), attention,
-// cutoff, harmonics and values from gf1 and d ev1 (gev1), one pass over the pairs; gradValues zeroed.
+// Gradients of attention, cutoff, harmonics and values from d f1 (gf1; the layer norm's input gradient, that of
+// features too), d ev1 (gev1) and products[h, i, j] = sum_(d in h) gf1[i, d] values[j, d] ([H, n, n], one batched
+// product: short dot products per pair and head cost more in a loop), one pass over the pairs; gradValues zeroed.
 template <typename T>
-SO3LR_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* attention, const T* cutoff, const T* harmonics,
-                                   const T* values, const int64_t* degree, const Sizes& s, T* gradAttention,
+SO3LR_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products, const T* attention, const T* cutoff,
+                                   const T* harmonics, const int64_t* degree, const Sizes& s, T* gradAttention,
                                    T* gradCutoff, T* gradHarmonics, T* gradValues) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
     std::vector<T> perDegree(H);
@@ -187,21 +189,16 @@ SO3LR_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* attenti
             const T* a1 = attention + ((n + i) * n + j) * H;
             T* ga0 = gradAttention + (i * n + j) * H;
             T* ga1 = gradAttention + ((n + i) * n + j) * H;
-            const T* vj = values + j * F;
             T* gvj = gradValues + j * F;
             T gradCut = 0;
             for (int64_t h = 0; h < H; h++) {
-                // products = sum_(d in h) d f1[i, d] values[j, d]: d a0 = products cij, d cutoff += products a0.
-                const T* g = gi + h * D;
-                const T* v = vj + h * D;
-                T products = 0;
-#pragma omp simd reduction(+ : products)
-                for (int64_t d = 0; d < D; d++)
-                    products += g[d] * v[d];
-                ga0[h] = products * cij;
-                gradCut += products * a0[h];
+                // d a0 = products cij, d cutoff += products a0, d values[j] += a0 cij gf1[i] (head h's features).
+                const T product = products[(h * n + i) * n + j];
+                ga0[h] = product * cij;
+                gradCut += product * a0[h];
                 const T w = a0[h] * cij;
                 if (w != 0) {
+                    const T* g = gi + h * D;
                     T* gv = gvj + h * D;
 #pragma omp simd
                     for (int64_t d = 0; d < D; d++)
@@ -379,12 +376,15 @@ public:
                 layerNormRowBackward(pgg + i * F, xhat1.data_ptr<scalar_t>() + i * F, w,
                                      rstd1.data_ptr<scalar_t>()[i], F, gf1.data_ptr<scalar_t>() + i * F);
             }
+            const int64_t D = F / s.H;
+            const Tensor products =
+                at::bmm(gf1.view({n, s.H, D}).transpose(0, 1), values.view({n, s.H, D}).permute({1, 2, 0}));
             NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
-                messagesBackward(gf1.data_ptr<scalar_t>(), pgev, attention.data_ptr<scalar_t>(),
-                                 cutoff.data_ptr<scalar_t>(), harmonics.data_ptr<scalar_t>(),
-                                 values.data_ptr<scalar_t>(), degree.data(), s, gradAttention.data_ptr<scalar_t>(),
-                                 gradCutoff.data_ptr<scalar_t>(), gradHarmonics.data_ptr<scalar_t>(),
-                                 gradValues.data_ptr<scalar_t>());
+                messagesBackward(gf1.data_ptr<scalar_t>(), pgev, products.data_ptr<scalar_t>(),
+                                 attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
+                                 harmonics.data_ptr<scalar_t>(), degree.data(), s,
+                                 gradAttention.data_ptr<scalar_t>(), gradCutoff.data_ptr<scalar_t>(),
+                                 gradHarmonics.data_ptr<scalar_t>(), gradValues.data_ptr<scalar_t>());
             });
         });
         const Tensor none;
