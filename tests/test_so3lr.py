@@ -251,7 +251,8 @@ def test_compiled_attention_matches_pytorch_path(tmp_path):
 
 def test_compiled_physical_terms_match_pytorch_path(acetate_modules):
     """The compiled ZBL, electrostatics and dispersion operator against the module's PyTorch formulas and
-    gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å."""
+    gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å;
+    tensors of two dtypes are refused."""
     numbers, module, plain = acetate_modules
     assert module.compiled_physical and not plain.compiled_physical
     n = len(numbers)
@@ -272,6 +273,9 @@ def test_compiled_physical_terms_match_pytorch_path(acetate_modules):
     for ours, theirs in zip(gradients, expected_gradients):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12 * theirs.abs().max().item())
     assert torch.autograd.gradcheck(module._physical_terms, tuple(inputs))
+    # The operator reads its tensors in their dtype (computing in double): one dtype for all, or a refusal.
+    with pytest.raises(RuntimeError, match=r'^so3lr_physical: CPU tensors of one dtype expected'):
+        module._physical_terms(r, cutoff.float(), charges, hirshfeld)
 
 
 def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
