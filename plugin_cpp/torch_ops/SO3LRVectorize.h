@@ -7,7 +7,8 @@
 // by the loader). The body and the kernels it calls must be inlined into it (SO3LR_INLINE, and SO3LR_INLINE_LAMBDA
 // after a lambda's parameter list) to be compiled for each target. Elsewhere the body runs as built.
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// (GCC 11 is the first to know the x86-64-v3/v4 levels.)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
 #define SO3LR_INLINE inline __attribute__((always_inline))
 #define SO3LR_INLINE_LAMBDA __attribute__((always_inline))
 #define SO3LR_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
