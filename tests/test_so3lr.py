@@ -251,7 +251,8 @@ def test_compiled_attention_matches_pytorch_path(tmp_path):
 
 def test_compiled_physical_terms_match_pytorch_path(acetate_modules):
     """The compiled ZBL, electrostatics and dispersion operator against the module's PyTorch formulas and
-    gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å."""
+    gradcheck, float64, on pair distances across every switching region (0-1.5, 5.4-12, 10-12 Å) and beyond 12 Å;
+    tensors of two dtypes are refused."""
     numbers, module, plain = acetate_modules
     assert module.compiled_physical and not plain.compiled_physical
     n = len(numbers)
@@ -272,6 +273,9 @@ def test_compiled_physical_terms_match_pytorch_path(acetate_modules):
     for ours, theirs in zip(gradients, expected_gradients):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12 * theirs.abs().max().item())
     assert torch.autograd.gradcheck(module._physical_terms, tuple(inputs))
+    # The operator reads its tensors in their dtype (computing in double): one dtype for all, or a refusal.
+    with pytest.raises(RuntimeError, match=r'^so3lr_physical: CPU tensors of one dtype expected'):
+        module._physical_terms(r, cutoff.float(), charges, hirshfeld)
 
 
 def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
@@ -397,6 +401,11 @@ def test_compiled_layer_update_matches_pytorch_path(acetate_modules):
     for update_ev in (True, False):
         assert torch.autograd.gradcheck(
             lambda *x: torch.ops.openmm_nnp.so3lr_layer_update(*x, *weights, 1e-6, update_ev), tuple(small))
+    # Without the ev update the interaction may read any number of invariants; the update needs one per degree.
+    wide = [*weights[:5], random(features + 3, features + 3), random(features + 3), expand, random(components, 3)]
+    torch.ops.openmm_nnp.so3lr_layer_update(*small, *wide, 1e-6, False)
+    with pytest.raises(RuntimeError, match=r'^so3lr_layer_update: updating ev needs expand \[I, C\]'):
+        torch.ops.openmm_nnp.so3lr_layer_update(*small, *wide, 1e-6, True)
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_layer_update(*small, *weights[:5], weights[5].requires_grad_(), *weights[6:],
                                                 1e-6, True)
@@ -461,8 +470,9 @@ def test_compiled_pair_geometry_matches_pytorch_path():
 def test_compiled_heads_match_pytorch_path(acetate_modules):
     """The compiled operator for the output heads (atomic energies, partial charges shifted to the total charge,
     Hirshfeld ratios) against the module's PyTorch path, float64: values to 1e-12 relative, the gradient of the
-    features (random cotangents) to 1e-10 relative (of its largest entry), and the charges sum to the total charge;
-    gradcheck of the operator on small random heads; the weights may not require gradients."""
+    features (random cotangents, also with only some outputs used) to 1e-10 relative (of its largest entry), and the
+    charges sum to the total charge; gradcheck of the operator on small random heads; the weights may not require
+    gradients."""
     numbers, module, plain = acetate_modules
     assert module.compiled_heads and not plain.compiled_heads
     n, F = len(numbers), module.num_features
@@ -474,10 +484,13 @@ def test_compiled_heads_match_pytorch_path(acetate_modules):
     for ours, theirs in zip(outputs, expected):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12 * theirs.abs().max().item())
     cotangents = [torch.randn(t.shape, dtype=torch.float64, generator=generator) for t in expected]
-    gradient, = torch.autograd.grad(outputs, features, cotangents)
-    expected_gradient, = torch.autograd.grad(expected, features, cotangents)
-    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
-                               atol=1e-10 * expected_gradient.abs().max().item())
+    for used in ((0, 1, 2), (0,), (1, 2)):  # the outputs not used contribute nothing
+        gradient, = torch.autograd.grad([outputs[i] for i in used], features, [cotangents[i] for i in used],
+                                        retain_graph=True)
+        expected_gradient, = torch.autograd.grad([expected[i] for i in used], features, [cotangents[i] for i in used],
+                                                 retain_graph=True)
+        torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
+                                   atol=1e-10 * expected_gradient.abs().max().item())
 
     atoms, width, hidden = 4, 5, 6
     weights = [torch.randn(width, hidden, dtype=torch.float64, generator=generator),
@@ -584,3 +597,9 @@ def test_operators_refuse_pairs_that_are_not_two_distinct_atoms():
         with pytest.raises(RuntimeError, match=rf'so3lr_attention: pair {re.escape(pair)} is not a pair of distinct'):
             torch.ops.openmm_nnp.so3lr_attention(queries, queries, filters, torch.tensor(first), torch.tensor(second),
                                                  2)
+        with pytest.raises(RuntimeError, match=rf'so3lr_ev_filters: pair {re.escape(pair)} is not a pair of distinct'):
+            torch.ops.openmm_nnp.so3lr_ev_filters(filters, torch.zeros(3, 24, dtype=torch.float64),
+                                                  torch.tensor(first), torch.tensor(second),
+                                                  torch.zeros(24, 4, dtype=torch.float64),
+                                                  torch.zeros(5, 6, dtype=torch.float64),
+                                                  torch.zeros(2, 3, 4, dtype=torch.float64))

@@ -17,7 +17,10 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "SO3LRPairs.h"
+#include "SO3LRVectorize.h"
 
 using at::Tensor;
 
@@ -48,8 +51,8 @@ Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filt
 // One head of one pair both ways (features begin to end): forward = sum_d qa kb f, reverse = sum_d qb ka f.
 // Outside the dispatch macro, where the SIMD pragma works (its lanes sum in a different order).
 template <typename T>
-inline void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin, int64_t end,
-                         T& forward, T& reverse) {
+SO3LR_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin,
+                               int64_t end, T& forward, T& reverse) {
     T sumForward = 0, sumReverse = 0;
 #pragma omp simd reduction(+ : sumForward, sumReverse)
     for (int64_t d = begin; d < end; d++) {
@@ -63,8 +66,8 @@ inline void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, con
 // The gradients of one head of one pair from those of its two coefficients (forward, reverse); the rows a and b
 // differ (checked), so the four accumulated rows and gf do not overlap.
 template <typename T>
-inline void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f, T* gf,
-                          T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
+SO3LR_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f,
+                                T* gf, T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t d = begin; d < end; d++) {
         gf[d] = forward * qa[d] * kb[d] + reverse * qb[d] * ka[d];
@@ -73,6 +76,34 @@ inline void headGradients(T forward, T reverse, const T* qa, const T* kb, const 
         gkb[d] += ff * qa[d];
         gqb[d] += rf * ka[d];
         gka[d] += rf * qb[d];
+    }
+}
+
+// One kind's coefficients on the listed pairs (q, k: [n, F], f: [P, F] of that kind; out [n, n, heads] zeroed).
+template <typename T>
+SO3LR_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_t* pa, const int64_t* pb,
+                                const Shapes& s, T* out) {
+    const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
+    for (int64_t p = 0; p < s.pairs; p++) {
+        const int64_t a = pa[p], b = pb[p];
+        const T *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F, *fp = f + p * F;
+        for (int64_t h = 0; h < H; h++)
+            headProducts(qa, kb, qb, ka, fp, h * D, (h + 1) * D, out[(a * n + b) * H + h], out[(b * n + a) * H + h]);
+    }
+}
+
+// Its gradients from g [n, n, heads]: gq, gk [n, F] zeroed, the listed pairs' rows of gf [P, F] written.
+template <typename T>
+SO3LR_INLINE void attentionKindBackward(const T* q, const T* k, const T* f, const T* g, const int64_t* pa,
+                                        const int64_t* pb, const Shapes& s, T* gq, T* gk, T* gf) {
+    const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
+    for (int64_t p = 0; p < s.pairs; p++) {
+        const int64_t a = pa[p], b = pb[p];
+        const T *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F, *fp = f + p * F;
+        T *gqa = gq + a * F, *gqb = gq + b * F, *gka = gk + a * F, *gkb = gk + b * F;
+        for (int64_t h = 0; h < H; h++)
+            headGradients(g[(a * n + b) * H + h], g[(b * n + a) * H + h], qa, kb, qb, ka, fp, gf + p * F, gqa, gkb,
+                          gqb, gka, h * D, (h + 1) * D);
     }
 }
 
@@ -89,22 +120,12 @@ Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Ten
         scalar_t* out0 = attention.data_ptr<scalar_t>();
         const int64_t* pa = first.data_ptr<int64_t>();
         const int64_t* pb = second.data_ptr<int64_t>();
-        const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize, P = filters.size(1);
+        const int64_t n = s.atoms, F = s.features, H = s.heads, P = filters.size(1);
         at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t c = begin; c < end; c++) {
-                const scalar_t* q = q0 + c * n * F;
-                const scalar_t* k = k0 + c * n * F;
-                scalar_t* out = out0 + c * n * n * H;
-                for (int64_t p = 0; p < s.pairs; p++) {
-                    const int64_t a = pa[p], b = pb[p];
-                    const scalar_t* f = f0 + (c * P + p) * F;
-                    const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
-                    for (int64_t h = 0; h < H; h++) {
-                        headProducts(qa, kb, qb, ka, f, h * D, (h + 1) * D, out[(a * n + b) * H + h],
-                                     out[(b * n + a) * H + h]);
-                    }
-                }
-            }
+            for (int64_t c = begin; c < end; c++)
+                NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                    attentionKind(q0 + c * n * F, k0 + c * n * F, f0 + c * P * F, pa, pb, s, out0 + c * n * n * H);
+                });
         });
     });
     return attention;
@@ -134,26 +155,13 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
         scalar_t* gf0 = gradFilters.data_ptr<scalar_t>();
         const int64_t* pa = first.data_ptr<int64_t>();
         const int64_t* pb = second.data_ptr<int64_t>();
-        const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize, P = filters.size(1);
+        const int64_t n = s.atoms, F = s.features, H = s.heads, P = filters.size(1);
         at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t c = begin; c < end; c++) {
-                const scalar_t* q = q0 + c * n * F;
-                const scalar_t* k = k0 + c * n * F;
-                const scalar_t* g = g0 + c * n * n * H;
-                scalar_t* gq = gq0 + c * n * F;
-                scalar_t* gk = gk0 + c * n * F;
-                for (int64_t p = 0; p < s.pairs; p++) {
-                    const int64_t a = pa[p], b = pb[p];
-                    const scalar_t* f = f0 + (c * P + p) * F;
-                    scalar_t* gf = gf0 + (c * P + p) * F;
-                    const scalar_t *qa = q + a * F, *qb = q + b * F, *ka = k + a * F, *kb = k + b * F;
-                    scalar_t *gqa = gq + a * F, *gqb = gq + b * F, *gka = gk + a * F, *gkb = gk + b * F;
-                    for (int64_t h = 0; h < H; h++) {
-                        headGradients(g[(a * n + b) * H + h], g[(b * n + a) * H + h], qa, kb, qb, ka, f, gf, gqa,
-                                      gkb, gqb, gka, h * D, (h + 1) * D);
-                    }
-                }
-            }
+            for (int64_t c = begin; c < end; c++)
+                NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                    attentionKindBackward(q0 + c * n * F, k0 + c * n * F, f0 + c * P * F, g0 + c * n * n * H, pa, pb,
+                                          s, gq0 + c * n * F, gk0 + c * n * F, gf0 + c * P * F);
+                });
         });
     });
     return {gradQueries, gradKeys, gradFilters};
@@ -195,9 +203,40 @@ Tensor so3lrAttention(const Tensor& queries, const Tensor& keys, const Tensor& f
 //
 // with projected = features @ weights [n, 5 F]: queries[c] = projected[:, c F:(c + 1) F],
 // keys[c] = projected[:, (2 + c) F:(3 + c) F], values = projected[:, 4 F:]. Gradients flow to features; weights
-// are the module's constants (no gradients).
+// are the module's constants (no gradients). One product each way; the columns are moved by a loop.
 
 namespace {
+
+// The columns of projected [n, 5 F] in the outputs' layouts and back: queries[c, i, :] = projected[i, c F:],
+// keys[c, i, :] = projected[i, (2 + c) F:], values[i, :] = projected[i, 4 F:] (one loop instead of strided copies).
+template <typename T>
+void splitProjections(const T* projected, int64_t n, int64_t F, T* queries, T* keys, T* values) {
+    for (int64_t i = 0; i < n; i++) {
+        const T* row = projected + i * 5 * F;
+        for (int64_t c = 0; c < 2; c++)
+            for (int64_t d = 0; d < F; d++) {
+                queries[(c * n + i) * F + d] = row[c * F + d];
+                keys[(c * n + i) * F + d] = row[(2 + c) * F + d];
+            }
+        for (int64_t d = 0; d < F; d++)
+            values[i * F + d] = row[4 * F + d];
+    }
+}
+
+// The reverse, an undefined (unused) output's part zero.
+template <typename T>
+void joinProjections(const T* queries, const T* keys, const T* values, int64_t n, int64_t F, T* projected) {
+    for (int64_t i = 0; i < n; i++) {
+        T* row = projected + i * 5 * F;
+        for (int64_t c = 0; c < 2; c++)
+            for (int64_t d = 0; d < F; d++) {
+                row[c * F + d] = queries ? queries[(c * n + i) * F + d] : 0;
+                row[(2 + c) * F + d] = keys ? keys[(c * n + i) * F + d] : 0;
+            }
+        for (int64_t d = 0; d < F; d++)
+            row[4 * F + d] = values ? values[i * F + d] : 0;
+    }
+}
 
 class ProjectionsFunction : public torch::autograd::Function<ProjectionsFunction> {
 public:
@@ -215,9 +254,12 @@ public:
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
         const int64_t n = features.size(0), F = features.size(1);
         const Tensor projected = at::mm(features, weights);
-        const Tensor queries = projected.narrow(1, 0, 2 * F).view({n, 2, F}).transpose(0, 1).contiguous();
-        const Tensor keys = projected.narrow(1, 2 * F, 2 * F).view({n, 2, F}).transpose(0, 1).contiguous();
-        const Tensor values = projected.narrow(1, 4 * F, F).contiguous();
+        Tensor queries = at::empty({2, n, F}, features.options()), keys = at::empty({2, n, F}, features.options());
+        Tensor values = at::empty({n, F}, features.options());
+        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_projections", [&] {
+            splitProjections(projected.data_ptr<scalar_t>(), n, F, queries.data_ptr<scalar_t>(),
+                             keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>());
+        });
         ctx->save_for_backward({weights});
         return {queries, keys, values};
     }
@@ -228,21 +270,18 @@ public:
         at::NoGradGuard noGrad;
         const int64_t F = weights.size(0);
         int64_t n = 0;
-        for (const Tensor& grad : gradOutputs)
-            if (grad.defined())
-                n = grad.size(grad.dim() - 2);
+        std::vector<Tensor> grads(3);
+        for (int64_t part = 0; part < 3; part++)
+            if (gradOutputs[part].defined()) {
+                grads[part] = gradOutputs[part].contiguous();
+                n = grads[part].size(grads[part].dim() - 2);
+            }
         Tensor gradProjected = at::empty({n, 5 * F}, weights.options());
-        for (int64_t part = 0; part < 3; part++) {
-            const int64_t width = part < 2 ? 2 * F : F;
-            Tensor out = gradProjected.narrow(1, 2 * F * part, width);
-            const Tensor& grad = gradOutputs[part];
-            if (!grad.defined())
-                out.zero_();
-            else if (part < 2)
-                out.view({n, 2, F}).copy_(grad.transpose(0, 1));
-            else
-                out.copy_(grad);
-        }
+        AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "so3lr_projections_backward", [&] {
+            const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+            joinProjections<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]), n, F,
+                                      gradProjected.data_ptr<scalar_t>());
+        });
         return {at::mm(gradProjected, weights.t()), Tensor()};
     }
 };

@@ -18,6 +18,11 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
+#include "SO3LRPairs.h"
+#include "SO3LRVectorize.h"
+
 using at::Tensor;
 
 namespace {
@@ -119,7 +124,9 @@ TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
 //   hidden = silu([(difference^2) @ contract, 1] @ evFirst)   [P, 2 E] (the last row of evFirst: the biases)
 //   filters[c] = radial[c] + hidden[:, c E:(c + 1) E] @ evSecond[c]
 //
-// Gradients flow to radial and ev; contract, evFirst and evSecond are constant weights (no gradients).
+// The gathers, the invariants and the first layer are one loop over the pairs each way (pairs of distinct atoms
+// 0 <= a, b < n, checked), the second layer one batched product. Gradients flow to radial and ev; contract, evFirst
+// and evSecond are constant weights (no gradients).
 
 namespace {
 
@@ -143,25 +150,96 @@ void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, 
                 "so3lr_ev_filters: gradients flow to radial and ev only; the weights must not require gradients");
 }
 
+// The ev-invariant MLP's preactivations of the listed pairs, [2, P, E] (kind-major, so that one batched product
+// reads each kind's block): pre[c, p, :] = [(difference^2) @ contract, 1] @ evFirst[:, c E:(c + 1) E], one loop
+// over the pairs instead of two gathers, a subtraction, a square and two products.
+template <typename T>
+SO3LR_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_t* second, const T* contract,
+                                   const T* evFirst, int64_t P, int64_t C, int64_t I, int64_t E, T* pre) {
+    std::vector<T> invariants(I);
+    for (int64_t p = 0; p < P; p++) {
+        const T* ea = ev + first[p] * C;
+        const T* eb = ev + second[p] * C;
+        for (int64_t i = 0; i < I; i++)
+            invariants[i] = 0;
+        for (int64_t c = 0; c < C; c++) {
+            const T d = eb[c] - ea[c];
+            const T d2 = d * d;
+            for (int64_t i = 0; i < I; i++)
+                invariants[i] += d2 * contract[c * I + i];
+        }
+        for (int64_t kind = 0; kind < 2; kind++) {
+            T* out = pre + (kind * P + p) * E;
+            const T* bias = evFirst + I * 2 * E + kind * E;
+            for (int64_t e = 0; e < E; e++)
+                out[e] = bias[e];
+            for (int64_t i = 0; i < I; i++) {
+                const T v = invariants[i];
+                const T* w = evFirst + i * 2 * E + kind * E;
+#pragma omp simd
+                for (int64_t e = 0; e < E; e++)
+                    out[e] += v * w[e];
+            }
+        }
+    }
+}
+
+// d ev from d preactivation [2, P, E]: d invariants = d pre @ evFirst[:I]^T, d difference = 2 difference
+// (d invariants @ contract^T), added to row second[p] and subtracted from row first[p] of gradEv (zeroed).
+template <typename T>
+SO3LR_INLINE void evPreactivationsBackward(const T* gradPre, const T* ev, const int64_t* first, const int64_t* second,
+                                           const T* contract, const T* evFirst, int64_t P, int64_t C, int64_t I,
+                                           int64_t E, T* gradEv) {
+    std::vector<T> gradInvariants(I);
+    for (int64_t p = 0; p < P; p++) {
+        for (int64_t i = 0; i < I; i++) {
+            T sum = 0;
+            for (int64_t kind = 0; kind < 2; kind++) {
+                const T* g = gradPre + (kind * P + p) * E;
+                const T* w = evFirst + i * 2 * E + kind * E;
+#pragma omp simd reduction(+ : sum)
+                for (int64_t e = 0; e < E; e++)
+                    sum += g[e] * w[e];
+            }
+            gradInvariants[i] = sum;
+        }
+        const T* ea = ev + first[p] * C;
+        const T* eb = ev + second[p] * C;
+        T* ga = gradEv + first[p] * C;
+        T* gb = gradEv + second[p] * C;
+        for (int64_t c = 0; c < C; c++) {
+            T sum = 0;
+            for (int64_t i = 0; i < I; i++)
+                sum += gradInvariants[i] * contract[c * I + i];
+            const T g = 2 * (eb[c] - ea[c]) * sum;
+            gb[c] += g;
+            ga[c] -= g;
+        }
+    }
+}
+
 class EvFiltersFunction : public torch::autograd::Function<EvFiltersFunction> {
 public:
-    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& radial, const Tensor& ev,
-                          const Tensor& first, const Tensor& second, const Tensor& contract, const Tensor& evFirst,
-                          const Tensor& evSecond) {
-        checkEvInputs(radial, ev, first, second, contract, evFirst, evSecond);
+    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& radial, const Tensor& evIn,
+                          const Tensor& firstIn, const Tensor& secondIn, const Tensor& contractIn,
+                          const Tensor& evFirstIn, const Tensor& evSecond) {
+        checkEvInputs(radial, evIn, firstIn, secondIn, contractIn, evFirstIn, evSecond);
+        NNPPlugin::so3lr::checkDistinctPairs(firstIn, secondIn, evIn.size(0), "so3lr_ev_filters");
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const int64_t I = contract.size(1), E = evSecond.size(1);
-        const Tensor difference = at::index_select(ev, 0, second) - at::index_select(ev, 0, first);
-        const Tensor invariants = at::mm(difference * difference, contract);
-        const Tensor preactivation = at::addmm(evFirst[I], invariants, evFirst.narrow(0, 0, I));
-        const Tensor hidden = at::silu(preactivation);
-        Tensor filters = at::empty(radial.sizes(), radial.options());
-        for (int64_t c = 0; c < 2; c++) {
-            Tensor out = filters[c];
-            at::addmm_out(out, radial[c], hidden.narrow(1, c * E, E), evSecond[c]);
-        }
-        ctx->save_for_backward({difference, preactivation, first, second, contract, evFirst, evSecond});
-        ctx->saved_data["atoms"] = ev.size(0);
+        const Tensor ev = evIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
+        const Tensor contract = contractIn.contiguous(), evFirst = evFirstIn.contiguous();
+        const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
+        Tensor preactivation = at::empty({2, P, E}, radial.options());
+        AT_DISPATCH_FLOATING_TYPES(radial.scalar_type(), "so3lr_ev_filters", [&] {
+            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                evPreactivations(ev.data_ptr<scalar_t>(), first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
+                                 contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,
+                                 preactivation.data_ptr<scalar_t>());
+            });
+        });
+        // filters[c] = radial[c] + silu(pre[c]) @ evSecond[c], one batched product for both kinds.
+        const Tensor filters = at::baddbmm(radial, at::silu(preactivation), evSecond);
+        ctx->save_for_backward({ev, preactivation, first, second, contract, evFirst, evSecond});
         return filters;
     }
 
@@ -169,21 +247,21 @@ public:
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &difference = saved[0], &preactivation = saved[1], &first = saved[2], &second = saved[3];
+        const Tensor &ev = saved[0], &preactivation = saved[1], &first = saved[2], &second = saved[3];
         const Tensor &contract = saved[4], &evFirst = saved[5], &evSecond = saved[6];
-        const int64_t P = difference.size(0), I = contract.size(1), E = evSecond.size(1);
+        const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
         const Tensor grad = gradOutputs[0].contiguous();
-        Tensor gradHidden = at::empty({P, 2 * E}, preactivation.options());
-        for (int64_t c = 0; c < 2; c++) {
-            Tensor out = gradHidden.narrow(1, c * E, E);
-            at::mm_out(out, grad[c], evSecond[c].t());
-        }
-        at::silu_backward_out(gradHidden, gradHidden, preactivation);
-        const Tensor gradInvariants = at::mm(gradHidden, evFirst.narrow(0, 0, I).t());  // [P, I]
-        const Tensor gradDifference = 2.0 * difference * at::mm(gradInvariants, contract.t());  // [P, C]
-        Tensor gradEv = at::zeros({ctx->saved_data["atoms"].toInt(), difference.size(1)}, difference.options());
-        gradEv.index_add_(0, second, gradDifference);
-        gradEv.index_add_(0, first, gradDifference, -1.0);
+        Tensor gradPre = at::bmm(grad, evSecond.transpose(1, 2));  // [2, P, E]
+        at::silu_backward_out(gradPre, gradPre, preactivation);
+        Tensor gradEv = at::zeros(ev.sizes(), ev.options());
+        AT_DISPATCH_FLOATING_TYPES(ev.scalar_type(), "so3lr_ev_filters_backward", [&] {
+            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                evPreactivationsBackward(gradPre.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
+                                         first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
+                                         contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,
+                                         gradEv.data_ptr<scalar_t>());
+            });
+        });
         return {grad, gradEv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     }
 };

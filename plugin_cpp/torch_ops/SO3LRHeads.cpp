@@ -1,7 +1,8 @@
 // openmm_nnp::so3lr_heads (TorchScript operator, first-order autograd): the output heads of an SO3LR module
 // (openmm_nnp/models/so3lr.py, SO3LR._heads, which computes the same with PyTorch operations) on the final atom
 // features: the sum of the atomic energies, the partial charges (shifted to sum to the total charge) and the
-// Hirshfeld ratios, with a hand-written backward pass instead of about fifteen operations and a dozen autograd steps.
+// Hirshfeld ratios, with a hand-written backward pass instead of about fifteen operations and a dozen autograd steps
+// (ATen only for the two products each way and the SiLU; the sums, the shift and the absolute value are loops).
 //
 //   so3lr_heads(features [n, F], first [F, M], firstBias [M], second [n, M], segments [M, 3], offsets [n, 3],
 //               totalCharge [1]) -> (energy [], charges [n], hirshfeld [n])
@@ -14,7 +15,9 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <tuple>
+#include <vector>
 
 using at::Tensor;
 
@@ -38,6 +41,42 @@ void checkInputs(const Tensor& features, const Tensor& first, const Tensor& firs
                 "offsets [n, 3], totalCharge [1]");
 }
 
+// energy = sum_i heads[i, 0], charges = heads[:, 1] + (total - sum_i heads[i, 1]) / n, hirshfeld = |heads[:, 2]|
+// (heads [n, 3] contiguous), one loop instead of a dozen small ATen calls.
+template <typename T>
+void splitHeads(const T* heads, T total, int64_t n, T* energy, T* charges, T* hirshfeld) {
+    T energySum = 0, chargeSum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        energySum += heads[3 * i];
+        chargeSum += heads[3 * i + 1];
+    }
+    const T shift = (total - chargeSum) / n;
+    for (int64_t i = 0; i < n; i++) {
+        charges[i] = heads[3 * i + 1] + shift;
+        hirshfeld[i] = std::abs(heads[3 * i + 2]);
+    }
+    *energy = energySum;
+}
+
+// d heads [n, 3]: [d energy, d charges minus their mean (the shift's gradient), d hirshfeld sign(heads[:, 2])]; an
+// undefined (unused) output's gradient (null) is zero.
+template <typename T>
+void joinHeadGradients(const T* gradEnergy, const T* gradCharges, const T* gradHirshfeld, const T* heads, int64_t n,
+                       T* gradHeads) {
+    T meanCharge = 0;
+    if (gradCharges) {
+        for (int64_t i = 0; i < n; i++)
+            meanCharge += gradCharges[i];
+        meanCharge /= n;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const T ratio = heads[3 * i + 2];
+        gradHeads[3 * i] = gradEnergy ? gradEnergy[0] : 0;
+        gradHeads[3 * i + 1] = gradCharges ? gradCharges[i] - meanCharge : 0;
+        gradHeads[3 * i + 2] = gradHirshfeld ? gradHirshfeld[i] * static_cast<T>((ratio > 0) - (ratio < 0)) : 0;
+    }
+}
+
 class HeadsFunction : public torch::autograd::Function<HeadsFunction> {
 public:
     static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& features,
@@ -49,12 +88,14 @@ public:
         const int64_t n = features.size(0);
         const Tensor preactivation = at::addmm(firstBias, features, first);
         const Tensor heads = at::addmm(offsets, at::silu(preactivation).mul_(second), segments);  // [n, 3]
-        const Tensor energy = heads.select(1, 0).sum();
-        const Tensor raw = heads.select(1, 1);
-        const Tensor charges = raw + (totalCharge.reshape({}) - raw.sum()) / static_cast<double>(n);
-        const Tensor ratios = heads.select(1, 2);
-        const Tensor hirshfeld = at::abs(ratios);
-        ctx->save_for_backward({preactivation, ratios, first, second, segments});
+        Tensor energy = at::empty({}, features.options()), charges = at::empty({n}, features.options());
+        Tensor hirshfeld = at::empty({n}, features.options());
+        const Tensor total = totalCharge.contiguous();
+        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_heads", [&] {
+            splitHeads(heads.data_ptr<scalar_t>(), total.data_ptr<scalar_t>()[0], n, energy.data_ptr<scalar_t>(),
+                       charges.data_ptr<scalar_t>(), hirshfeld.data_ptr<scalar_t>());
+        });
+        ctx->save_for_backward({preactivation, heads, first, second, segments});
         return {energy, charges, hirshfeld};
     }
 
@@ -62,17 +103,19 @@ public:
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &preactivation = saved[0], &ratios = saved[1], &first = saved[2], &second = saved[3],
+        const Tensor &preactivation = saved[0], &heads = saved[1], &first = saved[2], &second = saved[3],
                      &segments = saved[4];
         const int64_t n = preactivation.size(0);
-        // d heads: [d energy, d charges minus their mean (the shift's gradient), d hirshfeld sign(ratios)].
-        Tensor gradHeads = at::zeros({n, 3}, preactivation.options());
-        if (gradOutputs[0].defined())
-            gradHeads.select(1, 0).fill_(gradOutputs[0].reshape({}));
-        if (gradOutputs[1].defined())
-            gradHeads.select(1, 1).copy_(gradOutputs[1] - gradOutputs[1].mean());
-        if (gradOutputs[2].defined())
-            gradHeads.select(1, 2).copy_(gradOutputs[2] * at::sign(ratios));
+        std::vector<Tensor> grads(3);
+        for (int64_t k = 0; k < 3; k++)
+            if (gradOutputs[k].defined())
+                grads[k] = gradOutputs[k].contiguous();
+        Tensor gradHeads = at::empty({n, 3}, preactivation.options());
+        AT_DISPATCH_FLOATING_TYPES(preactivation.scalar_type(), "so3lr_heads_backward", [&] {
+            const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+            joinHeadGradients<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]),
+                                        heads.data_ptr<scalar_t>(), n, gradHeads.data_ptr<scalar_t>());
+        });
         const Tensor gradHidden = at::mm(gradHeads, segments.t()).mul_(second);
         const Tensor gradFeatures = at::mm(at::silu_backward(gradHidden, preactivation), first.t());
         const Tensor none;

@@ -42,9 +42,11 @@ struct Inputs {
     std::vector<double> zbl, switches, constants;
 };
 
-// Energy and, with gradients requested, d energy / d (r, cutoff, charges, hirshfeld) (double tensors).
+// Energy and, with gradients requested, d energy / d (r, cutoff, charges, hirshfeld), tensors of the inputs' dtype
+// T; the arithmetic and the sums are in double whatever T.
+template <typename T>
 std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
-    const auto d = [](const Tensor& t) { return t.detach().to(torch::kFloat64).contiguous(); };
+    const auto d = [](const Tensor& t) { return t.contiguous(); };
     const Tensor r = d(in.r), cutoff = d(in.cutoff), q = d(in.charges), h = d(in.hirshfeld);
     const Tensor z = d(in.chargeProducts), lengths = d(in.inverseLengths), a0 = d(in.polarizabilities),
                  c60 = d(in.c6);
@@ -55,14 +57,14 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
                 "so3lr_physical: r, cutoff and pair constants must be [n, n], atom tensors [n]");
     TORCH_CHECK(in.zbl.size() == 8 && in.switches.size() == 7 && in.constants.size() == 13,
                 "so3lr_physical: expected 8 ZBL, 7 switching and 13 other constants");
-    const double* R = r.data_ptr<double>();
-    const double* C = cutoff.data_ptr<double>();
-    const double* Q = q.data_ptr<double>();
-    const double* Hf = h.data_ptr<double>();
-    const double* Z = z.data_ptr<double>();
-    const double* L = lengths.data_ptr<double>();
-    const double* A0 = a0.data_ptr<double>();
-    const double* C60 = c60.data_ptr<double>();
+    const T* R = r.data_ptr<T>();
+    const T* C = cutoff.data_ptr<T>();
+    const T* Q = q.data_ptr<T>();
+    const T* Hf = h.data_ptr<T>();
+    const T* Z = z.data_ptr<T>();
+    const T* L = lengths.data_ptr<T>();
+    const T* A0 = a0.data_ptr<T>();
+    const T* C60 = c60.data_ptr<T>();
     const auto& k = in.zbl;
     const auto& s = in.switches;
     const auto& c = in.constants;
@@ -70,12 +72,12 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
     const double b0 = c[6], b1 = c[7], b2 = c[8], b3 = c[9], dampingScale = c[10], bohr = c[11], hartree = c[12];
     const double twoOverSqrtPi = 2.0 / std::sqrt(M_PI);
 
+    // Each pair's entries of gradR and gradCutoff are written once (the diagonal stays zero); the atoms' sums in
+    // double.
     Tensor gradR = at::zeros({n, n}, r.options()), gradCutoff = at::zeros({n, n}, r.options());
-    Tensor gradQ = at::zeros({n}, r.options()), gradH = at::zeros({n}, r.options());
-    double* gR = gradR.data_ptr<double>();
-    double* gC = gradCutoff.data_ptr<double>();
-    double* gQ = gradQ.data_ptr<double>();
-    double* gH = gradH.data_ptr<double>();
+    T* gR = gradR.data_ptr<T>();
+    T* gC = gradCutoff.data_ptr<T>();
+    std::vector<double> gQ(n, 0.0), gH(n, 0.0);
     std::vector<double> alpha(n), c6(n), product(n);
     for (int64_t i = 0; i < n; i++) {
         alpha[i] = A0[i] * Hf[i];
@@ -107,7 +109,7 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
             double dEdr = 0.5 * C[ij] * Z[ij] *
                           (dInverse * screening * zblSwitch.value + inverse * dScreening * zblSwitch.value +
                            inverse * screening * zblSwitch.derivative);
-            gC[ij] += 0.5 * zblPart;
+            gC[ij] = static_cast<T>(0.5 * zblPart);
             // Electrostatics inside the long-range cutoff.
             if (x < rc) {
                 const double erfPart = std::erf(x / sigmaE);
@@ -142,7 +144,7 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
             const double scale = -0.5 * hartree;
             energy += scale * c6Pair * g * dispersionSwitch.value;
             dEdr += scale * c6Pair * (dgdr * dispersionSwitch.value + g * dispersionSwitch.derivative);
-            gR[ij] += dEdr;
+            gR[ij] = static_cast<T>(dEdr);
             // Through the Hirshfeld ratios: g via the mean polarisability (root), c6Pair via alpha and C6.
             const double dp2 = 2.0 * dampingScale * dampingScale * root;  // d p2 / d root
             const double ds2 = 2.0 * sigma * dSigma * radiusFactor;      // d s2 / d root
@@ -169,6 +171,11 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
     Tensor result = at::scalar_tensor(energy, r.options());
     if (!gradients)
         return {result};
+    Tensor gradQ = at::empty({n}, r.options()), gradH = at::empty({n}, r.options());
+    for (int64_t i = 0; i < n; i++) {
+        gradQ.data_ptr<T>()[i] = static_cast<T>(gQ[i]);
+        gradH.data_ptr<T>()[i] = static_cast<T>(gH[i]);
+    }
     return {result, gradR, gradCutoff, gradQ, gradH};
 }
 
@@ -185,11 +192,17 @@ public:
                             zbl, switches, constants};
         const bool gradients = r.requires_grad() || cutoff.requires_grad() || charges.requires_grad() ||
                                hirshfeld.requires_grad();
-        auto outputs = evaluate(inputs, gradients);
+        for (const Tensor* t :
+             {&cutoff, &charges, &hirshfeld, &chargeProducts, &inverseLengths, &polarizabilities, &c6})
+            TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == r.scalar_type(),
+                        "so3lr_physical: CPU tensors of one dtype expected");
+        TORCH_CHECK(at::isFloatingType(r.scalar_type()), "so3lr_physical: floating-point tensors expected");
+        std::vector<Tensor> outputs;
+        AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_physical",
+                                   [&] { outputs = evaluate<scalar_t>(inputs, gradients); });
         if (gradients)
-            ctx->save_for_backward({outputs[1].to(r.scalar_type()), outputs[2].to(r.scalar_type()),
-                                    outputs[3].to(r.scalar_type()), outputs[4].to(r.scalar_type())});
-        return outputs[0].to(r.scalar_type());
+            ctx->save_for_backward({outputs[1], outputs[2], outputs[3], outputs[4]});
+        return outputs[0];
     }
 
     static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,

@@ -3,7 +3,9 @@
 // features after the attention coefficients, in one operator with a hand-written backward pass. The PyTorch path
 // takes about thirty operations forward (messages, two layer norms, the residual MLP, the interaction block) and
 // TorchScript's differentiable graph and autograd about twice as many backward, each with its overhead; here the
-// messages are a loop over the n x n pairs and a batched product each way, and the rest a few matrix products.
+// messages, the layer norms and the element-wise steps are loops over the pairs or the atoms, and only the three
+// matrix products of the MLP and the interaction (each way), their SiLUs and, backward, one batched product of the
+// messages' per-head sums are ATen calls.
 //
 //   so3lr_layer_update(features [n, F], ev [n, C], attention [2, n, n, H], cutoff [n, n], harmonics [n, n, C],
 //                      values [n, F], norms [4, F], mlpFirst [F, F], mlpFirstBias [F], mlpSecond [F, F],
@@ -18,15 +20,17 @@
 //   f2 = g + silu(silu(g) @ mlpFirst + mlpFirstBias) @ mlpSecond + mlpSecondBias
 //   mixed = [f2, (ev1 * ev1) @ contract] @ interaction + interactionBias
 //   features' = layer_norm(f2 + mixed[:, :F]; norms[2], norms[3])
-//   ev' = ev1 * (1 + mixed[:, F:] @ expand) if updateEv, else ev1
+//   ev' = ev1 * (1 + mixed[:, F:] @ expand) if updateEv (which needs I = H), else ev1
 // Gradients flow to features, ev, attention, cutoff, harmonics and values; the weights (norms to contract) are the
 // module's constants and must not require gradients. CPU tensors of one floating-point dtype.
 
 #include <torch/torch.h>
 
-#include <array>
+#include <cmath>
 #include <tuple>
 #include <vector>
+
+#include "SO3LRVectorize.h"
 
 using at::Tensor;
 
@@ -74,102 +78,148 @@ std::vector<int64_t> checkInputs(const Tensor& features, const Tensor& ev, const
                     interactionBias.dim() == 1 && interactionBias.size(0) == F + I,
                 "so3lr_layer_update: norms must be [4, F], mlpFirst and mlpSecond [F, F], their biases [F], "
                 "interaction [F + I, F + I], interactionBias [F + I]");
-    const Tensor e = expand.to(torch::kFloat64).contiguous();
-    const double* pe = e.data_ptr<double>();
     std::vector<int64_t> degree(C, -1);
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t l = 0; l < H; l++) {
-            TORCH_CHECK(pe[l * C + c] == 0.0 || (pe[l * C + c] == 1.0 && degree[c] < 0),
-                        "so3lr_layer_update: expand must have one 1 in each column, zeros elsewhere");
-            if (pe[l * C + c] == 1.0)
-                degree[c] = l;
-        }
+    const Tensor e = expand.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(e.scalar_type(), "so3lr_layer_update", [&] {
+        const scalar_t* pe = e.data_ptr<scalar_t>();
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t l = 0; l < H; l++) {
+                TORCH_CHECK(pe[l * C + c] == 0 || (pe[l * C + c] == 1 && degree[c] < 0),
+                            "so3lr_layer_update: expand must have one 1 in each column, zeros elsewhere");
+                if (pe[l * C + c] == 1)
+                    degree[c] = l;
+            }
+    });
     for (int64_t c = 0; c < C; c++)
         TORCH_CHECK(degree[c] >= 0, "so3lr_layer_update: expand must have one 1 in each column, zeros elsewhere");
     return degree;
 }
 
-// The invariant messages' weights per head, headWeights[h, i, j] = attention[0, i, j, h] cutoff[i, j] ([H, n, n]), and
-// ev1 = ev + the ev messages (the formula above), contiguous inputs.
-void messagesForward(const Tensor& ev, const Tensor& attention, const Tensor& cutoff, const Tensor& harmonics,
-                     const std::vector<int64_t>& degree, Tensor& headWeights, Tensor& ev1) {
-    const int64_t n = ev.size(0), C = ev.size(1), H = attention.size(3);
-    headWeights = at::empty({H, n, n}, ev.options());
-    ev1 = ev.clone();
-    AT_DISPATCH_FLOATING_TYPES(ev.scalar_type(), "so3lr_layer_update", [&] {
-        const scalar_t* A = attention.data_ptr<scalar_t>();
-        const scalar_t* cut = cutoff.data_ptr<scalar_t>();
-        const scalar_t* Y = harmonics.data_ptr<scalar_t>();
-        scalar_t* W = headWeights.data_ptr<scalar_t>();
-        scalar_t* outEv = ev1.data_ptr<scalar_t>();
-        for (int64_t i = 0; i < n; i++) {
-            scalar_t* evi = outEv + i * C;
-            for (int64_t j = 0; j < n; j++) {
-                const scalar_t cij = cut[i * n + j];
-                const scalar_t* a0 = A + (i * n + j) * H;
-                for (int64_t h = 0; h < H; h++)
-                    W[(h * n + i) * n + j] = a0[h] * cij;
-                if (cij == 0)
-                    continue;  // the diagonal and pairs beyond the cutoff (a zero factor; the same sums)
-                const scalar_t* a1 = A + ((n + i) * n + j) * H;
-                const scalar_t* yij = Y + (i * n + j) * C;
-                for (int64_t c = 0; c < C; c++)
-                    evi[c] += a1[degree[c]] * cij * yij[c];
+struct Sizes {
+    int64_t n, F, C, H, I;
+};
+
+// f1 = features + the invariant messages, ev1 = ev + the ev messages (the formula above), one pass over the pairs.
+template <typename T>
+SO3LR_INLINE void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff,
+                                  const T* harmonics, const T* values, const int64_t* degree, const Sizes& s, T* f1,
+                                  T* ev1) {
+    const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
+    for (int64_t i = 0; i < n; i++) {
+        T* fi = f1 + i * F;
+        T* evi = ev1 + i * C;
+        for (int64_t d = 0; d < F; d++)
+            fi[d] = features[i * F + d];
+        for (int64_t c = 0; c < C; c++)
+            evi[c] = ev[i * C + c];
+        for (int64_t j = 0; j < n; j++) {
+            const T cij = cutoff[i * n + j];
+            if (cij == 0)
+                continue;  // the diagonal and pairs beyond the cutoff (a zero factor; the same sums)
+            const T* a0 = attention + (i * n + j) * H;
+            const T* vj = values + j * F;
+            for (int64_t h = 0; h < H; h++) {
+                const T w = a0[h] * cij;
+                T* out = fi + h * D;
+                const T* v = vj + h * D;
+#pragma omp simd
+                for (int64_t d = 0; d < D; d++)
+                    out[d] += w * v[d];
             }
+            const T* a1 = attention + ((n + i) * n + j) * H;
+            const T* yij = harmonics + (i * n + j) * C;
+            for (int64_t c = 0; c < C; c++)
+                evi[c] += a1[degree[c]] * cij * yij[c];
         }
-    });
+    }
 }
 
-// Gradients of attention, cutoff and harmonics from products[h, i, j] = sum_(d in h) d f1[i, d] values[j, d]
-// ([H, n, n]) and d ev1 (gev1).
-std::vector<Tensor> messagesBackward(const Tensor& products, const Tensor& gev1, const Tensor& attention,
-                                     const Tensor& cutoff, const Tensor& harmonics,
-                                     const std::vector<int64_t>& degree) {
-    Tensor gradAttention = at::empty(attention.sizes(), attention.options());
-    Tensor gradCutoff = at::empty(cutoff.sizes(), cutoff.options());
-    Tensor gradHarmonics = at::empty(harmonics.sizes(), harmonics.options());
-    AT_DISPATCH_FLOATING_TYPES(attention.scalar_type(), "so3lr_layer_update_backward", [&] {
-        const int64_t n = cutoff.size(0), C = harmonics.size(2), H = attention.size(3);
-        const scalar_t* A = attention.data_ptr<scalar_t>();
-        const scalar_t* cut = cutoff.data_ptr<scalar_t>();
-        const scalar_t* Y = harmonics.data_ptr<scalar_t>();
-        const scalar_t* S = products.data_ptr<scalar_t>();
-        const scalar_t* GE = gev1.data_ptr<scalar_t>();
-        scalar_t* gA = gradAttention.data_ptr<scalar_t>();
-        scalar_t* gC = gradCutoff.data_ptr<scalar_t>();
-        scalar_t* gY = gradHarmonics.data_ptr<scalar_t>();
-        std::vector<scalar_t> perDegree(H);
-        for (int64_t i = 0; i < n; i++) {
-            const scalar_t* gevi = GE + i * C;
-            for (int64_t j = 0; j < n; j++) {
-                const scalar_t cij = cut[i * n + j];
-                const scalar_t* a0 = A + (i * n + j) * H;
-                const scalar_t* a1 = A + ((n + i) * n + j) * H;
-                scalar_t* ga0 = gA + (i * n + j) * H;
-                scalar_t* ga1 = gA + ((n + i) * n + j) * H;
-                scalar_t gradCut = 0;
-                for (int64_t h = 0; h < H; h++) {
-                    const scalar_t sum = S[(h * n + i) * n + j];
-                    ga0[h] = sum * cij;
-                    gradCut += sum * a0[h];
+// One row of a layer norm: xhat = (x - mean) rstd, y = xhat w + b (biased variance, as torch's layer_norm).
+template <typename T>
+SO3LR_INLINE void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* xhat, T* y, T& rstd) {
+    T mean = 0;
+#pragma omp simd reduction(+ : mean)
+    for (int64_t d = 0; d < F; d++)
+        mean += x[d];
+    mean /= F;
+    T variance = 0;
+#pragma omp simd reduction(+ : variance)
+    for (int64_t d = 0; d < F; d++)
+        variance += (x[d] - mean) * (x[d] - mean);
+    variance /= F;
+    rstd = 1 / std::sqrt(variance + epsilon);
+#pragma omp simd
+    for (int64_t d = 0; d < F; d++) {
+        xhat[d] = (x[d] - mean) * rstd;
+        y[d] = xhat[d] * w[d] + b[d];
+    }
+}
+
+// Its input gradient: dx = rstd (gy w - mean(gy w) - xhat mean(gy w xhat)).
+template <typename T>
+SO3LR_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_t F, T* gx) {
+    T meanGrad = 0, meanGradXhat = 0;
+#pragma omp simd reduction(+ : meanGrad, meanGradXhat)
+    for (int64_t d = 0; d < F; d++) {
+        meanGrad += gy[d] * w[d];
+        meanGradXhat += gy[d] * w[d] * xhat[d];
+    }
+    meanGrad /= F;
+    meanGradXhat /= F;
+#pragma omp simd
+    for (int64_t d = 0; d < F; d++)
+        gx[d] = rstd * (gy[d] * w[d] - meanGrad - xhat[d] * meanGradXhat);
+}
+
+// Gradients of attention, cutoff, harmonics and values from d f1 (gf1; the layer norm's input gradient, that of
+// features too), d ev1 (gev1) and products[h, i, j] = sum_(d in h) gf1[i, d] values[j, d] ([H, n, n], one batched
+// product: short dot products per pair and head cost more in a loop), one pass over the pairs; gradValues zeroed.
+template <typename T>
+SO3LR_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products, const T* attention, const T* cutoff,
+                                   const T* harmonics, const int64_t* degree, const Sizes& s, T* gradAttention,
+                                   T* gradCutoff, T* gradHarmonics, T* gradValues) {
+    const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
+    std::vector<T> perDegree(H);
+    for (int64_t i = 0; i < n; i++) {
+        const T* gi = gf1 + i * F;
+        const T* gevi = gev1 + i * C;
+        for (int64_t j = 0; j < n; j++) {
+            const T cij = cutoff[i * n + j];
+            const T* a0 = attention + (i * n + j) * H;
+            const T* a1 = attention + ((n + i) * n + j) * H;
+            T* ga0 = gradAttention + (i * n + j) * H;
+            T* ga1 = gradAttention + ((n + i) * n + j) * H;
+            T* gvj = gradValues + j * F;
+            T gradCut = 0;
+            for (int64_t h = 0; h < H; h++) {
+                // d a0 = products cij, d cutoff += products a0, d values[j] += a0 cij gf1[i] (head h's features).
+                const T product = products[(h * n + i) * n + j];
+                ga0[h] = product * cij;
+                gradCut += product * a0[h];
+                const T w = a0[h] * cij;
+                if (w != 0) {
+                    const T* g = gi + h * D;
+                    T* gv = gvj + h * D;
+#pragma omp simd
+                    for (int64_t d = 0; d < D; d++)
+                        gv[d] += w * g[d];
                 }
-                const scalar_t* yij = Y + (i * n + j) * C;
-                scalar_t* gyij = gY + (i * n + j) * C;
-                for (int64_t h = 0; h < H; h++)
-                    perDegree[h] = 0;
-                for (int64_t c = 0; c < C; c++) {
-                    perDegree[degree[c]] += gevi[c] * yij[c];
-                    gyij[c] = a1[degree[c]] * cij * gevi[c];
-                }
-                for (int64_t h = 0; h < H; h++) {
-                    ga1[h] = perDegree[h] * cij;
-                    gradCut += perDegree[h] * a1[h];
-                }
-                gC[i * n + j] = gradCut;
             }
+            const T* yij = harmonics + (i * n + j) * C;
+            T* gyij = gradHarmonics + (i * n + j) * C;
+            for (int64_t h = 0; h < H; h++)
+                perDegree[h] = 0;
+            for (int64_t c = 0; c < C; c++) {
+                perDegree[degree[c]] += gevi[c] * yij[c];
+                gyij[c] = a1[degree[c]] * cij * gevi[c];
+            }
+            for (int64_t h = 0; h < H; h++) {
+                ga1[h] = perDegree[h] * cij;
+                gradCut += perDegree[h] * a1[h];
+            }
+            gradCutoff[i * n + j] = gradCut;
         }
-    });
-    return {gradAttention, gradCutoff, gradHarmonics};
+    }
 }
 
 class LayerUpdateFunction : public torch::autograd::Function<LayerUpdateFunction> {
@@ -177,37 +227,80 @@ public:
     static torch::autograd::tensor_list forward(
         torch::autograd::AutogradContext* ctx, const Tensor& featuresIn, const Tensor& evIn,
         const Tensor& attentionIn, const Tensor& cutoffIn, const Tensor& harmonicsIn, const Tensor& valuesIn,
-        const Tensor& norms, const Tensor& mlpFirst, const Tensor& mlpFirstBias, const Tensor& mlpSecond,
-        const Tensor& mlpSecondBias, const Tensor& interaction, const Tensor& interactionBias, const Tensor& expand,
-        const Tensor& contract, double epsilon, bool updateEv) {
-        const std::vector<Tensor> weights = {norms,       mlpFirst,        mlpFirstBias, mlpSecond, mlpSecondBias,
-                                             interaction, interactionBias, expand,       contract};
+        const Tensor& normsIn, const Tensor& mlpFirst, const Tensor& mlpFirstBias, const Tensor& mlpSecond,
+        const Tensor& mlpSecondBiasIn, const Tensor& interaction, const Tensor& interactionBias,
+        const Tensor& expand, const Tensor& contractIn, double epsilon, bool updateEv) {
+        const std::vector<Tensor> weights = {normsIn,     mlpFirst,        mlpFirstBias, mlpSecond, mlpSecondBiasIn,
+                                             interaction, interactionBias, expand,       contractIn};
         const std::vector<int64_t> degree =
             checkInputs(featuresIn, evIn, attentionIn, cutoffIn, harmonicsIn, valuesIn, weights);
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const Tensor features = featuresIn.contiguous(), ev = evIn.contiguous();
         const Tensor attention = attentionIn.contiguous(), cutoff = cutoffIn.contiguous();
         const Tensor harmonics = harmonicsIn.contiguous(), values = valuesIn.contiguous();
-        const int64_t F = featuresIn.size(1), I = contract.size(1);
-        const int64_t n = featuresIn.size(0), H = attention.size(3);
-        // Invariant messages: one batched product over the heads, [H, n, n] @ [H, n, F / H].
-        Tensor headWeights, ev1;
-        messagesForward(evIn.contiguous(), attention, cutoff, harmonics, degree, headWeights, ev1);
-        const Tensor valueHeads = values.view({n, H, F / H}).transpose(0, 1);
-        const Tensor f1 = at::bmm(headWeights, valueHeads).transpose(0, 1).reshape({n, F}).add_(featuresIn);
-        auto [g, mean1, rstd1] = at::native_layer_norm(f1, {F}, norms[0], norms[1], epsilon);
-        const Tensor hidden = at::addmm(mlpFirstBias, at::silu(g), mlpFirst);
-        const Tensor f2 = at::addmm(mlpSecondBias, at::silu(hidden), mlpSecond).add_(g);
-        const Tensor mixed = at::addmm(interactionBias, at::cat({f2, at::mm(ev1 * ev1, contract)}, 1), interaction);
-        const Tensor f3 = f2 + mixed.narrow(1, 0, F);
-        auto [out, mean2, rstd2] = at::native_layer_norm(f3, {F}, norms[2], norms[3], epsilon);
-        Tensor scale, evOut = ev1;
-        if (updateEv) {
-            scale = at::mm(mixed.narrow(1, F, I), expand);
-            evOut = ev1 + scale * ev1;
-        }
-        ctx->save_for_backward({attention, cutoff, harmonics, values, headWeights, f1, g, mean1, rstd1, hidden, f3,
-                                mean2, rstd2, ev1, updateEv ? scale : Tensor(), norms, mlpFirst, mlpSecond,
-                                interaction, expand, contract});
+        const Tensor norms = normsIn.contiguous(), mlpSecondBias = mlpSecondBiasIn.contiguous();
+        const Tensor contract = contractIn.contiguous();
+        const Sizes s = {features.size(0), features.size(1), ev.size(1), attention.size(3), contract.size(1)};
+        const int64_t n = s.n, F = s.F, C = s.C, I = s.I;
+        // The ev scales mixed[:, F:] @ expand are read as mixed[:, F + degree[c]].
+        TORCH_CHECK(!updateEv || s.H == I, "so3lr_layer_update: updating ev needs expand [I, C]");
+        Tensor f1 = at::empty({n, F}, features.options()), ev1 = at::empty({n, C}, features.options());
+        Tensor g = at::empty({n, F}, features.options()), xhat1 = at::empty({n, F}, features.options());
+        Tensor rstd1 = at::empty({n}, features.options()), xhat2 = at::empty({n, F}, features.options());
+        Tensor rstd2 = at::empty({n}, features.options()), out = at::empty({n, F}, features.options());
+        Tensor mixedInput = at::empty({n, F + I}, features.options());
+        Tensor hidden, mixed;
+        Tensor evOut = updateEv ? at::empty({n, C}, features.options()) : ev1;
+        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_layer_update", [&] {
+            const scalar_t eps = static_cast<scalar_t>(epsilon);
+            const scalar_t* w = norms.data_ptr<scalar_t>();
+            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                messagesForward(features.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
+                                attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
+                                harmonics.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(), degree.data(), s,
+                                f1.data_ptr<scalar_t>(), ev1.data_ptr<scalar_t>());
+                for (int64_t i = 0; i < n; i++)
+                    layerNormRow(f1.data_ptr<scalar_t>() + i * F, w, w + F, F, eps,
+                                 xhat1.data_ptr<scalar_t>() + i * F, g.data_ptr<scalar_t>() + i * F,
+                                 rstd1.data_ptr<scalar_t>()[i]);
+            });
+            // The residual MLP: f2 = g + silu(silu(g) @ mlpFirst + b1) @ mlpSecond + b2.
+            hidden = at::addmm(mlpFirstBias, at::silu(g), mlpFirst);
+            const Tensor mlp = at::mm(at::silu(hidden), mlpSecond);
+            // The interaction's input [f2, (ev1 * ev1) @ contract].
+            const scalar_t *pg = g.data_ptr<scalar_t>(), *pm = mlp.data_ptr<scalar_t>();
+            const scalar_t *b2 = mlpSecondBias.data_ptr<scalar_t>(), *pk = contract.data_ptr<scalar_t>();
+            const scalar_t* pe = ev1.data_ptr<scalar_t>();
+            scalar_t* pin = mixedInput.data_ptr<scalar_t>();
+            for (int64_t i = 0; i < n; i++) {
+                scalar_t* row = pin + i * (F + I);
+                for (int64_t d = 0; d < F; d++)
+                    row[d] = pg[i * F + d] + pm[i * F + d] + b2[d];
+                for (int64_t l = 0; l < I; l++)
+                    row[F + l] = 0;
+                for (int64_t c = 0; c < C; c++) {
+                    const scalar_t e2 = pe[i * C + c] * pe[i * C + c];
+                    for (int64_t l = 0; l < I; l++)
+                        row[F + l] += e2 * pk[c * I + l];
+                }
+            }
+            mixed = at::addmm(interactionBias, mixedInput, interaction);
+            // features' = layer_norm(f2 + mixed[:, :F]); ev' = ev1 (1 + mixed[:, F + degree]) (expand one-hot).
+            const scalar_t* px = mixed.data_ptr<scalar_t>();
+            scalar_t* po = evOut.data_ptr<scalar_t>();
+            std::vector<scalar_t> f3(F);
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t d = 0; d < F; d++)
+                    f3[d] = pin[i * (F + I) + d] + px[i * (F + I) + d];
+                layerNormRow(f3.data(), w + 2 * F, w + 3 * F, F, eps, xhat2.data_ptr<scalar_t>() + i * F,
+                             out.data_ptr<scalar_t>() + i * F, rstd2.data_ptr<scalar_t>()[i]);
+                if (updateEv)
+                    for (int64_t c = 0; c < C; c++)
+                        po[i * C + c] = pe[i * C + c] * (1 + px[i * (F + I) + F + degree[c]]);
+            }
+        });
+        ctx->save_for_backward({attention, cutoff, harmonics, values, g, xhat1, rstd1, hidden, xhat2, rstd2, mixed,
+                                ev1, norms, mlpFirst, mlpSecond, interaction, contract});
         ctx->saved_data["degree"] = c10::IValue(degree);
         ctx->saved_data["updateEv"] = updateEv;
         return {out, evOut};
@@ -218,48 +311,85 @@ public:
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
         const Tensor &attention = saved[0], &cutoff = saved[1], &harmonics = saved[2], &values = saved[3];
-        const Tensor &headWeights = saved[4], &f1 = saved[5], &g = saved[6], &mean1 = saved[7], &rstd1 = saved[8];
-        const Tensor &hidden = saved[9], &f3 = saved[10], &mean2 = saved[11], &rstd2 = saved[12], &ev1 = saved[13];
-        const Tensor &scale = saved[14], &norms = saved[15], &mlpFirst = saved[16], &mlpSecond = saved[17];
-        const Tensor &interaction = saved[18], &expand = saved[19], &contract = saved[20];
+        const Tensor &g = saved[4], &xhat1 = saved[5], &rstd1 = saved[6], &hidden = saved[7], &xhat2 = saved[8];
+        const Tensor &rstd2 = saved[9], &mixed = saved[10], &ev1 = saved[11], &norms = saved[12];
+        const Tensor &mlpFirst = saved[13], &mlpSecond = saved[14], &interaction = saved[15], &contract = saved[16];
         const bool updateEv = ctx->saved_data["updateEv"].toBool();
         const std::vector<int64_t> degree = ctx->saved_data["degree"].toIntVector();
-        const int64_t n = f1.size(0), F = f1.size(1), I = contract.size(1);
-        const std::array<bool, 3> inputOnly = {true, false, false};
+        const Sizes s = {g.size(0), g.size(1), ev1.size(1), attention.size(3), contract.size(1)};
+        const int64_t n = s.n, F = s.F, C = s.C, I = s.I;
         // Undefined output gradients (an output not used) are zeros.
-        const Tensor gradOut = gradOutputs[0].defined() ? gradOutputs[0].contiguous() : at::zeros_like(f3);
+        const Tensor gradOut = gradOutputs[0].defined() ? gradOutputs[0].contiguous() : at::zeros_like(g);
         const Tensor gradEvOut = gradOutputs[1].defined() ? gradOutputs[1].contiguous() : at::zeros_like(ev1);
-        const Tensor gf3 = std::get<0>(
-            at::native_layer_norm_backward(gradOut, f3, {F}, mean2, rstd2, norms[2], norms[3], inputOnly));
-        // d mixed: [gf3, d (mixed[:, F:])]; the ev output's gradient reaches ev1 directly and through the scale.
-        Tensor gradMixed = at::empty({n, F + I}, f1.options());
-        gradMixed.narrow(1, 0, F).copy_(gf3);
-        Tensor gev1;
-        if (updateEv) {
-            Tensor block = gradMixed.narrow(1, F, I);
-            at::mm_out(block, gradEvOut * ev1, expand.t());
-            gev1 = gradEvOut + gradEvOut * scale;
-        } else {
-            gradMixed.narrow(1, F, I).zero_();
-            gev1 = gradEvOut.clone();
-        }
-        const Tensor gradInput = at::mm(gradMixed, interaction.t());  // [n, F + I]: d [f2, invariants]
-        const Tensor gf2 = gf3 + gradInput.narrow(1, 0, F);
-        gev1.add_(at::mm(gradInput.narrow(1, F, I), contract.t()).mul_(ev1), 2.0);
-        const Tensor gradHidden = at::silu_backward(at::mm(gf2, mlpSecond.t()), hidden);
-        const Tensor gg = at::silu_backward(at::mm(gradHidden, mlpFirst.t()), g).add_(gf2);
-        const Tensor gf1 = std::get<0>(
-            at::native_layer_norm_backward(gg, f1, {F}, mean1, rstd1, norms[0], norms[1], inputOnly)).contiguous();
-        // The invariant messages' products: d values = headWeights^T @ d f1 per head, and the pair sums
-        // products[h, i, j] = sum_(d in h) d f1[i, d] values[j, d] for the attention and cutoff gradients.
-        const int64_t H = attention.size(3);
-        const Tensor gradHeads = gf1.view({n, H, F / H}).transpose(0, 1);
-        const Tensor products = at::bmm(gradHeads, values.view({n, H, F / H}).permute({1, 2, 0}));
-        const Tensor gradValues = at::bmm(headWeights.transpose(1, 2), gradHeads).transpose(0, 1).reshape({n, F});
-        const auto grads = messagesBackward(products, gev1.contiguous(), attention, cutoff, harmonics, degree);
+        Tensor gradMixed = at::empty({n, F + I}, g.options()), gev1 = at::empty({n, C}, g.options());
+        Tensor gf2 = at::empty({n, F}, g.options()), gf1 = at::empty({n, F}, g.options());
+        Tensor gradAttention = at::empty(attention.sizes(), g.options());
+        Tensor gradCutoff = at::empty(cutoff.sizes(), g.options());
+        Tensor gradHarmonics = at::empty(harmonics.sizes(), g.options());
+        Tensor gradValues = at::zeros(values.sizes(), g.options());
+        AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "so3lr_layer_update_backward", [&] {
+            const scalar_t* w = norms.data_ptr<scalar_t>();
+            const scalar_t *pe = ev1.data_ptr<scalar_t>(), *px = mixed.data_ptr<scalar_t>();
+            const scalar_t* gE = gradEvOut.data_ptr<scalar_t>();
+            scalar_t *pgm = gradMixed.data_ptr<scalar_t>(), *pgev = gev1.data_ptr<scalar_t>();
+            // d mixed = [d f3, d (mixed[:, F:])] (the second part from the ev output), and d ev1 from the ev output.
+            for (int64_t i = 0; i < n; i++) {
+                scalar_t* row = pgm + i * (F + I);
+                layerNormRowBackward(gradOut.data_ptr<scalar_t>() + i * F, xhat2.data_ptr<scalar_t>() + i * F,
+                                     w + 2 * F, rstd2.data_ptr<scalar_t>()[i], F, row);
+                for (int64_t l = 0; l < I; l++)
+                    row[F + l] = 0;
+                for (int64_t c = 0; c < C; c++) {
+                    const int64_t k = i * C + c;
+                    if (updateEv) {
+                        row[F + degree[c]] += gE[k] * pe[k];
+                        pgev[k] = gE[k] * (1 + px[i * (F + I) + F + degree[c]]);
+                    } else {
+                        pgev[k] = gE[k];
+                    }
+                }
+            }
+            // d [f2, invariants] = d mixed @ interaction^T; d f2 adds d f3 (the residual).
+            const Tensor gradInput = at::mm(gradMixed, interaction.t());
+            const scalar_t *pgi = gradInput.data_ptr<scalar_t>(), *pk = contract.data_ptr<scalar_t>();
+            scalar_t* pgf2 = gf2.data_ptr<scalar_t>();
+            for (int64_t i = 0; i < n; i++) {
+                const scalar_t* row = pgi + i * (F + I);
+                for (int64_t d = 0; d < F; d++)
+                    pgf2[i * F + d] = pgm[i * (F + I) + d] + row[d];
+                for (int64_t c = 0; c < C; c++) {
+                    scalar_t sum = 0;
+                    for (int64_t l = 0; l < I; l++)
+                        sum += row[F + l] * pk[c * I + l];
+                    pgev[i * C + c] += 2 * pe[i * C + c] * sum;
+                }
+            }
+            // The residual MLP backward, then the first layer norm's on d g = d (MLP) + d f2.
+            Tensor gradHidden = at::mm(gf2, mlpSecond.t());
+            at::silu_backward_out(gradHidden, gradHidden, hidden);
+            Tensor gg = at::mm(gradHidden, mlpFirst.t());
+            at::silu_backward_out(gg, gg, g);
+            scalar_t* pgg = gg.data_ptr<scalar_t>();
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t d = 0; d < F; d++)
+                    pgg[i * F + d] += pgf2[i * F + d];
+                layerNormRowBackward(pgg + i * F, xhat1.data_ptr<scalar_t>() + i * F, w,
+                                     rstd1.data_ptr<scalar_t>()[i], F, gf1.data_ptr<scalar_t>() + i * F);
+            }
+            const int64_t D = F / s.H;
+            const Tensor products =
+                at::bmm(gf1.view({n, s.H, D}).transpose(0, 1), values.view({n, s.H, D}).permute({1, 2, 0}));
+            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                messagesBackward(gf1.data_ptr<scalar_t>(), pgev, products.data_ptr<scalar_t>(),
+                                 attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
+                                 harmonics.data_ptr<scalar_t>(), degree.data(), s,
+                                 gradAttention.data_ptr<scalar_t>(), gradCutoff.data_ptr<scalar_t>(),
+                                 gradHarmonics.data_ptr<scalar_t>(), gradValues.data_ptr<scalar_t>());
+            });
+        });
         const Tensor none;
-        return {gf1,  gev1, grads[0], grads[1], grads[2], gradValues, none, none, none,
-                none, none, none,     none,     none,     none,     none, none};
+        return {gf1,  gev1, gradAttention, gradCutoff, gradHarmonics, gradValues, none, none, none,
+                none, none, none,          none,       none,          none,       none, none};
     }
 };
 
