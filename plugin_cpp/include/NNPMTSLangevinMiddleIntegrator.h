@@ -20,9 +20,10 @@ namespace NNPPlugin {
  * the platform (kick, half drift, friction and noise, half drift, constraints), on the fast group's forces.
  * In the inner steps that start an outer step (step count a multiple of slowInterval) the kick is
  * dt*(F_fast + slowInterval*F_slow)/m: there the fast group is computed, its forces kept, the slow group
- * computed by itself, and its forces multiplied by slowInterval and added to the kept ones. The two half kicks of r-RESPA at
- * the boundary between outer steps act at the same positions and so are this one kick; the positions are
- * those of BAOAB-RESPA (OpenMM's MTSLangevinIntegrator), and without friction those of MTSIntegrator.
+ * computed by itself, and its forces multiplied by slowInterval and added to the kept ones. The two half
+ * kicks of r-RESPA at the boundary between outer steps act at the same positions and so are this one kick;
+ * the positions are those of BAOAB-RESPA (OpenMM's MTSLangevinIntegrator), and without friction those of
+ * MTSIntegrator.
  * Velocities are, as with LangevinMiddleIntegrator, half an inner step behind the positions.
  *
  * Which inner step of an outer step comes next follows from the context's step count, so checkpoints,
