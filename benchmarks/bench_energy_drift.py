@@ -127,13 +127,15 @@ class SynchronousKineticEnergy:
     def __init__(self, system, dt, mts):
         self.scratch = openmm.Context(system, openmm.LangevinMiddleIntegrator(0, 0, dt),
                                       openmm.Platform.getPlatformByName('Reference'))
-        masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+        masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
+                           for i in range(system.getNumParticles())])
         self.halfKick = 0.5 * dt.value_in_unit(unit.picosecond) / masses[:, None]
         self.mts = mts
 
     def __call__(self, context):
         state = context.getState(getPositions=True, getVelocities=True)
-        fast, slow = (context.getState(getForces=True, groups={group}).getForces(asNumpy=True)._value for group in (0, 1))
+        fast, slow = (context.getState(getForces=True, groups={group}).getForces(asNumpy=True)._value
+                      for group in (0, 1))
         self.scratch.setPositions(state.getPositions())
         self.scratch.setVelocities(state.getVelocities(asNumpy=True)._value + self.halfKick * (fast + self.mts * slow))
         self.scratch.applyVelocityConstraints(1e-10)

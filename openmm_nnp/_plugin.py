@@ -68,10 +68,13 @@ def load():
     import openmm_nnp.integrators  # noqa: F401  (the integrator's downcasts)
 
 
+_PLUGIN_CLASSES = ('NNPForce', 'NNPMTSLangevinMiddleIntegrator')  # what XML may hold that needs the plugin
+
+
 def _loadingFirst(method):
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        if any(isinstance(arg, str) and ('NNPForce' in arg or 'NNPMTSLangevinMiddleIntegrator' in arg) for arg in args):
+        if any(isinstance(arg, str) and any(name in arg for name in _PLUGIN_CLASSES) for arg in args):
             load()
         return method(*args, **kwargs)
     wrapper._nnp_loads_plugin = True
@@ -80,7 +83,7 @@ def _loadingFirst(method):
 
 def installDeserializationHook():
     """Make OpenMM's XmlSerializer (and so pickling and copying of Systems) load the plugin before it reads
-    XML that holds an NNPForce (idempotent; needs only openmm)."""
+    XML that holds an NNPForce or NNPMTSLangevinMiddleIntegrator (idempotent; needs only openmm)."""
     import openmm
     for name in ['deserialize', '_deserializeSystem', '_deserializeForce', '_deserializeIntegrator', '_deserializeState']:
         method = getattr(openmm.XmlSerializer, name, None)

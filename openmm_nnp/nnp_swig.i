@@ -1,5 +1,6 @@
-/* SWIG interface of the C++ API (NNPForce, NNPMTSLangevinMiddleIntegrator). The Python-facing constructor (model from a file, a
- * torch.jit.ScriptModule or bytes) is written in Python below; see openmm_nnp/force.py. */
+/* SWIG interface of the C++ API (NNPForce, NNPMTSLangevinMiddleIntegrator). NNPForce's Python-facing
+ * constructor (model from a file, a torch.jit.ScriptModule or bytes) is written in Python below; see
+ * openmm_nnp/force.py. */
 %module(package="openmm_nnp") nnp_swig
 
 %import(module="openmm") "swig/OpenMMSwigHeaders.i"
@@ -88,7 +89,8 @@ static void setOpenMMException(const std::exception& e) {
 %include "NNPExport.h"
 %include "NNPForce.h"
 
-/* openmm.Integrator's wrappers (with units) call the C++ overrides; openmm_nnp/integrators.py adds units to the rest. */
+/* openmm.Integrator's wrappers (with units) call the C++ overrides; openmm_nnp/integrators.py adds units to
+   the rest. */
 %ignore NNPPlugin::NNPMTSLangevinMiddleIntegrator::setIntegrationForceGroups;
 %include "NNPMTSLangevinMiddleIntegrator.h"
 
