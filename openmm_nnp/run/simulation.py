@@ -59,7 +59,7 @@ CHECKPOINT_INFO = 'checkpoint.json'
 ENERGY_LOG = 'energies.csv'
 
 
-def _createIntegrator(settings, system):
+def _createIntegrator(settings):
     dt = settings.timestep * unit.femtosecond
     T = settings.temperature * unit.kelvin
     friction = settings.friction / unit.picosecond
@@ -114,7 +114,7 @@ class Simulation:
             system.addForce(barostat)
         self.outputDir.mkdir(parents=True, exist_ok=True)
         self.system, self.topology = system, loaded.topology
-        integrator = _createIntegrator(settings, system)
+        integrator = _createIntegrator(settings)
         self._path('system.xml').write_text(openmm.XmlSerializer.serialize(system))
         self._path('integrator.xml').write_text(openmm.XmlSerializer.serialize(integrator))
         with open(self._path('topology.pdb'), 'w') as f:
