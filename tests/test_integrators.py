@@ -290,3 +290,15 @@ def test_minimizer_and_barostat_see_both_groups():
         openmm.LocalEnergyMinimizer.minimize(context, 1.0, 0)
         moved.append(positions_of(context)[0, 0] - x0[0])
     assert abs(moved[0] - 0.05) < 0.005 and abs(moved[1] - 0.05) > 0.05
+
+
+def test_cpp_constructor_and_xml_refuse_bad_settings():
+    """The C++ class checks its arguments itself (for C++ callers and XML), and XML of an unknown version is
+    refused with a message naming the integrator."""
+    from openmm_nnp import nnp_swig
+    for arguments in ((300, 1, 0.001, 0), (300, 1, 0.001, 2, 1, 1), (300, 1, 0.001, 2, 32, 0), (-1, 1, 0.001, 2)):
+        with pytest.raises(openmm.OpenMMException, match='NNPMTSLangevinMiddleIntegrator'):
+            nnp_swig.NNPMTSLangevinMiddleIntegrator(*arguments)
+    xml = openmm.XmlSerializer.serialize(NNPMTSLangevinMiddleIntegrator(T, 1 / unit.picosecond, INNER, 2))
+    with pytest.raises(openmm.OpenMMException, match='NNPMTSLangevinMiddleIntegrator: unsupported serialization'):
+        openmm.XmlSerializer.deserialize(xml.replace('version="1"', 'version="2"'))

@@ -16,7 +16,7 @@ static void checkGroup(int group) {
 
 NNPMTSLangevinMiddleIntegrator::NNPMTSLangevinMiddleIntegrator(double temperature, double frictionCoeff, double stepSize,
         int slowInterval, int slowGroup, int fastGroup) : slowInterval(slowInterval), slowGroup(slowGroup), fastGroup(fastGroup),
-        randomNumberSeed(0), inner(new LangevinMiddleIntegrator(temperature, frictionCoeff, stepSize)) {
+        randomNumberSeed(0), inner(new LangevinMiddleIntegrator(0.0, 0.0, stepSize)) { // settings: innerSettings()
     if (slowInterval < 1)
         throw OpenMMException("NNPMTSLangevinMiddleIntegrator: slowInterval must be >= 1 (the slow group every N inner steps), not " + to_string(slowInterval) + ".");
     checkGroup(slowGroup);
