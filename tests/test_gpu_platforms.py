@@ -260,11 +260,17 @@ def test_region_survives_atom_reordering(platform):
     np.testing.assert_allclose(actual[1], expected[1], rtol=TOLERANCES['single']['force_rtol'], atol=TOLERANCES['single']['force_atol'])
 
 
-@pytest.mark.parametrize('platform', [case for case in GPU_CASES if case.values[0][1] == 'double'])
+# Positions after 12 MTS steps against Reference, nm: double to rounding (measured 2.5e-12 with PoCL); mixed and
+# single carry the forces' float32 arithmetic and, in single, float32 positions (measured 5.2e-8 and 5.1e-7).
+MTS_POSITION_TOLERANCE = {'double': 1e-9, 'mixed': 1e-6, 'single': 1e-5}
+
+
+@pytest.mark.parametrize('platform', GPU_CASES)
 def test_mts_integrator_matches_reference(platform):
     """NNPMTSLangevinMiddleIntegrator (the platform's LangevinMiddleIntegrator kernel on group 0, the NNPForce's
     impulse added by this plugin's force-combining kernel every third step) without friction: the same positions
-    as on Reference after 12 steps to 1e-9 nm in double precision (the atoms move ~0.02 nm)."""
+    as on Reference after 12 steps, to MTS_POSITION_TOLERANCE (1e-9 nm in double precision; the atoms move
+    ~0.02 nm)."""
     from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
     from test_overlap import fluid
     system, positions = fluid(mts=True)
@@ -280,7 +286,7 @@ def test_mts_integrator_matches_reference(platform):
         integrator.step(12)
         assert context.getStepCount() == 12
         finals.append(context.getState(getPositions=True).getPositions(asNumpy=True)._value)
-    assert np.abs(finals[1] - finals[0]).max() < 1e-9
+    assert np.abs(finals[1] - finals[0]).max() < MTS_POSITION_TOLERANCE[platform[1]]
     assert np.abs(finals[0] - positions).max() > 0.005
 
 
