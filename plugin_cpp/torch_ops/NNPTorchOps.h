@@ -21,7 +21,7 @@
 // pairs within the short-range cutoff), so3lr_layer_update (SO3LRUpdate.cpp), so3lr_heads (SO3LRHeads.cpp) and
 // so3lr_physical (SO3LRPhysical.cpp: ZBL, electrostatics, dispersion). The file of each documents its operators.
 // The loops of the attention, ev-filter and layer-update operators pick AVX2 or AVX-512 at run time where the CPU
-// has them (SO3LRVectorize.h); the library itself is built for the baseline x86-64.
+// has them (Vectorize.h); the library itself is built for the baseline x86-64.
 //
 // Implemented in NNPTorchOps.cpp. A process that loads a TorchScript model using the class or operator must have
 // loaded this library first: the NNPForce kernels link it, and `import openmm_nnp` loads it.

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "SO3LRPairs.h"
-#include "SO3LRVectorize.h"
+#include "Vectorize.h"
 
 using at::Tensor;
 
@@ -51,7 +51,7 @@ Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filt
 // One head of one pair both ways (features begin to end): forward = sum_d qa kb f, reverse = sum_d qb ka f.
 // Outside the dispatch macro, where the SIMD pragma works (its lanes sum in a different order).
 template <typename T>
-SO3LR_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin,
+NNP_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin,
                                int64_t end, T& forward, T& reverse) {
     T sumForward = 0, sumReverse = 0;
 #pragma omp simd reduction(+ : sumForward, sumReverse)
@@ -66,7 +66,7 @@ SO3LR_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* k
 // The gradients of one head of one pair from those of its two coefficients (forward, reverse); the rows a and b
 // differ (checked), so the four accumulated rows and gf do not overlap.
 template <typename T>
-SO3LR_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f,
+NNP_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f,
                                 T* gf, T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t d = begin; d < end; d++) {
@@ -81,7 +81,7 @@ SO3LR_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, 
 
 // One kind's coefficients on the listed pairs (q, k: [n, F], f: [P, F] of that kind; out [n, n, heads] zeroed).
 template <typename T>
-SO3LR_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_t* pa, const int64_t* pb,
+NNP_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_t* pa, const int64_t* pb,
                                 const Shapes& s, T* out) {
     const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
     for (int64_t p = 0; p < s.pairs; p++) {
@@ -94,7 +94,7 @@ SO3LR_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_
 
 // Its gradients from g [n, n, heads]: gq, gk [n, F] zeroed, the listed pairs' rows of gf [P, F] written.
 template <typename T>
-SO3LR_INLINE void attentionKindBackward(const T* q, const T* k, const T* f, const T* g, const int64_t* pa,
+NNP_INLINE void attentionKindBackward(const T* q, const T* k, const T* f, const T* g, const int64_t* pa,
                                         const int64_t* pb, const Shapes& s, T* gq, T* gk, T* gf) {
     const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
     for (int64_t p = 0; p < s.pairs; p++) {
@@ -123,7 +123,7 @@ Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Ten
         const int64_t n = s.atoms, F = s.features, H = s.heads, P = filters.size(1);
         at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
             for (int64_t c = begin; c < end; c++)
-                NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                     attentionKind(q0 + c * n * F, k0 + c * n * F, f0 + c * P * F, pa, pb, s, out0 + c * n * n * H);
                 });
         });
@@ -158,7 +158,7 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
         const int64_t n = s.atoms, F = s.features, H = s.heads, P = filters.size(1);
         at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
             for (int64_t c = begin; c < end; c++)
-                NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+                NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                     attentionKindBackward(q0 + c * n * F, k0 + c * n * F, f0 + c * P * F, g0 + c * n * n * H, pa, pb,
                                           s, gq0 + c * n * F, gk0 + c * n * F, gf0 + c * P * F);
                 });

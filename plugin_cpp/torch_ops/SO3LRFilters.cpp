@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "SO3LRPairs.h"
-#include "SO3LRVectorize.h"
+#include "Vectorize.h"
 
 using at::Tensor;
 
@@ -154,7 +154,7 @@ void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, 
 // reads each kind's block): pre[c, p, :] = [(difference^2) @ contract, 1] @ evFirst[:, c E:(c + 1) E], one loop
 // over the pairs instead of two gathers, a subtraction, a square and two products.
 template <typename T>
-SO3LR_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_t* second, const T* contract,
+NNP_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_t* second, const T* contract,
                                    const T* evFirst, int64_t P, int64_t C, int64_t I, int64_t E, T* pre) {
     std::vector<T> invariants(I);
     for (int64_t p = 0; p < P; p++) {
@@ -187,7 +187,7 @@ SO3LR_INLINE void evPreactivations(const T* ev, const int64_t* first, const int6
 // d ev from d preactivation [2, P, E]: d invariants = d pre @ evFirst[:I]^T, d difference = 2 difference
 // (d invariants @ contract^T), added to row second[p] and subtracted from row first[p] of gradEv (zeroed).
 template <typename T>
-SO3LR_INLINE void evPreactivationsBackward(const T* gradPre, const T* ev, const int64_t* first, const int64_t* second,
+NNP_INLINE void evPreactivationsBackward(const T* gradPre, const T* ev, const int64_t* first, const int64_t* second,
                                            const T* contract, const T* evFirst, int64_t P, int64_t C, int64_t I,
                                            int64_t E, T* gradEv) {
     std::vector<T> gradInvariants(I);
@@ -231,7 +231,7 @@ public:
         const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
         Tensor preactivation = at::empty({2, P, E}, radial.options());
         AT_DISPATCH_FLOATING_TYPES(radial.scalar_type(), "so3lr_ev_filters", [&] {
-            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                 evPreactivations(ev.data_ptr<scalar_t>(), first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
                                  contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,
                                  preactivation.data_ptr<scalar_t>());
@@ -255,7 +255,7 @@ public:
         at::silu_backward_out(gradPre, gradPre, preactivation);
         Tensor gradEv = at::zeros(ev.sizes(), ev.options());
         AT_DISPATCH_FLOATING_TYPES(ev.scalar_type(), "so3lr_ev_filters_backward", [&] {
-            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                 evPreactivationsBackward(gradPre.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
                                          first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
                                          contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,

@@ -30,7 +30,7 @@
 #include <tuple>
 #include <vector>
 
-#include "SO3LRVectorize.h"
+#include "Vectorize.h"
 
 using at::Tensor;
 
@@ -101,7 +101,7 @@ struct Sizes {
 
 // f1 = features + the invariant messages, ev1 = ev + the ev messages (the formula above), one pass over the pairs.
 template <typename T>
-SO3LR_INLINE void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff,
+NNP_INLINE void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff,
                                   const T* harmonics, const T* values, const int64_t* degree, const Sizes& s, T* f1,
                                   T* ev1) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
@@ -136,7 +136,7 @@ SO3LR_INLINE void messagesForward(const T* features, const T* ev, const T* atten
 
 // One row of a layer norm: xhat = (x - mean) rstd, y = xhat w + b (biased variance, as torch's layer_norm).
 template <typename T>
-SO3LR_INLINE void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* xhat, T* y, T& rstd) {
+NNP_INLINE void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T epsilon, T* xhat, T* y, T& rstd) {
     T mean = 0;
 #pragma omp simd reduction(+ : mean)
     for (int64_t d = 0; d < F; d++)
@@ -157,7 +157,7 @@ SO3LR_INLINE void layerNormRow(const T* x, const T* w, const T* b, int64_t F, T 
 
 // Its input gradient: dx = rstd (gy w - mean(gy w) - xhat mean(gy w xhat)).
 template <typename T>
-SO3LR_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_t F, T* gx) {
+NNP_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T rstd, int64_t F, T* gx) {
     T meanGrad = 0, meanGradXhat = 0;
 #pragma omp simd reduction(+ : meanGrad, meanGradXhat)
     for (int64_t d = 0; d < F; d++) {
@@ -175,7 +175,7 @@ SO3LR_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T
 // features too), d ev1 (gev1) and products[h, i, j] = sum_(d in h) gf1[i, d] values[j, d] ([H, n, n], one batched
 // product: short dot products per pair and head cost more in a loop), one pass over the pairs; gradValues zeroed.
 template <typename T>
-SO3LR_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products, const T* attention, const T* cutoff,
+NNP_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products, const T* attention, const T* cutoff,
                                    const T* harmonics, const int64_t* degree, const Sizes& s, T* gradAttention,
                                    T* gradCutoff, T* gradHarmonics, T* gradValues) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
@@ -254,7 +254,7 @@ public:
         AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_layer_update", [&] {
             const scalar_t eps = static_cast<scalar_t>(epsilon);
             const scalar_t* w = norms.data_ptr<scalar_t>();
-            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                 messagesForward(features.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
                                 attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
                                 harmonics.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(), degree.data(), s,
@@ -379,7 +379,7 @@ public:
             const int64_t D = F / s.H;
             const Tensor products =
                 at::bmm(gf1.view({n, s.H, D}).transpose(0, 1), values.view({n, s.H, D}).permute({1, 2, 0}));
-            NNPPlugin::so3lr::runVectorized([&]() SO3LR_INLINE_LAMBDA {
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                 messagesBackward(gf1.data_ptr<scalar_t>(), pgev, products.data_ptr<scalar_t>(),
                                  attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
                                  harmonics.data_ptr<scalar_t>(), degree.data(), s,
