@@ -322,42 +322,6 @@ def test_compiled_radial_filters_match_pytorch_path(acetate_modules):
         torch.ops.openmm_nnp.so3lr_radial_filters(small, first.requires_grad_(), second, bias)
 
 
-@pytest.mark.parametrize('threads', [1, 2])
-@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-def test_radial_filters_operator_in_blocks(threads, dtype):
-    """The radial filter operator on more pairs than one block (it works on blocks of about 64 pairs, split over the
-    threads; the last block shorter) against the same network in PyTorch operations, values and the gradient of the
-    basis (a random cotangent, one output left unused): 1e-12 relative in float64, 1e-5 in float32 (its SiLU has
-    its own exponential)."""
-    from openmm_nnp.models.so3lr import _loadOperators
-    if not _loadOperators():
-        pytest.skip('the operator library is not built')
-    generator = torch.Generator().manual_seed(11)
-    pairs, basis_size, networks, features = 203, 9, 4, 16
-    first = torch.randn(basis_size, networks * features, dtype=torch.float64, generator=generator).to(dtype)
-    second = (torch.randn(networks, features, features, dtype=torch.float64, generator=generator) / 4).to(dtype)
-    bias = torch.randn(networks, features, dtype=torch.float64, generator=generator).to(dtype)
-    basis = (3 * torch.randn(pairs, basis_size, dtype=torch.float64, generator=generator)).to(dtype)
-    cotangent = torch.randn(networks, pairs, features, dtype=torch.float64, generator=generator).to(dtype)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = basis.clone().requires_grad_()
-        outputs = torch.ops.openmm_nnp.so3lr_radial_filters_grouped(x, first, second, bias, 2)
-        gradient, = torch.autograd.grad(outputs[1], x, cotangent[2:])  # outputs[0] unused: undefined gradient
-    finally:
-        torch.set_num_threads(previous)
-    y = basis.double().clone().requires_grad_()
-    hidden = torch.nn.functional.silu(y @ first.double()).reshape(pairs, networks, features).transpose(0, 1)
-    expected = torch.baddbmm(bias.double()[:, None, :], hidden, second.double())
-    expected_gradient, = torch.autograd.grad(expected[2:], y, cotangent[2:].double())
-    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    for ours, theirs in ((torch.cat(outputs), expected), (gradient, expected_gradient)):
-        assert ours.dtype == dtype
-        torch.testing.assert_close(ours.double(), theirs.detach(), rtol=tolerance,
-                                   atol=tolerance * theirs.abs().max().item())
-
-
 def test_compiled_ev_filters_match_pytorch_path(acetate_modules):
     """The compiled operator for one layer's filters (radial parts plus the ev-invariant parts) against the
     module's PyTorch path, float64: values to 1e-12 relative, the gradients of the radial parts and the ev features

@@ -1,7 +1,9 @@
 // openmm_nnp::so3lr_radial_filters (TorchScript operator, first-order autograd): the radial parts of all filter
 // networks of an SO3LR module (openmm_nnp/models/so3lr.py), all layers and both filter kinds, in one operator with a
 // hand-written backward pass. The module's PyTorch path computes the same with a tensordot, a SiLU, a split and per
-// layer a reshape, a transpose and a batched product (and autograd differentiates them one by one).
+// layer a reshape, a transpose and a batched product; here the forward pass is two batched products and a SiLU on
+// contiguous [S, P, F] blocks, the backward pass the same in reverse, without TorchScript's and autograd's
+// per-operation overhead or the copies of transposed blocks.
 //
 //   so3lr_radial_filters(basis [P, B], first [B, S F], second [S, F, F], bias [S, F]) -> filters [S, P, F]
 //   so3lr_radial_filters_grouped(basis, first, second, bias, group) -> S / group tensors [group, P, F], the same
@@ -14,207 +16,14 @@
 // only: first, second and bias are the module's constant weights and must not require gradients. CPU tensors of one
 // floating-point dtype.
 
-#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
-#include <dlfcn.h>
-
-#include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "SO3LRPairs.h"
 #include "Vectorize.h"
 
 using at::Tensor;
-
-// Implementation: the pairs in blocks of about 64, the blocks split over the intra-op threads. Per block the first
-// layer, the SiLU and its derivative in one pass, and the second layers into the block's output rows, on rows still
-// in cache, with the process's BLAS gemm (sgemm_/dgemm_, which PyTorch's MKL or OpenBLAS exports; found at run
-// time, ATen's product where missing) called directly: no dispatcher calls, no [S, P, F] intermediates, no copies of
-// the biases. The forward pass keeps silu'(preactivation) [P, S F]; the backward pass runs on the same blocks:
-// d hidden = grad @ second^T per network, times that derivative, then d basis = d hidden [block, S F] @ first^T in
-// one product (no sum over the networks). The SiLU's exponential is our own vectorizable one (vectorExp).
-
-namespace {
-
-// Fortran BLAS gemm (column-major), 32-bit integers (LP64).
-template <typename T>
-using BlasGemm = void (*)(const char*, const char*, const int*, const int*, const int*, const T*, const T*,
-                          const int*, const T*, const int*, const T*, T*, const int*);
-
-template <typename T>
-BlasGemm<T> blasGemm() {
-    static const BlasGemm<T> gemm = reinterpret_cast<BlasGemm<T>>(
-        dlsym(RTLD_DEFAULT, std::is_same<T, float>::value ? "sgemm_" : "dgemm_"));
-    return gemm;
-}
-
-// Row-major C [m, n] = A [m, k] @ op(B) + beta C, with op(B) = B [k, n] (row stride ldb) or, transposed, B^T for
-// B [n, k]: the column-major product C^T = op(B)^T A^T.
-// Without those routines, ATen's product on views of the same memory (beta 0 or 1).
-template <typename T>
-void rowMajorGemm(bool transposeB, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
-                  int64_t ldb, T beta, T* c, int64_t ldc) {
-    if (const BlasGemm<T> gemm = blasGemm<T>()) {
-        const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
-        const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
-        const T one = 1;
-        gemm(transposeB ? "T" : "N", "N", &in, &im, &ik, &one, b, &ildb, a, &ilda, &beta, c, &ildc);
-        return;
-    }
-    const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-    const Tensor left = at::from_blob(const_cast<T*>(a), {m, k}, {lda, 1}, options);
-    const Tensor right = transposeB ? at::from_blob(const_cast<T*>(b), {n, k}, {ldb, 1}, options).t()
-                                    : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, options);
-    Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
-    out.copy_(beta == T(0) ? at::mm(left, right) : at::addmm(out, left, right));
-}
-
-// exp(x) for x clamped to [low, high] (the normal range) in a form compilers vectorize: x = k ln 2 + r with
-// |r| <= ln 2 / 2, exp(r) by its Taylor polynomial (degree 7 in float, 13 in double: truncation below 1e-8 and
-// 1e-17 relative), 2^k from the exponent bits.
-template <typename T>
-struct ExpConstants;
-template <>
-struct ExpConstants<float> {
-    using Bits = int32_t;
-    static constexpr float low = -87.0f, high = 88.0f, shifter = 12582912.0f;  // 1.5 2^23
-    static constexpr float ln2High = 0.693359375f, ln2Low = -2.12194440e-4f;
-    static constexpr int degree = 7, mantissaBits = 23;
-    static constexpr Bits bias = 127;
-};
-template <>
-struct ExpConstants<double> {
-    using Bits = int64_t;
-    static constexpr double low = -708.0, high = 709.0, shifter = 6755399441055744.0;  // 1.5 2^52
-    static constexpr double ln2High = 6.93147180369123816490e-01, ln2Low = 1.90821492927058770002e-10;
-    static constexpr int degree = 13, mantissaBits = 52;
-    static constexpr Bits bias = 1023;
-};
-
-// 1 / i! for i = 0..N, at compile time.
-template <typename T, int N>
-struct InverseFactorials {
-    T value[N + 1];
-    constexpr InverseFactorials() : value() {
-        double factorial = 1;
-        for (int i = 0; i <= N; i++) {
-            factorial *= i > 1 ? i : 1;
-            value[i] = T(1 / factorial);
-        }
-    }
-};
-
-template <typename T>
-NNP_INLINE T vectorExp(T x) {
-    using C = ExpConstants<T>;
-    x = x < C::low ? C::low : (x > C::high ? C::high : x);
-    const T kFloat = (x * T(1.4426950408889634) + C::shifter) - C::shifter;  // round(x / ln 2)
-    const T r = (x - kFloat * C::ln2High) - kFloat * C::ln2Low;
-    constexpr InverseFactorials<T, C::degree> coefficients;
-    T polynomial = coefficients.value[C::degree];
-#pragma GCC unroll 16
-    for (int i = C::degree - 1; i >= 0; i--)  // Horner
-        polynomial = polynomial * r + coefficients.value[i];
-    const typename C::Bits bits = (static_cast<typename C::Bits>(kFloat) + C::bias) << C::mantissaBits;
-    return polynomial * __builtin_bit_cast(T, bits);
-}
-
-// In place: row = silu(row), derivative = silu'(row) = sigmoid (1 + x (1 - sigmoid)).
-template <typename T>
-NNP_INLINE void siluWithDerivative(T* row, T* derivative, int64_t count) {
-#pragma omp simd
-    for (int64_t i = 0; i < count; i++) {
-        const T x = row[i];
-        const T sigmoid = T(1) / (T(1) + vectorExp(-x));
-        row[i] = x * sigmoid;
-        derivative[i] = sigmoid * (T(1) + x * (T(1) - sigmoid));
-    }
-}
-
-template <typename T>
-NNP_INLINE void multiplyInPlace(T* values, const T* factors, int64_t count) {
-#pragma omp simd
-    for (int64_t i = 0; i < count; i++)
-        values[i] *= factors[i];
-}
-
-// Each thread's scratch block, kept between calls (no allocation and first-touch page faults per call).
-template <typename T>
-T* scratch(int64_t size) {
-    thread_local std::vector<T> buffer;
-    if (static_cast<int64_t>(buffer.size()) < size)
-        buffer.resize(size);
-    return buffer.data();
-}
-
-struct Blocks {
-    int64_t count, size;
-};
-
-// About 64 pairs a block, as many blocks as a multiple of the threads.
-Blocks pairBlocks(int64_t P) {
-    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    int64_t count = std::max<int64_t>(1, (P + 63) / 64);
-    count = (count + threads - 1) / threads * threads;
-    const int64_t size = std::max<int64_t>(1, (P + count - 1) / count);
-    return {(P + size - 1) / size, size};
-}
-
-// body(p0, rows, scratch) for each block of pairs [p0, p0 + rows), blocks split over the threads; scratch: the
-// thread's [rows, width] block.
-template <typename T, typename Body>
-void forEachBlock(int64_t P, int64_t width, const Body& body) {
-    const Blocks blocks = pairBlocks(P);
-    at::parallel_for(0, blocks.count, 1, [&](int64_t begin, int64_t end) {
-        T* buffer = scratch<T>(blocks.size * width);
-        for (int64_t block = begin; block < end; block++)
-            body(block * blocks.size, std::min(blocks.size, P - block * blocks.size), buffer);
-    });
-}
-
-template <typename T>
-void blockedForward(const T* basis, const T* first, const T* second, const T* bias, int64_t P, int64_t B, int64_t S,
-                    int64_t F, int64_t group, const std::vector<T*>& outputs, T* derivative) {
-    const int64_t width = S * F;
-    forEachBlock<T>(P, width, [&](int64_t p0, int64_t rows, T* hidden) {
-        rowMajorGemm<T>(false, rows, width, B, basis + p0 * B, B, first, width, T(0), hidden, width);
-        NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-            siluWithDerivative(hidden, derivative + p0 * width, rows * width);
-        });
-        for (int64_t s = 0; s < S; s++) {
-            T* out = outputs[s / group] + ((s % group) * P + p0) * F;
-            for (int64_t p = 0; p < rows; p++)
-                std::copy(bias + s * F, bias + (s + 1) * F, out + p * F);
-            rowMajorGemm<T>(false, rows, F, F, hidden + s * F, width, second + s * F * F, F, T(1), out, F);
-        }
-    });
-}
-
-template <typename T>
-void blockedBackward(const std::vector<const T*>& grads, const T* derivative, const T* first, const T* second,
-                     int64_t P, int64_t B, int64_t S, int64_t F, int64_t group, T* gradBasis) {
-    const int64_t width = S * F;
-    forEachBlock<T>(P, width, [&](int64_t p0, int64_t rows, T* gradHidden) {
-        for (int64_t s = 0; s < S; s++) {
-            const T* grad = grads[s / group];
-            if (grad == nullptr) {
-                for (int64_t p = 0; p < rows; p++)
-                    std::fill(gradHidden + p * width + s * F, gradHidden + p * width + (s + 1) * F, T(0));
-                continue;
-            }
-            rowMajorGemm<T>(true, rows, F, F, grad + ((s % group) * P + p0) * F, F, second + s * F * F, F, T(0),
-                            gradHidden + s * F, width);
-        }
-        NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-            multiplyInPlace(gradHidden, derivative + p0 * width, rows * width);
-        });
-        rowMajorGemm<T>(true, rows, B, width, gradHidden, width, first, width, T(0), gradBasis + p0 * B, B);
-    });
-}
-
-} // namespace
 
 namespace {
 
@@ -244,23 +53,19 @@ public:
                     "so3lr_radial_filters: group must divide the number of networks");
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
         const int64_t P = basis.size(0), B = basis.size(1), S = second.size(0), F = second.size(1);
-        ctx->saved_data["group"] = group;
-        const Tensor basisC = basis.contiguous(), firstC = first.contiguous(), secondC = second.contiguous();
-        const Tensor biasC = bias.contiguous();
+        // Batched products on contiguous [S, P, F] blocks (strided blocks of one [P, S F] product and per-network
+        // products into them cost copies and run slower): preactivation[s] = basis @ first[:, s F:(s + 1) F].
+        const Tensor firstBlocks = first.view({B, S, F}).transpose(0, 1);  // [S, B, F], a view
+        const Tensor preactivation = at::bmm(basis.expand({S, P, B}), firstBlocks);
+        const Tensor hidden = at::silu(preactivation);
         // One output per group of networks (the module's layers), each its own tensor: a split of one output
         // would make autograd join the groups' gradients in a copy.
         torch::autograd::tensor_list filters;
         for (int64_t s = 0; s < S; s += group)
-            filters.push_back(at::empty({group, P, F}, basis.options()));
-        Tensor derivative = at::empty({P, S * F}, basis.options());
-        AT_DISPATCH_FLOATING_TYPES(basis.scalar_type(), "so3lr_radial_filters", [&] {
-            std::vector<scalar_t*> outputs;
-            for (const Tensor& t : filters)
-                outputs.push_back(t.data_ptr<scalar_t>());
-            blockedForward(basisC.data_ptr<scalar_t>(), firstC.data_ptr<scalar_t>(), secondC.data_ptr<scalar_t>(),
-                           biasC.data_ptr<scalar_t>(), P, B, S, F, group, outputs, derivative.data_ptr<scalar_t>());
-        });
-        ctx->save_for_backward({derivative, firstC, secondC});
+            filters.push_back(at::baddbmm(bias.narrow(0, s, group).unsqueeze(1), hidden.narrow(0, s, group),
+                                          second.narrow(0, s, group)));
+        ctx->save_for_backward({preactivation, first, second});
+        ctx->saved_data["group"] = group;
         return filters;
     }
 
@@ -268,21 +73,25 @@ public:
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &derivative = saved[0], &first = saved[1], &second = saved[2];  // derivative: silu'(pre)
+        const Tensor& preactivation = saved[0];
+        const Tensor& first = saved[1];
+        const Tensor& second = saved[2];
         const int64_t group = ctx->saved_data["group"].toInt();
-        const int64_t P = derivative.size(0), B = first.size(0), S = second.size(0), F = second.size(1);
-        std::vector<Tensor> grads;
-        for (const Tensor& grad : gradOutputs)
-            grads.push_back(grad.defined() ? grad.contiguous() : grad);
-        Tensor gradBasis = at::empty({P, B}, derivative.options());
-        AT_DISPATCH_FLOATING_TYPES(derivative.scalar_type(), "so3lr_radial_filters_backward", [&] {
-            std::vector<const scalar_t*> pointers;
-            for (const Tensor& grad : grads)
-                pointers.push_back(grad.defined() ? grad.data_ptr<scalar_t>() : nullptr);
-            blockedBackward(pointers, derivative.data_ptr<scalar_t>(), first.data_ptr<scalar_t>(),
-                            second.data_ptr<scalar_t>(), P, B, S, F, group, gradBasis.data_ptr<scalar_t>());
-        });
-        return {gradBasis, Tensor(), Tensor(), Tensor(), Tensor()};
+        const int64_t B = first.size(0), S = second.size(0), F = second.size(1);
+        // d hidden[s] = grad[s] @ second[s]^T (per group, into one buffer), times the SiLU's derivative in place;
+        // d basis = sum over the networks of d preactivation[s] @ first[:, s F:(s + 1) F]^T.
+        Tensor gradHidden = at::empty(preactivation.sizes(), preactivation.options());
+        for (int64_t s = 0; s < S; s += group) {
+            Tensor out = gradHidden.narrow(0, s, group);
+            const Tensor& grad = gradOutputs[s / group];
+            if (grad.defined())
+                at::bmm_out(out, grad, second.narrow(0, s, group).transpose(1, 2));
+            else
+                out.zero_();
+        }
+        at::silu_backward_out(gradHidden, gradHidden, preactivation);
+        const Tensor firstBlocks = first.view({B, S, F}).transpose(0, 1);
+        return {at::bmm(gradHidden, firstBlocks.transpose(1, 2)).sum(0), Tensor(), Tensor(), Tensor(), Tensor()};
     }
 };
 
