@@ -8,14 +8,18 @@ Energy + forces of the 30-atom B2 guest of openmmtools' HostGuestExplicit, float
 * ours: openmm_nnp.models.so3lr (TorchScript, fixed region), forward + backward;
 * our ANI-2x (openmm_nnp.models.ANI, compiled operators), forward + backward, for scale.
 Calls are interleaved round by round (load from other processes affects all alike); medians and minima.
+openmm_nnp is imported first, so torch's OpenMP threads wait as in an NNP/MM run (openmm_nnp/__init__.py);
+`GOMP_SPINCOUNT=0 python benchmarks/bench_so3lr.py` shows purely passive waiting (openmm_nnp's setting before
+2026-11-29, session 6).
 """
 
 import argparse
 import os
 import sys
 
-import numpy as np
-import torch
+import openmm_nnp  # noqa: F401  (before torch: its OpenMP wait settings (openmm_nnp/__init__.py), as in an NNP/MM run)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_ani import host_guest, interleaved_times_ms  # noqa: E402
@@ -77,7 +81,8 @@ def main():
     functions = {"package": run_package, "ours": energy_and_forces(ours), "ani2x": energy_and_forces(ani)}
     result = interleaved_times_ms(functions, args.calls, args.warmup)
     print(f"Energy + forces, B2 guest ({len(guest)} atoms), float32, {torch.get_num_threads()} threads, "
-          f"{args.calls} calls each (load average {os.getloadavg()[0]:.1f}); median [minimum] in ms")
+          f"{args.calls} calls each (load average {os.getloadavg()[0]:.1f}); median [minimum] in ms; OpenMP waiting: "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}")
     for name, label in (("package", "so3krates-torch calculator"), ("ours", "openmm_nnp SO3LR"),
                         ("ani2x", "openmm_nnp ANI-2x")):
         median, minimum = result[name]

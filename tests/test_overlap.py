@@ -8,6 +8,10 @@ energy-only evaluations), errors raised by the model must reach the caller, and 
 safely with a prefetch still running. No timing here: benchmarks/bench_overhead.py measures the gain.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import openmm
 import pytest
@@ -226,3 +230,24 @@ def test_overlap_property_values():
         force.setProperty('overlap', 'yes')
     force.setProperty('overlap', 'false')
     assert openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(force)).getProperties()['overlap'] == 'false'
+
+
+def test_import_sets_openmp_waiting_unless_the_user_did():
+    # torch's OpenMP threads must not spin for milliseconds on OpenMM's cores (libgomp's default), nor sleep
+    # after every parallel region (a model of many small operations then pays a wake-up for each): import
+    # openmm_nnp sets a short spin, then passive waiting, before torch loads; the user's own settings win.
+    import openmm_nnp
+
+    script = "import os, openmm_nnp; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
+
+    def settings(**extra):
+        result = subprocess.run([sys.executable, '-c', script], env={**env, **extra}, capture_output=True, text=True,
+                                check=True)
+        return result.stdout.split()
+
+    assert settings() == ['PASSIVE', str(openmm_nnp.OPENMP_SPIN_COUNT)]
+    assert settings(GOMP_SPINCOUNT='5', OMP_WAIT_POLICY='ACTIVE') == ['ACTIVE', '5']
+    # torch already loaded: libgomp has read its settings, so openmm_nnp leaves them alone.
+    script = 'import torch; ' + script
+    assert settings() == ['None', 'None']
