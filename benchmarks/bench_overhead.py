@@ -41,7 +41,7 @@ each system, where the rest goes:
 the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
 the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
-set OMP_WAIT_POLICY=PASSIVE): run it both ways to see what spin-waiting costs.
+set OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT): run it both ways to see what spin-waiting costs.
 ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani; without it TorchANI
 downloads them).
 """
@@ -183,7 +183,8 @@ def main():
     parser.add_argument('--omp-default', action='store_true', help="import torch first (libgomp's default spin-waiting)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: libgomp default)')}, {args.threads} threads, "
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: libgomp default)')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset: libgomp default)')}, {args.threads} threads, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"{'system':14s} {'MM':>12s} {'NNP/MM':>12s} {'sequential':>12s} {'MTS 2':>12s} {'MTS 2 OpenMM':>12s} "
           f"{'MTS 2 no NNP':>12s} {'model':>5s}   ms per step (CPU ms)  |  {'NNP/MM÷MM':>9s} {'seq.÷MM':>8s} "
