@@ -10,7 +10,7 @@ Energy + forces of the 30-atom B2 guest of openmmtools' HostGuestExplicit, float
 Calls are interleaved round by round (load from other processes affects all alike); medians and minima.
 openmm_nnp is imported first, so torch's OpenMP threads wait as in an NNP/MM run (openmm_nnp/__init__.py);
 `GOMP_SPINCOUNT=0 python benchmarks/bench_so3lr.py` shows purely passive waiting (openmm_nnp's setting before
-2026-11-29, session 6).
+e777879).
 """
 
 import argparse

@@ -18,6 +18,7 @@ import pytest
 import torch
 from openmm import unit
 
+import openmm_nnp
 from openmm_nnp import NNPForce
 from openmm_nnp.integrators import NNPMTSLangevinMiddleIntegrator
 
@@ -236,8 +237,6 @@ def test_import_sets_openmp_waiting_unless_the_user_did():
     # torch's OpenMP threads must not spin for milliseconds on OpenMM's cores (libgomp's default), nor sleep
     # after every parallel region (a model of many small operations then pays a wake-up for each): import
     # openmm_nnp sets a short spin, then passive waiting, before torch loads; the user's own settings win.
-    import openmm_nnp
-
     script = "import os, openmm_nnp; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     env = {k: v for k, v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')}
 

@@ -1,7 +1,7 @@
 #ifndef OPENMM_NNP_VECTORIZE_H_
 #define OPENMM_NNP_VECTORIZE_H_
 
-// Runtime choice of the vector width for the compiled operators' hand-written loops (SO3LR, ANI networks). The
+// Runtime choice of the vector width for the compiled operators' hand-written loops (today SO3LR's). The
 // library is built for the baseline x86-64 (SSE2: four floats a vector, no -march); with GCC on x86-64 Linux,
 // runVectorized(body) compiles body also for AVX2 + FMA (x86-64-v3) and AVX-512 (x86-64-v4) and runs the widest
 // version the CPU has (chosen once by the loader). The body and the kernels it calls must be inlined into it
