@@ -12,6 +12,8 @@ Run:  .venv/bin/python benchmarks/bench_ani.py [--threads 2] [--calls 100] [--no
    speed-ups are TorchANI's time divided by ours.
 2. MD steps/s of HostGuestExplicit on the CPU platform, MM only and NNP/MM (guest described
    by ANI-2x through NNPForce, system from NNPotential('ani2x').createMixedSystem).
+openmm_nnp is imported before torch, so torch's threads wait as in an NNP/MM run (openmm_nnp/__init__.py;
+before 2026-11-30 this script ran with libgomp's default spin).
 """
 
 import argparse
@@ -20,8 +22,9 @@ import time
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
-import numpy as np
-import torch
+import openmm_nnp  # noqa: E402,F401  (before torch: its OpenMP wait settings, as in an NNP/MM run)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def parse_args():
