@@ -22,7 +22,7 @@ import time
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
-import openmm_nnp  # noqa: E402,F401  (before torch: its OpenMP wait settings, as in an NNP/MM run)
+import openmm_nnp  # noqa: E402  (before torch: its OpenMP wait settings, as in an NNP/MM run)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -133,8 +133,6 @@ def bench_models(testsystem, regions, args):
 def bench_md(testsystem, guest_atoms, args):
     import openmm
     from openmm import unit
-
-    import openmm_nnp
 
     # The package's builder (openmm_nnp.models.ANI, float32). Keep the guest's X-H constraints so
     # that both systems run with the same 2 fs step.
