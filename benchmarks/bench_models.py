@@ -16,6 +16,8 @@ published size:
   2023; 2 interactions, correlation order 3, max_ell 3, 8 Bessel functions, radial MLP 64-64-64; small: 96
   channels, L = 0, 4.5 Å; medium: 128 channels, L = 1, 5 Å), loaded from a saved file through openmm_nnp.
 ANI-2x and ANI-1x (TorchANI's weights; ANI-1ccx has ANI-1x's networks) and SO3LR (the so3krates-torch wheel's) are the published models.
+openmm_nnp is imported before torch, so torch's threads wait as in an NNP/MM run (before 2026-11-30 this script
+ran with libgomp's default spin).
 """
 
 import argparse
@@ -25,8 +27,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+import openmm_nnp  # noqa: F401  (before torch: its OpenMP wait settings, as in an NNP/MM run)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
