@@ -63,6 +63,13 @@ QDO_DAMPING_FACTOR = 2.54
 ZBL_SWITCH_OFF = 1.5  # Å: ZBL repulsion switched off between 0 and this distance
 SWITCH_EPSILON = 1e-12  # the package's regulariser in the switching function's denominator
 LAYER_NORM_EPSILON = 1e-6
+# The radial filters as a table (float32 modules, SO3LR(tabulatedFilters=...)): polynomials of this degree in
+# sqrt(distance) on this many equal intervals of [0, sqrt(4.5 Å)]. Measured against the networks in float64 (the
+# SO3LR weights of so3krates-torch 0.2.1), the largest error relative to each output's largest value is 6.7e-9
+# beyond 0.1 Å and 2.3e-6 below (where atoms overlap); evaluating the networks in float32 errs by 3.0e-6
+# (tests/test_so3lr.py::test_filter_table_accuracy).
+FILTER_TABLE_INTERVALS = 16
+FILTER_TABLE_DEGREE = 11
 
 
 def _requirePackage():
@@ -267,6 +274,44 @@ def _switches(x: Tensor, x_on: Tensor, inverse_width: Tensor, epsilon: float) ->
     return rising / (rising + falling + epsilon)
 
 
+def _bernstein_basis(r: Tensor, log_binomial: Tensor, k: Tensor, k_reverse: Tensor, gamma: float, epsilon: float,
+                     smallest: float) -> Tensor:
+    """The radial basis of distances r [P] (Å): Bernstein polynomials of exp(-gamma r) in log space, with a constant 1
+    appended (it carries the first filter layers' biases into their matrix), [P, R + 1]."""
+    e = torch.exp(-gamma * r).clamp(epsilon, 1.0 - epsilon)
+    rbf = torch.exp(log_binomial + k * torch.log(e)[:, None] + k_reverse * torch.log(1.0 - e)[:, None])
+    # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
+    # subnormal operand makes the matrix products after it several times slower). Relative effect < 1e-30.
+    rbf = torch.where(rbf >= smallest, rbf, torch.zeros_like(rbf))
+    return torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
+
+
+def _radial_filter_networks(rbf: Tensor, first: Tensor, second: Tensor, bias: Tensor) -> Tensor:
+    """The radial parts of all filters of all layers plus their biases, [2 L, P, F] (index 2 layer + kind), from the
+    basis [P, R + 1]: silu(rbf @ first) read as [P, 2 L, F], times the second layers [2 L, F, F]."""
+    # The product is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is
+    # differentiated by autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
+    hidden = torch.nn.functional.silu(torch.tensordot(rbf, first, dims=1))
+    hidden = hidden.reshape(rbf.shape[0], second.shape[0], second.shape[1]).transpose(0, 1)
+    return torch.baddbmm(bias[:, None, :], hidden, second)
+
+
+def _filter_table(filters, cutoff, intervals=FILTER_TABLE_INTERVALS, degree=FILTER_TABLE_DEGREE):
+    """The table of so3lr_tabulated_filters (plugin_cpp/torch_ops/SO3LRFilters.cpp): on each of `intervals` equal
+    intervals of u = sqrt(r) in [0, sqrt(cutoff)] the polynomials of `degree` in t in [-1, 1] that interpolate
+    filters(r) [P] -> [S, P, F] (float64) at the Chebyshev nodes, as coefficients [intervals, degree + 1, S, F] of
+    t^d; and the intervals' length in u."""
+    powers = torch.arange(degree + 1, dtype=torch.float64)
+    nodes = torch.cos(math.pi * (2.0 * powers + 1.0) / (2.0 * degree + 2.0))
+    spacing = math.sqrt(cutoff) / intervals
+    u = (torch.arange(intervals, dtype=torch.float64)[:, None] + (nodes[None, :] + 1.0) / 2.0) * spacing
+    values = filters(u.reshape(-1) ** 2)  # [S, intervals (degree + 1), F]
+    S, F = values.shape[0], values.shape[2]
+    values = values.transpose(0, 1).reshape(intervals, degree + 1, S * F)
+    coefficients = torch.linalg.solve(nodes[:, None] ** powers[None, :], values)
+    return coefficients.reshape(intervals, degree + 1, S, F), spacing
+
+
 class SO3LR(torch.nn.Module):
     """SO3LR for one region: ``forward(positions[n, 3] nm, boxVectors[3, 3] nm or None) -> energy (kJ/mol)``.
 
@@ -276,6 +321,10 @@ class SO3LR(torch.nn.Module):
     ``positions[i] - positions[j]`` at its minimum image (the package's direction for the spherical harmonics).
     compiledOperators: use the compiled operators on the CPU (None: when openmm-nnp's operator library loads); a
     module that uses them needs that library loaded in the process that loads or runs it.
+    tabulatedFilters: read the radial filters, functions of the distance alone, from a table of piecewise
+    polynomials fitted once here (FILTER_TABLE_INTERVALS, FILTER_TABLE_DEGREE; errors far below float32 rounding)
+    instead of evaluating their networks on every call (two layers per pair, the largest part of a call). None: for
+    modules below float64 precision; float64 modules evaluate the networks (reference values).
     """
 
     compiled_attention: Final[bool]
@@ -287,9 +336,10 @@ class SO3LR(torch.nn.Module):
     compiled_heads: Final[bool]
     compiled_front: Final[bool]
     compiled_projections: Final[bool]
+    tabulated_filters: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
-                 compiledOperators=None):
+                 compiledOperators=None, tabulatedFilters=None):
         super().__init__()
         atomicNumbers = [int(z) for z in atomicNumbers]
         checkAtomicNumbers(atomicNumbers)
@@ -412,8 +462,10 @@ class SO3LR(torch.nn.Module):
             mlp.append((w1, b1, w2, b2))
         # Filter networks (Fig. 3e of the So3krates paper): filter = MLP(radial basis) + MLP(ev-difference
         # invariants). The radial first layers of all layers and both filters (inv, ev) in one [R, 2 L F] matrix.
-        buffer('rbf_first', torch.cat([torch.cat(rbf_first, dim=1), torch.cat(rbf_first_bias)[None, :]]))
-        buffer('filter_rbf_second', torch.stack(rbf_second))  # [2 L, F, F], index 2 layer + (0 inv, 1 ev)
+        radial_networks = [torch.cat([torch.cat(rbf_first, dim=1), torch.cat(rbf_first_bias)[None, :]]),
+                           torch.stack(rbf_second)]  # [R + 1, 2 L F], [2 L, F, F] (index 2 layer + (0 inv, 1 ev))
+        buffer('rbf_first', radial_networks[0])
+        buffer('filter_rbf_second', radial_networks[1])
         # [L, 4 + 1, 2 H]: ev-invariant first layers of both filters, their biases in the last row.
         buffer('filter_ev_first', torch.stack([torch.cat([torch.cat(ev_first[2 * l:2 * l + 2], dim=1),
                                                           torch.cat(ev_first_bias[2 * l:2 * l + 2])[None, :]])
@@ -422,8 +474,21 @@ class SO3LR(torch.nn.Module):
         # The first layer's ev features are zero, so its filters' ev parts are constants, added to the bias.
         first_layer = [torch.nn.functional.silu(ev_first_bias[k]) @ ev_second[k] for k in range(2)]
         biases = [rbf_second_bias[k] + ev_second_bias[k] for k in range(2 * L)]
-        buffer('filter_bias', torch.stack([biases[k] + first_layer[k] if k < 2 else biases[k]
-                                           for k in range(2 * L)]))
+        radial_networks.append(torch.stack([biases[k] + first_layer[k] if k < 2 else biases[k]
+                                            for k in range(2 * L)]))
+        buffer('filter_bias', radial_networks[2])
+        # The radial filters as a table (see the class docstring), fitted in float64; an empty one when not used.
+        self.tabulated_filters = dtype != torch.float64 if tabulatedFilters is None else bool(tabulatedFilters)
+        self.filter_table_spacing = 1.0
+        table = torch.zeros([0, FILTER_TABLE_DEGREE + 1, 2 * L, self.num_features], dtype=torch.float64)
+        if self.tabulated_filters:
+            prefix = 'radial_embedding.radial_basis_fn.'
+            basis = [state[prefix + 'b'], state[prefix + 'k'].to(torch.float64),
+                     state[prefix + 'k_rev'].to(torch.float64), float(state[prefix + 'gamma']),
+                     float(model.radial_embedding.radial_basis_fn.eps), float(torch.finfo(torch.float64).tiny)]
+            table, self.filter_table_spacing = _filter_table(
+                lambda r: _radial_filter_networks(_bernstein_basis(r, *basis), *radial_networks), float(model.r_max))
+        buffer('filter_table', table)  # [intervals, degree + 1, 2 L, F]
         self.ev_hidden = int(ev_first[0].shape[1])
         # Queries, keys, values: [L, F, 5 F] (invariant and ev queries, invariant and ev keys, values), per-head blocks.
         buffer('qkv', torch.stack([torch.cat([query[l], query_ev[l], key[l], key_ev[l], value[l]], dim=1)
@@ -551,7 +616,10 @@ class SO3LR(torch.nn.Module):
         n = self.num_atoms
         r, cutoff, count, first, second, active_flat, dense_slot, harmonics, rbf = self._front(x, boxVectors)
         first_pairs, second_pairs = first[:count], second[:count]  # without the copy of pair 0
-        radial = self._radial_filters(rbf)  # per layer [2, K + 1, F]
+        if self.tabulated_filters:  # a constant
+            radial = self._tabulated_filters(r, first, second)  # per layer [2, K + 1, F]
+        else:
+            radial = self._radial_filters(rbf)
 
         features = self.initial_features
         ev = torch.zeros([n, self.harmonics_matrix.shape[1]], dtype=features.dtype, device=features.device)
@@ -633,16 +701,8 @@ class SO3LR(torch.nn.Module):
         harmonics = torch.cat([u, u2, u3, u4], dim=1) @ self.harmonics_matrix
         harmonics = torch.cat([harmonics, harmonics * self.harmonics_parity]).index_select(
             0, dense_slot + (count + 1) * self.lower_triangle).reshape(n, n, -1)
-        # Bernstein radial basis in log space, and the hidden radial features of all filters of all layers.
-        e = torch.exp(-self.rbf_gamma * r_active).clamp(self.rbf_epsilon, 1.0 - self.rbf_epsilon)
-        rbf = torch.exp(self.rbf_log_binomial + self.rbf_k * torch.log(e)[:, None]
-                        + self.rbf_k_reverse * torch.log(1.0 - e)[:, None])
-        # Flush subnormal values to zero (high-order basis functions at short range underflow in float32; a
-        # subnormal operand makes the matrix product below several times slower). Relative effect < 1e-30.
-        rbf = torch.where(rbf >= self.smallest_normal, rbf, torch.zeros_like(rbf))
-        rbf = torch.cat([rbf, torch.ones_like(rbf[:, :1])], dim=1)
-        # A constant 1 appended to the basis carries the first filter layers' biases into their matrix.
-        return harmonics, rbf
+        return harmonics, _bernstein_basis(r_active, self.rbf_log_binomial, self.rbf_k, self.rbf_k_reverse,
+                                           self.rbf_gamma, self.rbf_epsilon, self.smallest_normal)
 
     def _update(self, features: Tensor, ev: Tensor, attention: Tensor, cutoff: Tensor, harmonics: Tensor,
                 v: Tensor, layer: int) -> Tuple[Tensor, Tensor]:
@@ -688,11 +748,26 @@ class SO3LR(torch.nn.Module):
             if rbf.device.type == 'cpu':
                 return torch.ops.openmm_nnp.so3lr_radial_filters_grouped(rbf, self.rbf_first,
                                                                          self.filter_rbf_second, self.filter_bias, 2)
-        # The product is a tensordot, which TorchScript's autodiff leaves to autograd, so the SiLU after it is
-        # differentiated by autograd's fused kernel (one pass) instead of TorchScript's six-pass symbolic formula.
-        hidden = torch.nn.functional.silu(torch.tensordot(rbf, self.rbf_first, dims=1))
-        hidden = hidden.reshape(rbf.shape[0], -1, self.num_features).transpose(0, 1)
-        return list(torch.baddbmm(self.filter_bias[:, None, :], hidden, self.filter_rbf_second).split(2))
+        return list(_radial_filter_networks(rbf, self.rbf_first, self.filter_rbf_second, self.filter_bias).split(2))
+
+    def _tabulated_filters(self, r: Tensor, first: Tensor, second: Tensor) -> List[Tensor]:
+        """The radial filters of the listed pairs (first, second) read from the table at their distances (r [n, n]),
+        per layer [2, K + 1, F], as _radial_filters computes them (to the table's error). On the CPU the compiled
+        operator so3lr_tabulated_filters (SO3LRFilters.cpp); elsewhere the same polynomials with PyTorch operations."""
+        if self.compiled_filters:  # a constant, as compiled_attention
+            if r.device.type == 'cpu':
+                return torch.ops.openmm_nnp.so3lr_tabulated_filters(r, first, second, self.filter_table,
+                                                                    self.filter_table_spacing, 2)
+        intervals, terms = self.filter_table.shape[0], self.filter_table.shape[1]
+        x = torch.sqrt(r[first, second]) / self.filter_table_spacing
+        inside = x < intervals  # beyond the table (the copy of pair 0 only): its last value, zero derivative
+        interval = torch.where(inside, x.detach().floor(), torch.full_like(x, intervals - 1)).long()
+        t = torch.where(inside, 2.0 * (x - interval) - 1.0, torch.ones_like(x))[:, None, None]
+        coefficients = self.filter_table.index_select(0, interval)  # [K + 1, terms, 2 L, F]
+        filters = coefficients[:, terms - 1]
+        for d in range(terms - 2, -1, -1):
+            filters = filters * t + coefficients[:, d]
+        return list(filters.transpose(0, 1).split(2))
 
     def _ev_filters(self, radial: Tensor, ev: Tensor, first: Tensor, second: Tensor, layer: int) -> Tensor:
         """One layer's filters [2, K + 1, F]: the radial parts plus an MLP of the invariants of the ev-feature

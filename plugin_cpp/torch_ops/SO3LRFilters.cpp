@@ -18,6 +18,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <vector>
 
 #include "SO3LRPairs.h"
@@ -277,4 +278,256 @@ TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
     m.def("so3lr_ev_filters(Tensor radial, Tensor ev, Tensor first, Tensor second, Tensor contract, "
           "Tensor evFirst, Tensor evSecond) -> Tensor",
           &so3lrEvFilters);
+}
+
+// openmm_nnp::so3lr_tabulated_filters (first-order autograd): the same radial filters as so3lr_radial_filters_grouped,
+// read from a table of piecewise polynomials instead of evaluating the networks. The radial filters depend on the
+// distance alone, so the module (openmm_nnp/models/so3lr.py, SO3LR.__init__) fits each of the S F outputs once, as a
+// polynomial of degree D - 1 on each of M equal intervals of u = sqrt(r) in [0, M spacing] (in u the intervals are
+// shorter at short range, where the filters vary fastest); a pair then costs D multiply-adds per output instead of
+// two network layers (F + R multiply-adds per output), each way.
+//
+//   so3lr_tabulated_filters(r [n, n], first [P], second [P], table [M, D, S, F], spacing, group)
+//       -> S / group tensors [group, P, F]
+//
+// For pair p, x = sqrt(r[first[p], second[p]]) / spacing, interval i = floor(x), t = 2 (x - i) - 1 in [-1, 1]:
+//   filters[s / group][s % group, p, f] = sum_d table[i, d, s, f] t^d.
+// Distances at or beyond (M spacing)^2 read the end of the table (t = 1 of interval M - 1) with zero derivative (the
+// module's pairs lie within the cutoff, (M spacing)^2, except the copy of pair 0 that only zero cutoffs read).
+// Gradients flow to r (entries (first[p], second[p])); the table is constant. CPU tensors of one floating-point
+// dtype (first and second int64, pairs of distinct atoms).
+
+namespace {
+
+struct TableShape {
+    int64_t atoms, pairs, intervals, terms, networks, features;
+};
+
+TableShape checkTableInputs(const Tensor& r, const Tensor& first, const Tensor& second, const Tensor& table,
+                            double spacing, int64_t group) {
+    for (const Tensor* t : {&r, &first, &second, &table})
+        TORCH_CHECK(t->device().is_cpu(), "so3lr_tabulated_filters: CPU tensors only");
+    TORCH_CHECK(r.dim() == 2 && r.size(0) == r.size(1) && at::isFloatingType(r.scalar_type()),
+                "so3lr_tabulated_filters: r must be a floating-point [n, n] tensor");
+    TORCH_CHECK(first.scalar_type() == torch::kInt64 && second.scalar_type() == torch::kInt64 && first.dim() == 1 &&
+                    second.sizes() == first.sizes(),
+                "so3lr_tabulated_filters: first and second must be int64 [P]");
+    TORCH_CHECK(table.dim() == 4 && table.size(0) > 0 && table.size(1) > 0 && table.scalar_type() == r.scalar_type(),
+                "so3lr_tabulated_filters: table must be [M, D, S, F] of r's dtype");
+    TORCH_CHECK(!table.requires_grad(), "so3lr_tabulated_filters: the table must not require gradients");
+    TORCH_CHECK(spacing > 0, "so3lr_tabulated_filters: spacing must be positive");
+    TORCH_CHECK(group > 0 && table.size(2) % group == 0,
+                "so3lr_tabulated_filters: group must divide the number of networks");
+    NNPPlugin::so3lr::checkDistinctPairs(first, second, r.size(0), "so3lr_tabulated_filters");
+    return {r.size(0), first.size(0), table.size(0), table.size(1), table.size(2), table.size(3)};
+}
+
+// Where pair p reads the table: its interval, t, and dt/dr (0 beyond the table).
+template <typename T>
+NNP_INLINE void tablePosition(T distance, T inverseSpacing, int64_t intervals, int64_t& interval, T& t, T& slope) {
+    const T root = std::sqrt(distance);
+    const T x = root * inverseSpacing;
+    if (x < T(intervals)) {
+        interval = static_cast<int64_t>(x);
+        t = T(2) * (x - T(interval)) - T(1);
+        slope = inverseSpacing / root;  // dt/du du/dr = (2 / spacing) (1 / (2 sqrt(r)))
+    } else {
+        interval = intervals - 1;
+        t = T(1);
+        slope = T(0);
+    }
+}
+
+// The pairs in the order of their intervals (a counting sort), so that pairs that read the same part of the table
+// (S F D values, 37 kB for SO3LR in float32) follow each other while it is in the cache.
+template <typename T>
+std::vector<int64_t> pairsByInterval(const T* r, const int64_t* first, const int64_t* second, const TableShape& s,
+                                     T inverseSpacing) {
+    std::vector<int64_t> intervals(s.pairs), start(s.intervals + 1, 0), order(s.pairs);
+    for (int64_t p = 0; p < s.pairs; p++) {
+        int64_t interval;
+        T t, slope;
+        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
+        intervals[p] = interval;
+        start[interval + 1]++;
+    }
+    for (int64_t i = 0; i < s.intervals; i++)
+        start[i + 1] += start[i];
+    for (int64_t p = 0; p < s.pairs; p++)
+        order[start[intervals[p]]++] = p;
+    return order;
+}
+
+// Outputs per block of the Horner loops: kept in registers through the D terms (float: four AVX-512 vectors).
+constexpr int64_t kTableBlock = 64;
+
+// Pairs order[begin, end): the S F polynomials of each pair's interval at its t (Horner, blocks of outputs).
+template <typename T>
+NNP_INLINE void tableForward(const T* r, const int64_t* first, const int64_t* second, const T* table,
+                             const TableShape& s, T inverseSpacing, int64_t group, const int64_t* order,
+                             int64_t begin, int64_t end, const std::vector<T*>& outputs) {
+    const int64_t D = s.terms, F = s.features, SF = s.networks * s.features;
+    for (int64_t k = begin; k < end; k++) {
+        const int64_t p = order[k];
+        int64_t interval;
+        T t, slope;
+        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
+        const T* coefficients = table + interval * D * SF;
+        for (int64_t network = 0; network < s.networks; network++) {
+            T* out = outputs[network / group] + ((network % group) * s.pairs + p) * F;
+            const T* c = coefficients + network * F;
+            int64_t f0 = 0;
+            for (; f0 + kTableBlock <= F; f0 += kTableBlock) {
+                T value[kTableBlock];
+                for (int64_t j = 0; j < kTableBlock; j++)
+                    value[j] = c[(D - 1) * SF + f0 + j];
+                for (int64_t d = D - 2; d >= 0; d--)
+                    for (int64_t j = 0; j < kTableBlock; j++)
+                        value[j] = value[j] * t + c[d * SF + f0 + j];
+                for (int64_t j = 0; j < kTableBlock; j++)
+                    out[f0 + j] = value[j];
+            }
+            for (int64_t f = f0; f < F; f++) {
+                T value = c[(D - 1) * SF + f];
+                for (int64_t d = D - 2; d >= 0; d--)
+                    value = value * t + c[d * SF + f];
+                out[f] = value;
+            }
+        }
+    }
+}
+
+// Pairs order[begin, end): d loss / d r of each pair = dt/dr times the sum over the outputs of the gradient times the
+// polynomial's derivative in t, into gradPairs[p].
+template <typename T>
+NNP_INLINE void tableBackward(const T* r, const int64_t* first, const int64_t* second, const T* table,
+                              const TableShape& s, T inverseSpacing, int64_t group, const int64_t* order,
+                              int64_t begin, int64_t end, const std::vector<const T*>& grads, T* gradPairs) {
+    const int64_t D = s.terms, F = s.features, SF = s.networks * s.features;
+    for (int64_t k = begin; k < end; k++) {
+        const int64_t p = order[k];
+        int64_t interval;
+        T t, slope;
+        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
+        T sums[kTableBlock] = {};
+        T sum = 0;
+        if (slope != T(0) && D > 1) {
+            const T* coefficients = table + interval * D * SF;
+            for (int64_t network = 0; network < s.networks; network++) {
+                const T* g = grads[network / group];
+                if (g == nullptr)
+                    continue;
+                g += ((network % group) * s.pairs + p) * F;
+                const T* c = coefficients + network * F;
+                int64_t f0 = 0;
+                for (; f0 + kTableBlock <= F; f0 += kTableBlock) {
+                    T derivative[kTableBlock];
+                    for (int64_t j = 0; j < kTableBlock; j++)
+                        derivative[j] = T(D - 1) * c[(D - 1) * SF + f0 + j];
+                    for (int64_t d = D - 2; d >= 1; d--)
+                        for (int64_t j = 0; j < kTableBlock; j++)
+                            derivative[j] = derivative[j] * t + T(d) * c[d * SF + f0 + j];
+                    for (int64_t j = 0; j < kTableBlock; j++)
+                        sums[j] += g[f0 + j] * derivative[j];
+                }
+                for (int64_t f = f0; f < F; f++) {
+                    T derivative = T(D - 1) * c[(D - 1) * SF + f];
+                    for (int64_t d = D - 2; d >= 1; d--)
+                        derivative = derivative * t + T(d) * c[d * SF + f];
+                    sum += g[f] * derivative;
+                }
+            }
+        }
+        for (int64_t j = 0; j < kTableBlock; j++)
+            sum += sums[j];
+        gradPairs[p] = sum * slope;
+    }
+}
+
+// Pairs per task of the parallel loops: one pair is D S F multiply-adds (about 9,000 for SO3LR).
+constexpr int64_t kTablePairsPerTask = 16;
+
+class TabulatedFiltersFunction : public torch::autograd::Function<TabulatedFiltersFunction> {
+public:
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& rIn,
+                                                const Tensor& firstIn, const Tensor& secondIn, const Tensor& tableIn,
+                                                double spacing, int64_t group) {
+        const TableShape s = checkTableInputs(rIn, firstIn, secondIn, tableIn, spacing, group);
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const Tensor r = rIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
+        const Tensor table = tableIn.contiguous();
+        torch::autograd::tensor_list filters;
+        for (int64_t network = 0; network < s.networks; network += group)
+            filters.push_back(at::empty({group, s.pairs, s.features}, r.options()));
+        AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_tabulated_filters", [&] {
+            std::vector<scalar_t*> outputs;
+            for (const Tensor& out : filters)
+                outputs.push_back(out.data_ptr<scalar_t>());
+            const scalar_t* pr = r.data_ptr<scalar_t>();
+            const int64_t* pa = first.data_ptr<int64_t>();
+            const int64_t* pb = second.data_ptr<int64_t>();
+            const scalar_t* pt = table.data_ptr<scalar_t>();
+            const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
+            const std::vector<int64_t> order = pairsByInterval(pr, pa, pb, s, inverseSpacing);
+            at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
+                NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
+                    tableForward(pr, pa, pb, pt, s, inverseSpacing, group, order.data(), begin, end, outputs);
+                });
+            });
+        });
+        ctx->save_for_backward({r, first, second, table});
+        ctx->saved_data["spacing"] = spacing;
+        ctx->saved_data["group"] = group;
+        return filters;
+    }
+
+    static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::tensor_list gradOutputs) {
+        const auto saved = ctx->get_saved_variables();
+        at::NoGradGuard noGrad;
+        const Tensor &r = saved[0], &first = saved[1], &second = saved[2], &table = saved[3];
+        const double spacing = ctx->saved_data["spacing"].toDouble();
+        const int64_t group = ctx->saved_data["group"].toInt();
+        const TableShape s = checkTableInputs(r, first, second, table, spacing, group);
+        std::vector<Tensor> grads;
+        for (const Tensor& grad : gradOutputs)
+            grads.push_back(grad.defined() ? grad.contiguous() : Tensor());
+        Tensor gradR = at::zeros({s.atoms, s.atoms}, r.options());
+        AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_tabulated_filters_backward", [&] {
+            std::vector<const scalar_t*> gradPointers;
+            for (const Tensor& grad : grads)
+                gradPointers.push_back(grad.defined() ? grad.data_ptr<scalar_t>() : nullptr);
+            const scalar_t* pr = r.data_ptr<scalar_t>();
+            const int64_t* pa = first.data_ptr<int64_t>();
+            const int64_t* pb = second.data_ptr<int64_t>();
+            const scalar_t* pt = table.data_ptr<scalar_t>();
+            const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
+            std::vector<scalar_t> gradPairs(s.pairs);
+            const std::vector<int64_t> order = pairsByInterval(pr, pa, pb, s, inverseSpacing);
+            at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
+                NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
+                    tableBackward(pr, pa, pb, pt, s, inverseSpacing, group, order.data(), begin, end, gradPointers,
+                                  gradPairs.data());
+                });
+            });
+            // Serially: a pair may be listed twice (the copy of pair 0).
+            scalar_t* gr = gradR.data_ptr<scalar_t>();
+            for (int64_t p = 0; p < s.pairs; p++)
+                gr[pa[p] * s.atoms + pb[p]] += gradPairs[p];
+        });
+        return {gradR, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
+};
+
+std::vector<Tensor> so3lrTabulatedFilters(const Tensor& r, const Tensor& first, const Tensor& second,
+                                          const Tensor& table, double spacing, int64_t group) {
+    return TabulatedFiltersFunction::apply(r, first, second, table, spacing, group);
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(openmm_nnp, m) {
+    m.def("so3lr_tabulated_filters(Tensor r, Tensor first, Tensor second, Tensor table, float spacing, int group) "
+          "-> Tensor[]",
+          &so3lrTabulatedFilters);
 }
