@@ -358,8 +358,9 @@ std::vector<int64_t> pairsByInterval(const T* r, const int64_t* first, const int
     return order;
 }
 
-// Outputs per block of the Horner loops: kept in registers through the D terms (float: four AVX-512 vectors).
-constexpr int64_t kTableBlock = 64;
+// Outputs per block of the Horner loops: kept in registers through the D terms (float: eight AVX-512 vectors,
+// eight independent chains of multiply-adds).
+constexpr int64_t kTableBlock = 128;
 
 // Pairs order[begin, end): the S F polynomials of each pair's interval at its t (Horner, blocks of outputs).
 template <typename T>
