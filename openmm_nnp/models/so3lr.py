@@ -19,7 +19,8 @@ compute the pair distances, the cutoff function, the list of pairs within the cu
 harmonics and radial basis (one operator from the positions), each layer's queries, keys and values and its
 attention coefficients on those pairs directly, each layer's update of the atoms' features after them
 (messages, layer norms, residual MLP, interaction), the output heads, the ZBL, electrostatic and dispersion terms
-with analytic gradients, and the filter networks (the radial parts of all layers in one operator, each layer's
+with analytic gradients, and the filter networks (the radial parts of all layers in one operator, or in float32
+modules read from a table of polynomials fitted in the constructor, FILTER_TABLE_INTERVALS; each layer's
 ev-invariant parts in another), all with hand-written backward passes; on other devices, or with
 compiledOperators=False, the module computes the same with PyTorch operations (on n x n pair tensors; the same
 numbers to rounding). Cost: docs/models.md (benchmarks/bench_so3lr.py).
