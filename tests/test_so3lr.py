@@ -669,8 +669,8 @@ def test_compiled_projections_match_pytorch_path(acetate_modules):
                                                      [cotangents[i] for i in used], retain_graph=True)
             torch.testing.assert_close(gradient, expected_gradient, rtol=1e-10,
                                        atol=1e-10 * expected_gradient.abs().max().item())
-    weights = torch.randn(3, 15, dtype=torch.float64, generator=generator)
-    small = torch.randn(4, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    weights = torch.randn(2, 3, 15, dtype=torch.float64, generator=generator)  # 2 heads of 3 features
+    small = torch.randn(4, 6, dtype=torch.float64, generator=generator, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_projections(x, weights), (small,))
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_projections(small, weights.requires_grad_())

@@ -221,11 +221,6 @@ def sphericalHarmonicsMatrix(degrees):
     return torch.stack(columns, dim=1)
 
 
-def _blockDiagonal(blocks):
-    """[h, d, e] per-head matrices -> the [h d, h e] block-diagonal matrix acting on concatenated heads."""
-    return torch.block_diag(*[block for block in blocks])
-
-
 def _linear(state, name):
     """The weight (transposed to [in, out]) and bias (or None) of a torch.nn.Linear in a state dict."""
     weight = state[name + '.weight'].t()
@@ -449,11 +444,11 @@ class SO3LR(torch.nn.Module):
                 w, b = _linear(state, p + net + '.mlp_ev.mlp_ev_layer_1.0')
                 ev_second.append(w), ev_second_bias.append(b)
             a = p + 'euclidean_attention_block.'
-            query.append(_blockDiagonal(state[a + 'W_q_inv']) / att_norm)
-            key.append(_blockDiagonal(state[a + 'W_k_inv']))
-            value.append(_blockDiagonal(state[a + 'W_v_inv']))
-            query_ev.append(_blockDiagonal(state[a + 'W_q_ev']) / att_norm)
-            key_ev.append(_blockDiagonal(state[a + 'W_k_ev']))
+            query.append(state[a + 'W_q_inv'] / att_norm)  # [H, D, D], per head
+            key.append(state[a + 'W_k_inv'])
+            value.append(state[a + 'W_v_inv'])
+            query_ev.append(state[a + 'W_q_ev'] / att_norm)
+            key_ev.append(state[a + 'W_k_ev'])
             w, b = _linear(state, p + 'interaction_block.linear_layer')
             interaction.append(w), interaction_bias.append(b)
             norms.append(torch.stack([state[p + 'layer_norm_inv_1.weight'], state[p + 'layer_norm_inv_1.bias'],
@@ -491,8 +486,9 @@ class SO3LR(torch.nn.Module):
                 lambda r: _radial_filter_networks(_bernstein_basis(r, *basis), *radial_networks), float(model.r_max))
         buffer('filter_table', table)  # [intervals, degree + 1, 2 L, F]
         self.ev_hidden = int(ev_first[0].shape[1])
-        # Queries, keys, values: [L, F, 5 F] (invariant and ev queries, invariant and ev keys, values), per-head blocks.
-        buffer('qkv', torch.stack([torch.cat([query[l], query_ev[l], key[l], key_ev[l], value[l]], dim=1)
+        # Queries, keys, values: each head's (ev: each degree's) D features projected by its own D x D matrices, per
+        # layer and head the five side by side (invariant and ev queries, invariant and ev keys, values): [L, H, D, 5 D].
+        buffer('qkv', torch.stack([torch.cat([query[l], query_ev[l], key[l], key_ev[l], value[l]], dim=2)
                                    for l in range(L)]))
         buffer('interaction', torch.stack(interaction))
         buffer('interaction_bias', torch.stack(interaction_bias))
@@ -791,11 +787,11 @@ class SO3LR(torch.nn.Module):
         if self.compiled_projections:  # a constant, as compiled_attention
             if features.device.type == 'cpu':
                 return torch.ops.openmm_nnp.so3lr_projections(features, self.qkv[layer])
-        n, F = self.num_atoms, self.num_features
-        projected = features @ self.qkv[layer]  # [n, 5 F]: invariant and ev queries, keys; values
-        queries = projected[:, :2 * F].reshape(n, 2, F).transpose(0, 1)  # [2, n, F]
-        keys = projected[:, 2 * F:4 * F].reshape(n, 2, F).transpose(0, 1)
-        return queries, keys, projected[:, 4 * F:]
+        n, F, H, D = self.num_atoms, self.num_features, self.num_heads, self.head_dim
+        projected = torch.bmm(features.reshape(n, H, D).transpose(0, 1), self.qkv[layer])  # [H, n, 5 D]
+        # [5, n, F]: invariant and ev queries, invariant and ev keys, values, each head's D features side by side.
+        parts = projected.reshape(H, n, 5, D).permute(2, 1, 0, 3).reshape(5, n, F)
+        return parts[:2], parts[2:4], parts[4]
 
     def _attention(self, queries: Tensor, keys: Tensor, filters: Tensor, dense_slot: Tensor, first: Tensor,
                    second: Tensor) -> Tensor:

@@ -196,68 +196,79 @@ Tensor so3lrAttention(const Tensor& queries, const Tensor& keys, const Tensor& f
 } // namespace
 
 // so3lr_projections: a layer's queries, keys and values from the features, contiguous in the layouts the attention
-// and update operators read (the PyTorch path: a product, then slices, reshapes and transposes, whose gradients
-// autograd joins with zero-filled copies):
+// and update operators read. SO3LR's projections act on each head's block of features separately (per-head
+// matrices), so one head's five D x D matrices side by side are its weights (a dense [F, 5 F] product would multiply
+// by zeros in three quarters of the matrix):
 //
-//   so3lr_projections(features [n, F], weights [F, 5 F]) -> (queries [2, n, F], keys [2, n, F], values [n, F])
+//   so3lr_projections(features [n, F], weights [H, D, 5 D]) -> (queries [2, n, F], keys [2, n, F], values [n, F])
 //
-// with projected = features @ weights [n, 5 F]: queries[c] = projected[:, c F:(c + 1) F],
-// keys[c] = projected[:, (2 + c) F:(3 + c) F], values = projected[:, 4 F:]. Gradients flow to features; weights
-// are the module's constants (no gradients). One product each way; the columns are moved by a loop.
+// with F = H D and projected[i, h, :] = features[i, h D:(h + 1) D] @ weights[h] [5 D]: queries[c, i, h D + e] =
+// projected[i, h, c D + e], keys[c, i, h D + e] = projected[i, h, (2 + c) D + e], values[i, h D + e] =
+// projected[i, h, 4 D + e]. Gradients flow to features; weights are the module's constants (no gradients). One
+// batched product over the heads each way; the columns are moved by a loop.
 
 namespace {
 
-// The columns of projected [n, 5 F] in the outputs' layouts and back: queries[c, i, :] = projected[i, c F:],
-// keys[c, i, :] = projected[i, (2 + c) F:], values[i, :] = projected[i, 4 F:] (one loop instead of strided copies).
+// The columns of projected [H, n, 5 D] in the outputs' layouts: queries[c, i, h D + e] = projected[h, i, c D + e],
+// keys[c, i, h D + e] = projected[h, i, (2 + c) D + e], values[i, h D + e] = projected[h, i, 4 D + e]; and back (an
+// undefined output's part zero).
 template <typename T>
-void splitProjections(const T* projected, int64_t n, int64_t F, T* queries, T* keys, T* values) {
-    for (int64_t i = 0; i < n; i++) {
-        const T* row = projected + i * 5 * F;
-        for (int64_t c = 0; c < 2; c++)
-            for (int64_t d = 0; d < F; d++) {
-                queries[(c * n + i) * F + d] = row[c * F + d];
-                keys[(c * n + i) * F + d] = row[(2 + c) * F + d];
+void splitProjections(const T* projected, int64_t n, int64_t H, int64_t D, T* queries, T* keys, T* values) {
+    const int64_t F = H * D;
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t i = 0; i < n; i++) {
+            const T* row = projected + (h * n + i) * 5 * D;
+            const int64_t column = i * F + h * D;
+            for (int64_t e = 0; e < D; e++) {
+                queries[column + e] = row[e];
+                queries[n * F + column + e] = row[D + e];
+                keys[column + e] = row[2 * D + e];
+                keys[n * F + column + e] = row[3 * D + e];
+                values[column + e] = row[4 * D + e];
             }
-        for (int64_t d = 0; d < F; d++)
-            values[i * F + d] = row[4 * F + d];
-    }
+        }
 }
 
-// The reverse, an undefined (unused) output's part zero.
 template <typename T>
-void joinProjections(const T* queries, const T* keys, const T* values, int64_t n, int64_t F, T* projected) {
-    for (int64_t i = 0; i < n; i++) {
-        T* row = projected + i * 5 * F;
-        for (int64_t c = 0; c < 2; c++)
-            for (int64_t d = 0; d < F; d++) {
-                row[c * F + d] = queries ? queries[(c * n + i) * F + d] : 0;
-                row[(2 + c) * F + d] = keys ? keys[(c * n + i) * F + d] : 0;
+void joinProjections(const T* queries, const T* keys, const T* values, int64_t n, int64_t H, int64_t D,
+                     T* projected) {
+    const int64_t F = H * D;
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t i = 0; i < n; i++) {
+            T* row = projected + (h * n + i) * 5 * D;
+            const int64_t column = i * F + h * D;
+            for (int64_t e = 0; e < D; e++) {
+                row[e] = queries ? queries[column + e] : T(0);
+                row[D + e] = queries ? queries[n * F + column + e] : T(0);
+                row[2 * D + e] = keys ? keys[column + e] : T(0);
+                row[3 * D + e] = keys ? keys[n * F + column + e] : T(0);
+                row[4 * D + e] = values ? values[column + e] : T(0);
             }
-        for (int64_t d = 0; d < F; d++)
-            row[4 * F + d] = values ? values[i * F + d] : 0;
-    }
+        }
 }
 
 class ProjectionsFunction : public torch::autograd::Function<ProjectionsFunction> {
 public:
-    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& features,
-                                                const Tensor& weights) {
-        TORCH_CHECK(features.device().is_cpu() && weights.device().is_cpu() &&
-                        features.scalar_type() == weights.scalar_type() &&
-                        at::isFloatingType(features.scalar_type()),
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& featuresIn,
+                                                const Tensor& weightsIn) {
+        TORCH_CHECK(featuresIn.device().is_cpu() && weightsIn.device().is_cpu() &&
+                        featuresIn.scalar_type() == weightsIn.scalar_type() &&
+                        at::isFloatingType(featuresIn.scalar_type()),
                     "so3lr_projections: CPU tensors of one floating-point dtype expected");
-        TORCH_CHECK(features.dim() == 2 && weights.dim() == 2 && weights.size(0) == features.size(1) &&
-                        weights.size(1) == 5 * features.size(1),
-                    "so3lr_projections: features must be [n, F], weights [F, 5 F]");
-        TORCH_CHECK(!weights.requires_grad(),
+        TORCH_CHECK(featuresIn.dim() == 2 && weightsIn.dim() == 3 && weightsIn.size(2) == 5 * weightsIn.size(1) &&
+                        featuresIn.size(1) == weightsIn.size(0) * weightsIn.size(1),
+                    "so3lr_projections: features must be [n, H D], weights [H, D, 5 D]");
+        TORCH_CHECK(!weightsIn.requires_grad(),
                     "so3lr_projections: gradients flow to the features only; the weights must not require gradients");
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const int64_t n = features.size(0), F = features.size(1);
-        const Tensor projected = at::mm(features, weights);
+        const Tensor features = featuresIn.contiguous(), weights = weightsIn.contiguous();
+        const int64_t n = features.size(0), F = features.size(1), H = weights.size(0), D = weights.size(1);
         Tensor queries = at::empty({2, n, F}, features.options()), keys = at::empty({2, n, F}, features.options());
         Tensor values = at::empty({n, F}, features.options());
+        // One batched product over the heads: [H, n, D] @ [H, D, 5 D].
+        const Tensor projected = at::bmm(features.view({n, H, D}).transpose(0, 1), weights);
         AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_projections", [&] {
-            splitProjections(projected.data_ptr<scalar_t>(), n, F, queries.data_ptr<scalar_t>(),
+            splitProjections(projected.data_ptr<scalar_t>(), n, H, D, queries.data_ptr<scalar_t>(),
                              keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>());
         });
         ctx->save_for_backward({weights});
@@ -268,7 +279,7 @@ public:
                                                  torch::autograd::tensor_list gradOutputs) {
         const Tensor weights = ctx->get_saved_variables()[0];
         at::NoGradGuard noGrad;
-        const int64_t F = weights.size(0);
+        const int64_t H = weights.size(0), D = weights.size(1);
         int64_t n = 0;
         std::vector<Tensor> grads(3);
         for (int64_t part = 0; part < 3; part++)
@@ -276,13 +287,15 @@ public:
                 grads[part] = gradOutputs[part].contiguous();
                 n = grads[part].size(grads[part].dim() - 2);
             }
-        Tensor gradProjected = at::empty({n, 5 * F}, weights.options());
+        Tensor gradProjected = at::empty({H, n, 5 * D}, weights.options());
         AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "so3lr_projections_backward", [&] {
             const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-            joinProjections<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]), n, F,
+            joinProjections<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]), n, H, D,
                                       gradProjected.data_ptr<scalar_t>());
         });
-        return {at::mm(gradProjected, weights.t()), Tensor()};
+        // [H, n, 5 D] @ [H, 5 D, D] -> [H, n, D], read as [n, H D].
+        const Tensor gradFeatures = at::bmm(gradProjected, weights.transpose(1, 2)).transpose(0, 1).reshape({n, H * D});
+        return {gradFeatures, Tensor()};
     }
 };
 
