@@ -338,38 +338,18 @@ NNP_INLINE void tablePosition(T distance, T inverseSpacing, int64_t intervals, i
     }
 }
 
-// The pairs in the order of their intervals (a counting sort), so that pairs that read the same part of the table
-// (S F D values, 37 kB for SO3LR in float32) follow each other while it is in the cache.
-template <typename T>
-std::vector<int64_t> pairsByInterval(const T* r, const int64_t* first, const int64_t* second, const TableShape& s,
-                                     T inverseSpacing) {
-    std::vector<int64_t> intervals(s.pairs), start(s.intervals + 1, 0), order(s.pairs);
-    for (int64_t p = 0; p < s.pairs; p++) {
-        int64_t interval;
-        T t, slope;
-        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
-        intervals[p] = interval;
-        start[interval + 1]++;
-    }
-    for (int64_t i = 0; i < s.intervals; i++)
-        start[i + 1] += start[i];
-    for (int64_t p = 0; p < s.pairs; p++)
-        order[start[intervals[p]]++] = p;
-    return order;
-}
-
 // Outputs per block of the Horner loops: kept in registers through the D terms (float: eight AVX-512 vectors,
 // eight independent chains of multiply-adds).
 constexpr int64_t kTableBlock = 128;
 
-// Pairs order[begin, end): the S F polynomials of each pair's interval at its t (Horner, blocks of outputs).
+// Pairs [begin, end): the S F polynomials of each pair's interval at its t (Horner, blocks of outputs). (Pairs sorted
+// by interval, so that pairs reading the same 37 kB of the table follow each other, were not faster.)
 template <typename T>
 NNP_INLINE void tableForward(const T* r, const int64_t* first, const int64_t* second, const T* table,
-                             const TableShape& s, T inverseSpacing, int64_t group, const int64_t* order,
-                             int64_t begin, int64_t end, const std::vector<T*>& outputs) {
+                             const TableShape& s, T inverseSpacing, int64_t group, int64_t begin, int64_t end,
+                             const std::vector<T*>& outputs) {
     const int64_t D = s.terms, F = s.features, SF = s.networks * s.features;
-    for (int64_t k = begin; k < end; k++) {
-        const int64_t p = order[k];
+    for (int64_t p = begin; p < end; p++) {
         int64_t interval;
         T t, slope;
         tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
@@ -398,15 +378,14 @@ NNP_INLINE void tableForward(const T* r, const int64_t* first, const int64_t* se
     }
 }
 
-// Pairs order[begin, end): d loss / d r of each pair = dt/dr times the sum over the outputs of the gradient times the
+// Pairs [begin, end): d loss / d r of each pair = dt/dr times the sum over the outputs of the gradient times the
 // polynomial's derivative in t, into gradPairs[p].
 template <typename T>
 NNP_INLINE void tableBackward(const T* r, const int64_t* first, const int64_t* second, const T* table,
-                              const TableShape& s, T inverseSpacing, int64_t group, const int64_t* order,
-                              int64_t begin, int64_t end, const std::vector<const T*>& grads, T* gradPairs) {
+                              const TableShape& s, T inverseSpacing, int64_t group, int64_t begin, int64_t end,
+                              const std::vector<const T*>& grads, T* gradPairs) {
     const int64_t D = s.terms, F = s.features, SF = s.networks * s.features;
-    for (int64_t k = begin; k < end; k++) {
-        const int64_t p = order[k];
+    for (int64_t p = begin; p < end; p++) {
         int64_t interval;
         T t, slope;
         tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
@@ -469,10 +448,9 @@ public:
             const int64_t* pb = second.data_ptr<int64_t>();
             const scalar_t* pt = table.data_ptr<scalar_t>();
             const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
-            const std::vector<int64_t> order = pairsByInterval(pr, pa, pb, s, inverseSpacing);
             at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
                 NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                    tableForward(pr, pa, pb, pt, s, inverseSpacing, group, order.data(), begin, end, outputs);
+                    tableForward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, outputs);
                 });
             });
         });
@@ -504,11 +482,9 @@ public:
             const scalar_t* pt = table.data_ptr<scalar_t>();
             const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
             std::vector<scalar_t> gradPairs(s.pairs);
-            const std::vector<int64_t> order = pairsByInterval(pr, pa, pb, s, inverseSpacing);
             at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
                 NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                    tableBackward(pr, pa, pb, pt, s, inverseSpacing, group, order.data(), begin, end, gradPointers,
-                                  gradPairs.data());
+                    tableBackward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, gradPointers, gradPairs.data());
                 });
             });
             // Serially: a pair may be listed twice (the copy of pair 0).
