@@ -413,6 +413,9 @@ class SO3LR(torch.nn.Module):
         self.rbf_gamma = float(state[prefix + 'gamma'])
         self.rbf_epsilon = float(model.radial_embedding.radial_basis_fn.eps)
         self.smallest_normal = float(torch.finfo(dtype).tiny)
+        basis_float64 = [state[prefix + 'b'], state[prefix + 'k'].to(torch.float64),
+                         state[prefix + 'k_rev'].to(torch.float64), self.rbf_gamma, self.rbf_epsilon,
+                         float(torch.finfo(torch.float64).tiny)]  # _bernstein_basis's arguments (the filter table)
         buffer('harmonics_matrix', sphericalHarmonicsMatrix(degrees))
         repeats = torch.tensor([2 * degree + 1 for degree in degrees])
         segments = torch.repeat_interleave(torch.arange(len(degrees)), repeats)
@@ -478,12 +481,9 @@ class SO3LR(torch.nn.Module):
         self.filter_table_spacing = 1.0
         table = torch.zeros([0, FILTER_TABLE_DEGREE + 1, 2 * L, self.num_features], dtype=torch.float64)
         if self.tabulated_filters:
-            prefix = 'radial_embedding.radial_basis_fn.'
-            basis = [state[prefix + 'b'], state[prefix + 'k'].to(torch.float64),
-                     state[prefix + 'k_rev'].to(torch.float64), float(state[prefix + 'gamma']),
-                     float(model.radial_embedding.radial_basis_fn.eps), float(torch.finfo(torch.float64).tiny)]
             table, self.filter_table_spacing = _filter_table(
-                lambda r: _radial_filter_networks(_bernstein_basis(r, *basis), *radial_networks), float(model.r_max))
+                lambda r: _radial_filter_networks(_bernstein_basis(r, *basis_float64), *radial_networks),
+                self.cutoff)
         buffer('filter_table', table)  # [intervals, degree + 1, 2 L, F]
         self.ev_hidden = int(ev_first[0].shape[1])
         # Queries, keys, values: each head's (ev: each degree's) D features projected by its own D x D matrices, per
