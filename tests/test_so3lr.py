@@ -350,7 +350,8 @@ def test_filter_table_accuracy(acetate_modules):
     error = ((table - exact).abs() / scale).amax(dim=(0, 2))
     assert error[r >= 0.1].max() < 2e-8
     assert error[r < 0.1].max() < 2e-5
-    single = _exact_radial_filters(so3lr.SO3LR(numbers, charge=-1, dtype=torch.float32), r.float()).double()
+    single = _exact_radial_filters(so3lr.SO3LR(numbers, charge=-1, dtype=torch.float32, tabulatedFilters=False),
+                                   r.float()).double()
     rounding = ((single - exact).abs() / scale).amax(dim=(0, 2))
     assert 100 * error[r >= 0.1].max() < rounding.max()
 
@@ -401,13 +402,19 @@ def test_compiled_tabulated_filters_match_pytorch_path():
 @pytest.mark.parametrize('name, charge', [('acetate', -1), ('CH3SCH3', 0)])
 def test_tabulated_filters_match_package(package, name, charge):
     """A float64 module with the filter table (float32 modules have it by default, float64 ones not) against the
-    package: the table's error, not float32 rounding, at 1e-8 relative (energy; forces relative to the largest)."""
+    package: the table's error, not float32 rounding, at 1e-8 relative (energy; forces relative to the largest);
+    with the compiled operators and with PyTorch operations. Such a module keeps no radial basis constants (the
+    front computes no basis)."""
     assert so3lr.SO3LR([6, 1], dtype=torch.float32).tabulated_filters
     assert not so3lr.SO3LR([6, 1], dtype=torch.float64).tabulated_filters
     numbers, positions = _molecule(name, charge)
-    module = torch.jit.script(so3lr.SO3LR(numbers, charge=charge, dtype=torch.float64, tabulatedFilters=True))
     moved = positions + np.random.default_rng(4).normal(scale=0.15, size=positions.shape)
-    assertSame(evaluateModule(module, moved), package(numbers, moved, charge), 1e-8)
+    reference = package(numbers, moved, charge)
+    for compiled in (True, False):
+        module = so3lr.SO3LR(numbers, charge=charge, dtype=torch.float64, tabulatedFilters=True,
+                             compiledOperators=compiled)
+        assert module.rbf_k.numel() == 0
+        assertSame(evaluateModule(torch.jit.script(module), moved), reference, 1e-8)
 
 
 def test_compiled_ev_filters_match_pytorch_path(acetate_modules):

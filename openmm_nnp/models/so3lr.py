@@ -319,8 +319,9 @@ class SO3LR(torch.nn.Module):
     module that uses them needs that library loaded in the process that loads or runs it.
     tabulatedFilters: read the radial filters, functions of the distance alone, from a table of piecewise
     polynomials fitted once here (FILTER_TABLE_INTERVALS, FILTER_TABLE_DEGREE; errors far below float32 rounding)
-    instead of evaluating their networks on every call (two layers per pair, the largest part of a call). None: for
-    modules below float64 precision; float64 modules evaluate the networks (reference values).
+    instead of evaluating their networks on every call (two layers per pair, the largest part of a call; such a
+    module computes no radial basis, its rbf_* constants are empty). None: for modules below float64 precision;
+    float64 modules evaluate the networks (reference values).
     """
 
     compiled_attention: Final[bool]
@@ -406,16 +407,20 @@ class SO3LR(torch.nn.Module):
         buffer('initial_features', embedding / math.sqrt(3.0))
 
         # Radial basis (Bernstein polynomials of exp(-gamma r)), the spherical harmonics, the degree contractions.
+        # With the filter table (below) a call needs no basis: its constants are then empty (R = 0), so the front
+        # computes only the constant column. The table is fitted from the full basis in float64.
+        self.tabulated_filters = dtype != torch.float64 if tabulatedFilters is None else bool(tabulatedFilters)
         prefix = 'radial_embedding.radial_basis_fn.'
-        buffer('rbf_log_binomial', state[prefix + 'b'])
-        buffer('rbf_k', state[prefix + 'k'].to(torch.float64))
-        buffer('rbf_k_reverse', state[prefix + 'k_rev'].to(torch.float64))
         self.rbf_gamma = float(state[prefix + 'gamma'])
         self.rbf_epsilon = float(model.radial_embedding.radial_basis_fn.eps)
         self.smallest_normal = float(torch.finfo(dtype).tiny)
         basis_float64 = [state[prefix + 'b'], state[prefix + 'k'].to(torch.float64),
                          state[prefix + 'k_rev'].to(torch.float64), self.rbf_gamma, self.rbf_epsilon,
                          float(torch.finfo(torch.float64).tiny)]  # _bernstein_basis's arguments (the filter table)
+        basis_size = 0 if self.tabulated_filters else len(basis_float64[0])
+        buffer('rbf_log_binomial', basis_float64[0][:basis_size])
+        buffer('rbf_k', basis_float64[1][:basis_size])
+        buffer('rbf_k_reverse', basis_float64[2][:basis_size])
         buffer('harmonics_matrix', sphericalHarmonicsMatrix(degrees))
         repeats = torch.tensor([2 * degree + 1 for degree in degrees])
         segments = torch.repeat_interleave(torch.arange(len(degrees)), repeats)
@@ -477,7 +482,6 @@ class SO3LR(torch.nn.Module):
                                             for k in range(2 * L)]))
         buffer('filter_bias', radial_networks[2])
         # The radial filters as a table (see the class docstring), fitted in float64; an empty one when not used.
-        self.tabulated_filters = dtype != torch.float64 if tabulatedFilters is None else bool(tabulatedFilters)
         self.filter_table_spacing = 1.0
         table = torch.zeros([0, FILTER_TABLE_DEGREE + 1, 2 * L, self.num_features], dtype=torch.float64)
         if self.tabulated_filters:

@@ -14,7 +14,7 @@
 //   harmonics[b, a] = parity * harmonics[a, b], for p < pairs only; every other (i, j) is zero;
 //   e = clamp(exp(-gamma r), epsilon, 1 - epsilon),
 //   basis[p, k] = exp(logBinomial[k] + k[k] log e + kReverse[k] log(1 - e)), set to 0 below `smallest`;
-//   basis[p, R] = 1.
+//   basis[p, R] = 1 (with R = 0, empty constants, that column only: a module that reads no basis).
 // Gradients flow to vectors (the listed pairs' entries); the other inputs are constants. CPU tensors of one
 // floating-point dtype (first and second int64).
 
@@ -134,14 +134,16 @@ Geometry geometryForward(const Tensor& vectors, const Tensor& first, const Tenso
                 const scalar_t u[3] = {vp[0] / r, vp[1] / r, vp[2] / r};
                 tensorPowers(u, m + p * kMonomials);
             }
+            scalar_t* row = out + p * (R + 1);
+            row[R] = 1;
+            if (R == 0)
+                continue;  // no basis asked for (an SO3LR module with the filter table): the constant column only
             const scalar_t e = std::min(std::max(std::exp(minusGamma * r), low), high);
             const scalar_t logE = std::log(e), log1mE = std::log(scalar_t(1) - e);
-            scalar_t* row = out + p * (R + 1);
             for (int64_t j = 0; j < R; j++) {
                 const scalar_t value = std::exp(lb[j] + k[j] * logE + kr[j] * log1mE);
                 row[j] = value >= tiny ? value : scalar_t(0);
             }
-            row[R] = 1;
         }
     });
     const Tensor compact = at::mm(powers, harmonicsMatrix);  // [pairs, C]
@@ -213,7 +215,7 @@ void geometryBackward(const Tensor& vectors, const Tensor& first, const Tensor& 
                 const scalar_t u[3] = {vp[0] / r, vp[1] / r, vp[2] / r};
                 tensorPowersBackward(u, m + p * kMonomials, gm + p * kMonomials, gu);
             }
-            if (gb != nullptr) {
+            if (gb != nullptr && R > 0) {
                 // basis = exp(...): d basis / d r = basis (k d log e / dr + kReverse d log(1 - e) / dr), with
                 // de/dr = -gamma e where e is not clamped (zero where clamped); flushed entries are zero.
                 const scalar_t unclamped = std::exp(minusGamma * r);
