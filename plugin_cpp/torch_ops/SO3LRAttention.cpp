@@ -52,7 +52,7 @@ Shapes checkInputs(const Tensor& queries, const Tensor& keys, const Tensor& filt
 // Outside the dispatch macro, where the SIMD pragma works (its lanes sum in a different order).
 template <typename T>
 NNP_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* ka, const T* f, int64_t begin,
-                               int64_t end, T& forward, T& reverse) {
+                             int64_t end, T& forward, T& reverse) {
     T sumForward = 0, sumReverse = 0;
 #pragma omp simd reduction(+ : sumForward, sumReverse)
     for (int64_t d = begin; d < end; d++) {
@@ -67,7 +67,7 @@ NNP_INLINE void headProducts(const T* qa, const T* kb, const T* qb, const T* ka,
 // differ (checked), so the four accumulated rows and gf do not overlap.
 template <typename T>
 NNP_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, const T* qb, const T* ka, const T* f,
-                                T* gf, T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
+                              T* gf, T* gqa, T* gkb, T* gqb, T* gka, int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t d = begin; d < end; d++) {
         gf[d] = forward * qa[d] * kb[d] + reverse * qb[d] * ka[d];
@@ -82,7 +82,7 @@ NNP_INLINE void headGradients(T forward, T reverse, const T* qa, const T* kb, co
 // One kind's coefficients on the listed pairs (q, k: [n, F], f: [P, F] of that kind; out [n, n, heads] zeroed).
 template <typename T>
 NNP_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_t* pa, const int64_t* pb,
-                                const Shapes& s, T* out) {
+                              const Shapes& s, T* out) {
     const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
     for (int64_t p = 0; p < s.pairs; p++) {
         const int64_t a = pa[p], b = pb[p];
@@ -95,7 +95,7 @@ NNP_INLINE void attentionKind(const T* q, const T* k, const T* f, const int64_t*
 // Its gradients from g [n, n, heads]: gq, gk [n, F] zeroed, the listed pairs' rows of gf [P, F] written.
 template <typename T>
 NNP_INLINE void attentionKindBackward(const T* q, const T* k, const T* f, const T* g, const int64_t* pa,
-                                        const int64_t* pb, const Shapes& s, T* gq, T* gk, T* gf) {
+                                      const int64_t* pb, const Shapes& s, T* gq, T* gk, T* gf) {
     const int64_t n = s.atoms, F = s.features, H = s.heads, D = s.headSize;
     for (int64_t p = 0; p < s.pairs; p++) {
         const int64_t a = pa[p], b = pb[p];

@@ -156,7 +156,7 @@ void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, 
 // over the pairs instead of two gathers, a subtraction, a square and two products.
 template <typename T>
 NNP_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_t* second, const T* contract,
-                                   const T* evFirst, int64_t P, int64_t C, int64_t I, int64_t E, T* pre) {
+                                 const T* evFirst, int64_t P, int64_t C, int64_t I, int64_t E, T* pre) {
     std::vector<T> invariants(I);
     for (int64_t p = 0; p < P; p++) {
         const T* ea = ev + first[p] * C;
@@ -189,8 +189,8 @@ NNP_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_
 // (d invariants @ contract^T), added to row second[p] and subtracted from row first[p] of gradEv (zeroed).
 template <typename T>
 NNP_INLINE void evPreactivationsBackward(const T* gradPre, const T* ev, const int64_t* first, const int64_t* second,
-                                           const T* contract, const T* evFirst, int64_t P, int64_t C, int64_t I,
-                                           int64_t E, T* gradEv) {
+                                         const T* contract, const T* evFirst, int64_t P, int64_t C, int64_t I,
+                                         int64_t E, T* gradEv) {
     std::vector<T> gradInvariants(I);
     for (int64_t p = 0; p < P; p++) {
         for (int64_t i = 0; i < I; i++) {

@@ -102,8 +102,8 @@ struct Sizes {
 // f1 = features + the invariant messages, ev1 = ev + the ev messages (the formula above), one pass over the pairs.
 template <typename T>
 NNP_INLINE void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff,
-                                  const T* harmonics, const T* values, const int64_t* degree, const Sizes& s, T* f1,
-                                  T* ev1) {
+                                const T* harmonics, const T* values, const int64_t* degree, const Sizes& s, T* f1,
+                                T* ev1) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
     for (int64_t i = 0; i < n; i++) {
         T* fi = f1 + i * F;
@@ -176,8 +176,8 @@ NNP_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T r
 // product: short dot products per pair and head cost more in a loop), one pass over the pairs; gradValues zeroed.
 template <typename T>
 NNP_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products, const T* attention, const T* cutoff,
-                                   const T* harmonics, const int64_t* degree, const Sizes& s, T* gradAttention,
-                                   T* gradCutoff, T* gradHarmonics, T* gradValues) {
+                                 const T* harmonics, const int64_t* degree, const Sizes& s, T* gradAttention,
+                                 T* gradCutoff, T* gradHarmonics, T* gradValues) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
     std::vector<T> perDegree(H);
     for (int64_t i = 0; i < n; i++) {
