@@ -392,6 +392,10 @@ def test_compiled_tabulated_filters_match_pytorch_path():
     pair_first, pair_second = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0])
     assert torch.autograd.gradcheck(lambda d: tuple(torch.ops.openmm_nnp.so3lr_tabulated_filters(
         d, pair_first, pair_second, table, 0.6, 1)), (small,))
+    with pytest.raises(RuntimeError, match=re.escape('table must be [M, D, S, F]')):
+        torch.ops.openmm_nnp.so3lr_tabulated_filters(small, pair_first, pair_second, table[0], 0.6, 1)
+    with pytest.raises(RuntimeError, match='group must divide the number of networks'):
+        torch.ops.openmm_nnp.so3lr_tabulated_filters(small, pair_first, pair_second, table, 0.6, 3)
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_tabulated_filters(small, pair_first, pair_second, table.requires_grad_(), 0.6, 1)
     with pytest.raises(RuntimeError, match=r'so3lr_tabulated_filters: pair 1 \(1, 1\) is not a pair of distinct'):
@@ -679,6 +683,11 @@ def test_compiled_projections_match_pytorch_path(acetate_modules):
     weights = torch.randn(2, 3, 15, dtype=torch.float64, generator=generator)  # 2 heads of 3 features
     small = torch.randn(4, 6, dtype=torch.float64, generator=generator, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: torch.ops.openmm_nnp.so3lr_projections(x, weights), (small,))
+    # The dense [F, 5 F] layout of earlier versions, or heads that do not make up the features: refused.
+    for wrong in (torch.zeros(6, 30, dtype=torch.float64), torch.zeros(3, 3, 15, dtype=torch.float64)):
+        with pytest.raises(RuntimeError, match=re.escape('so3lr_projections: features must be [n, H D], weights '
+                                                         '[H, D, 5 D]')):
+            torch.ops.openmm_nnp.so3lr_projections(small, wrong)
     with pytest.raises(RuntimeError, match='must not require gradients'):
         torch.ops.openmm_nnp.so3lr_projections(small, weights.requires_grad_())
 
