@@ -334,9 +334,10 @@ class SO3LR(torch.nn.Module):
     compiled_front: Final[bool]
     compiled_projections: Final[bool]
     tabulated_filters: Final[bool]
+    fused_network: Final[bool]
 
     def __init__(self, atomicNumbers, charge=0, spin=0.0, dtype=torch.float32, packageModel=None,
-                 compiledOperators=None, tabulatedFilters=None):
+                 compiledOperators=None, tabulatedFilters=None, fusedNetwork=None):
         super().__init__()
         atomicNumbers = [int(z) for z in atomicNumbers]
         checkAtomicNumbers(atomicNumbers)
@@ -574,11 +575,48 @@ class SO3LR(torch.nn.Module):
             self.coulomb_constant, self.vdw_radius_factor, *QDO_SIGMA_FIT,
             self.dispersion_scale * 2.0 * self.qdo_damping_factor, self.bohr, self.hartree]
 
+        # The whole network and its gradient in one operator call on the CPU (so3lr_network, SO3LRNetwork.cpp): the
+        # same operators' steps without the interpreter and autograd between them. It reads the filter table.
+        fused_possible = (self.compiled_front and self.compiled_filters and self.compiled_ev_filters
+                          and self.compiled_projections and self.compiled_update and self.compiled_heads
+                          and self.compiled_physical and self.tabulated_filters
+                          and hasattr(torch.ops.openmm_nnp, 'so3lr_network'))
+        if fusedNetwork and not fused_possible:
+            raise ValueError('SO3LR(fusedNetwork=True) needs the compiled operators and the filter table '
+                             '(tabulatedFilters=True)')
+        self.fused_network = fused_possible if fusedNetwork is None else bool(fusedNetwork)
+        # so3lr_network's constants (its enum Constant).
+        self.network_constants: List[float] = [
+            self.nm_to_angstrom, self.ev_to_kj_per_mol, self.cutoff, self.rbf_gamma, self.rbf_epsilon,
+            self.smallest_normal, self.filter_table_spacing, self.layer_norm_epsilon]
+
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
         dtype = self.identity.dtype
+        if self.fused_network:  # a constant, as compiled_attention
+            if positions.device.type == 'cpu':
+                return self._fused(positions.to(dtype), boxVectors).to(positions.dtype)
         x = positions.to(dtype) * self.nm_to_angstrom
         energy = self._network(x, boxVectors)
         return (energy * self.ev_to_kj_per_mol).to(positions.dtype)
+
+    def _fused(self, positions: Tensor, boxVectors: Optional[Tensor]) -> Tensor:
+        """The energy in kJ/mol from positions in nm through the single operator so3lr_network (its parameters in the
+        order of its enum Parameter)."""
+        shifts: Optional[Tensor] = None
+        if boxVectors is not None:
+            x = positions.detach() * self.nm_to_angstrom
+            shifts = minimum_image_shifts(x[:, None, :] - x[None, :, :],
+                                          boxVectors.to(positions.dtype) * self.nm_to_angstrom)
+        parameters = [self.pair_first, self.pair_second, self.harmonics_matrix, self.harmonics_parity,
+                      self.rbf_log_binomial, self.rbf_k, self.rbf_k_reverse, self.filter_table, self.initial_features,
+                      self.degree_expand, self.degree_contract, self.filter_ev_first, self.filter_ev_second, self.qkv,
+                      self.layer_norms, self.mlp_first, self.mlp_first_bias, self.mlp_second, self.mlp_second_bias,
+                      self.interaction, self.interaction_bias, self.head_first, self.head_first_bias,
+                      self.head_second, self.head_segments, self.head_offsets, self.total_charge,
+                      self.zbl_charge_products, self.zbl_inverse_lengths, self.free_polarizabilities, self.free_c6]
+        return torch.ops.openmm_nnp.so3lr_network(positions, shifts, parameters, self.network_constants,
+                                                  self.physical_zbl, self.physical_switches,
+                                                  self.physical_constants, self.num_heads)
 
     def _front(self, x: Tensor, boxVectors: Optional[Tensor]) -> Tuple[Tensor, Tensor, int, Tensor, Tensor, Tensor,
                                                                           Tensor, Tensor, Tensor]:

@@ -19,6 +19,7 @@
 
 #include <vector>
 
+#include "SO3LRKernels.h"
 #include "SO3LRPairs.h"
 #include "Vectorize.h"
 
@@ -107,6 +108,11 @@ NNP_INLINE void attentionKindBackward(const T* q, const T* k, const T* f, const 
     }
 }
 
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
 Tensor attentionForward(const Tensor& queriesIn, const Tensor& keysIn, const Tensor& filtersIn, const Tensor& firstIn,
                         const Tensor& secondIn, int64_t heads) {
     const Shapes s = checkInputs(queriesIn, keysIn, filtersIn, firstIn, secondIn, heads);
@@ -167,6 +173,11 @@ std::vector<Tensor> attentionBackward(const Tensor& gradIn, const Tensor& querie
     return {gradQueries, gradKeys, gradFilters};
 }
 
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
 class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 public:
     static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& queries, const Tensor& keys,
@@ -174,16 +185,16 @@ public:
         ctx->save_for_backward({queries, keys, filters, first, second});
         ctx->saved_data["heads"] = heads;
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        return attentionForward(queries, keys, filters, first, second, heads);
+        return NNPPlugin::so3lr::attentionForward(queries, keys, filters, first, second, heads);
     }
 
     static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        auto grads = attentionBackward(gradOutputs[0], saved[0].contiguous(), saved[1].contiguous(),
-                                       saved[2].contiguous(), saved[3].contiguous(), saved[4].contiguous(),
-                                       ctx->saved_data["heads"].toInt());
+        auto grads = NNPPlugin::so3lr::attentionBackward(gradOutputs[0], saved[0].contiguous(), saved[1].contiguous(),
+                                                         saved[2].contiguous(), saved[3].contiguous(),
+                                                         saved[4].contiguous(), ctx->saved_data["heads"].toInt());
         return {grads[0], grads[1], grads[2], Tensor(), Tensor(), Tensor()};
     }
 };
@@ -247,55 +258,74 @@ void joinProjections(const T* queries, const T* keys, const T* values, int64_t n
         }
 }
 
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
+std::vector<Tensor> projectionsForward(const Tensor& featuresIn, const Tensor& weightsIn) {
+    TORCH_CHECK(featuresIn.device().is_cpu() && weightsIn.device().is_cpu() &&
+                    featuresIn.scalar_type() == weightsIn.scalar_type() && at::isFloatingType(featuresIn.scalar_type()),
+                "so3lr_projections: CPU tensors of one floating-point dtype expected");
+    TORCH_CHECK(featuresIn.dim() == 2 && weightsIn.dim() == 3 && weightsIn.size(2) == 5 * weightsIn.size(1) &&
+                    featuresIn.size(1) == weightsIn.size(0) * weightsIn.size(1),
+                "so3lr_projections: features must be [n, H D], weights [H, D, 5 D]");
+    TORCH_CHECK(!weightsIn.requires_grad(),
+                "so3lr_projections: gradients flow to the features only; the weights must not require gradients");
+    const Tensor features = featuresIn.contiguous(), weights = weightsIn.contiguous();
+    const int64_t n = features.size(0), F = features.size(1), H = weights.size(0), D = weights.size(1);
+    Tensor queries = at::empty({2, n, F}, features.options()), keys = at::empty({2, n, F}, features.options());
+    Tensor values = at::empty({n, F}, features.options());
+    // One batched product over the heads: [H, n, D] @ [H, D, 5 D].
+    const Tensor projected = at::bmm(features.view({n, H, D}).transpose(0, 1), weights);
+    AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_projections", [&] {
+        splitProjections(projected.data_ptr<scalar_t>(), n, H, D, queries.data_ptr<scalar_t>(),
+                         keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>());
+    });
+    return {queries, keys, values};
+}
+
+Tensor projectionsBackward(const Tensor& weights, const Tensor& gradQueries, const Tensor& gradKeys,
+                           const Tensor& gradValues) {
+    const int64_t H = weights.size(0), D = weights.size(1);
+    int64_t n = 0;
+    std::vector<Tensor> grads = {gradQueries, gradKeys, gradValues};
+    for (Tensor& grad : grads)
+        if (grad.defined()) {
+            grad = grad.contiguous();
+            n = grad.size(grad.dim() - 2);
+        }
+    Tensor gradProjected = at::empty({H, n, 5 * D}, weights.options());
+    AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "so3lr_projections_backward", [&] {
+        const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+        joinProjections<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]), n, H, D,
+                                  gradProjected.data_ptr<scalar_t>());
+    });
+    // [H, n, 5 D] @ [H, 5 D, D] -> [H, n, D], read as [n, H D].
+    return at::bmm(gradProjected, weights.transpose(1, 2)).transpose(0, 1).reshape({n, H * D});
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
 class ProjectionsFunction : public torch::autograd::Function<ProjectionsFunction> {
 public:
-    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& featuresIn,
-                                                const Tensor& weightsIn) {
-        TORCH_CHECK(featuresIn.device().is_cpu() && weightsIn.device().is_cpu() &&
-                        featuresIn.scalar_type() == weightsIn.scalar_type() &&
-                        at::isFloatingType(featuresIn.scalar_type()),
-                    "so3lr_projections: CPU tensors of one floating-point dtype expected");
-        TORCH_CHECK(featuresIn.dim() == 2 && weightsIn.dim() == 3 && weightsIn.size(2) == 5 * weightsIn.size(1) &&
-                        featuresIn.size(1) == weightsIn.size(0) * weightsIn.size(1),
-                    "so3lr_projections: features must be [n, H D], weights [H, D, 5 D]");
-        TORCH_CHECK(!weightsIn.requires_grad(),
-                    "so3lr_projections: gradients flow to the features only; the weights must not require gradients");
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& features,
+                                                const Tensor& weights) {
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const Tensor features = featuresIn.contiguous(), weights = weightsIn.contiguous();
-        const int64_t n = features.size(0), F = features.size(1), H = weights.size(0), D = weights.size(1);
-        Tensor queries = at::empty({2, n, F}, features.options()), keys = at::empty({2, n, F}, features.options());
-        Tensor values = at::empty({n, F}, features.options());
-        // One batched product over the heads: [H, n, D] @ [H, D, 5 D].
-        const Tensor projected = at::bmm(features.view({n, H, D}).transpose(0, 1), weights);
-        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_projections", [&] {
-            splitProjections(projected.data_ptr<scalar_t>(), n, H, D, queries.data_ptr<scalar_t>(),
-                             keys.data_ptr<scalar_t>(), values.data_ptr<scalar_t>());
-        });
-        ctx->save_for_backward({weights});
-        return {queries, keys, values};
+        const torch::autograd::tensor_list outputs = NNPPlugin::so3lr::projectionsForward(features, weights);
+        ctx->save_for_backward({weights.contiguous()});
+        return outputs;
     }
 
     static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::tensor_list gradOutputs) {
         const Tensor weights = ctx->get_saved_variables()[0];
         at::NoGradGuard noGrad;
-        const int64_t H = weights.size(0), D = weights.size(1);
-        int64_t n = 0;
-        std::vector<Tensor> grads(3);
-        for (int64_t part = 0; part < 3; part++)
-            if (gradOutputs[part].defined()) {
-                grads[part] = gradOutputs[part].contiguous();
-                n = grads[part].size(grads[part].dim() - 2);
-            }
-        Tensor gradProjected = at::empty({H, n, 5 * D}, weights.options());
-        AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "so3lr_projections_backward", [&] {
-            const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-            joinProjections<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]), n, H, D,
-                                      gradProjected.data_ptr<scalar_t>());
-        });
-        // [H, n, 5 D] @ [H, 5 D, D] -> [H, n, D], read as [n, H D].
-        const Tensor gradFeatures = at::bmm(gradProjected, weights.transpose(1, 2)).transpose(0, 1).reshape({n, H * D});
-        return {gradFeatures, Tensor()};
+        return {NNPPlugin::so3lr::projectionsBackward(weights, gradOutputs[0], gradOutputs[1], gradOutputs[2]),
+                Tensor()};
     }
 };
 

@@ -18,9 +18,14 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <mutex>
 #include <vector>
 
+#include "SO3LRKernels.h"
+#include "PartialSums.h"
 #include "SO3LRPairs.h"
 #include "Vectorize.h"
 
@@ -153,12 +158,13 @@ void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, 
 
 // The ev-invariant MLP's preactivations of the listed pairs, [2, P, E] (kind-major, so that one batched product
 // reads each kind's block): pre[c, p, :] = [(difference^2) @ contract, 1] @ evFirst[:, c E:(c + 1) E], one loop
-// over the pairs instead of two gathers, a subtraction, a square and two products.
+// over the pairs instead of two gathers, a subtraction, a square and two products; pairs p in [begin, end).
 template <typename T>
 NNP_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_t* second, const T* contract,
-                                 const T* evFirst, int64_t P, int64_t C, int64_t I, int64_t E, T* pre) {
+                                 const T* evFirst, int64_t P, int64_t C, int64_t I, int64_t E, int64_t begin,
+                                 int64_t end, T* pre) {
     std::vector<T> invariants(I);
-    for (int64_t p = 0; p < P; p++) {
+    for (int64_t p = begin; p < end; p++) {
         const T* ea = ev + first[p] * C;
         const T* eb = ev + second[p] * C;
         for (int64_t i = 0; i < I; i++)
@@ -185,14 +191,18 @@ NNP_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_
     }
 }
 
+// Pairs per task of the ev filters' parallel loops (one pair: about C I + 2 I E multiply-adds each way).
+constexpr int64_t kEvPairsPerTask = 32;
+
 // d ev from d preactivation [2, P, E]: d invariants = d pre @ evFirst[:I]^T, d difference = 2 difference
-// (d invariants @ contract^T), added to row second[p] and subtracted from row first[p] of gradEv (zeroed).
+// (d invariants @ contract^T), added to row second[p] and subtracted from row first[p] of gradEv (zeroed by the
+// caller); pairs p in [begin, end).
 template <typename T>
 NNP_INLINE void evPreactivationsBackward(const T* gradPre, const T* ev, const int64_t* first, const int64_t* second,
                                          const T* contract, const T* evFirst, int64_t P, int64_t C, int64_t I,
-                                         int64_t E, T* gradEv) {
+                                         int64_t E, int64_t begin, int64_t end, T* gradEv) {
     std::vector<T> gradInvariants(I);
-    for (int64_t p = 0; p < P; p++) {
+    for (int64_t p = begin; p < end; p++) {
         for (int64_t i = 0; i < I; i++) {
             T sum = 0;
             for (int64_t kind = 0; kind < 2; kind++) {
@@ -219,28 +229,77 @@ NNP_INLINE void evPreactivationsBackward(const T* gradPre, const T* ev, const in
     }
 }
 
-class EvFiltersFunction : public torch::autograd::Function<EvFiltersFunction> {
-public:
-    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& radial, const Tensor& evIn,
-                          const Tensor& firstIn, const Tensor& secondIn, const Tensor& contractIn,
-                          const Tensor& evFirstIn, const Tensor& evSecond) {
-        checkEvInputs(radial, evIn, firstIn, secondIn, contractIn, evFirstIn, evSecond);
-        NNPPlugin::so3lr::checkDistinctPairs(firstIn, secondIn, evIn.size(0), "so3lr_ev_filters");
-        at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const Tensor ev = evIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
-        const Tensor contract = contractIn.contiguous(), evFirst = evFirstIn.contiguous();
-        const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
-        Tensor preactivation = at::empty({2, P, E}, radial.options());
-        AT_DISPATCH_FLOATING_TYPES(radial.scalar_type(), "so3lr_ev_filters", [&] {
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
+Tensor evFiltersForward(const Tensor& radial, const Tensor& evIn, const Tensor& firstIn, const Tensor& secondIn,
+                        const Tensor& contractIn, const Tensor& evFirstIn, const Tensor& evSecond,
+                        EvFiltersState& state) {
+    checkEvInputs(radial, evIn, firstIn, secondIn, contractIn, evFirstIn, evSecond);
+    NNPPlugin::so3lr::checkDistinctPairs(firstIn, secondIn, evIn.size(0), "so3lr_ev_filters");
+    const Tensor ev = evIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
+    const Tensor contract = contractIn.contiguous(), evFirst = evFirstIn.contiguous();
+    const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
+    Tensor preactivation = at::empty({2, P, E}, radial.options());
+    AT_DISPATCH_FLOATING_TYPES(radial.scalar_type(), "so3lr_ev_filters", [&] {
+        at::parallel_for(0, P, kEvPairsPerTask, [&](int64_t begin, int64_t end) {
             NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                 evPreactivations(ev.data_ptr<scalar_t>(), first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
-                                 contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,
+                                 contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E, begin, end,
                                  preactivation.data_ptr<scalar_t>());
             });
         });
-        // filters[c] = radial[c] + silu(pre[c]) @ evSecond[c], one batched product for both kinds.
-        const Tensor filters = at::baddbmm(radial, at::silu(preactivation), evSecond);
-        ctx->save_for_backward({ev, preactivation, first, second, contract, evFirst, evSecond});
+    });
+    state = {ev, preactivation, first, second, contract, evFirst, evSecond};
+    // filters[c] = radial[c] + silu(pre[c]) @ evSecond[c], one batched product for both kinds.
+    return at::baddbmm(radial, at::silu(preactivation), evSecond);
+}
+
+Tensor evFiltersBackward(const EvFiltersState& state, const Tensor& gradIn) {
+    const Tensor &ev = state.ev, &preactivation = state.preactivation, &first = state.first, &second = state.second;
+    const Tensor &contract = state.contract, &evFirst = state.evFirst, &evSecond = state.evSecond;
+    const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
+    const Tensor grad = gradIn.contiguous();
+    Tensor gradPre = at::bmm(grad, evSecond.transpose(1, 2));  // [2, P, E]
+    at::silu_backward_out(gradPre, gradPre, preactivation);
+    Tensor gradEv = at::zeros(ev.sizes(), ev.options());
+    AT_DISPATCH_FLOATING_TYPES(ev.scalar_type(), "so3lr_ev_filters_backward", [&] {
+        // Pairs share atoms: each task scatters into a buffer of its own, added in a fixed order.
+        std::mutex partialsLock;
+        std::vector<std::pair<int64_t, std::vector<scalar_t>>> partials;
+        at::parallel_for(0, P, kEvPairsPerTask, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> partialEv(ev.numel(), scalar_t(0));
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
+                evPreactivationsBackward(gradPre.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
+                                         first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
+                                         contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,
+                                         begin, end, partialEv.data());
+            });
+            const std::lock_guard<std::mutex> guard(partialsLock);
+            partials.emplace_back(begin, std::move(partialEv));
+        });
+        NNPPlugin::addInOrder(partials, gradEv.data_ptr<scalar_t>());
+    });
+    return gradEv;
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
+class EvFiltersFunction : public torch::autograd::Function<EvFiltersFunction> {
+public:
+    static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& radial, const Tensor& ev,
+                          const Tensor& first, const Tensor& second, const Tensor& contract, const Tensor& evFirst,
+                          const Tensor& evSecond) {
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        NNPPlugin::so3lr::EvFiltersState s;
+        const Tensor filters =
+            NNPPlugin::so3lr::evFiltersForward(radial, ev, first, second, contract, evFirst, evSecond, s);
+        ctx->save_for_backward({s.ev, s.preactivation, s.first, s.second, s.contract, s.evFirst, s.evSecond});
         return filters;
     }
 
@@ -248,22 +307,9 @@ public:
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &ev = saved[0], &preactivation = saved[1], &first = saved[2], &second = saved[3];
-        const Tensor &contract = saved[4], &evFirst = saved[5], &evSecond = saved[6];
-        const int64_t P = first.size(0), C = ev.size(1), I = contract.size(1), E = evSecond.size(1);
+        const NNPPlugin::so3lr::EvFiltersState s{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6]};
         const Tensor grad = gradOutputs[0].contiguous();
-        Tensor gradPre = at::bmm(grad, evSecond.transpose(1, 2));  // [2, P, E]
-        at::silu_backward_out(gradPre, gradPre, preactivation);
-        Tensor gradEv = at::zeros(ev.sizes(), ev.options());
-        AT_DISPATCH_FLOATING_TYPES(ev.scalar_type(), "so3lr_ev_filters_backward", [&] {
-            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                evPreactivationsBackward(gradPre.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
-                                         first.data_ptr<int64_t>(), second.data_ptr<int64_t>(),
-                                         contract.data_ptr<scalar_t>(), evFirst.data_ptr<scalar_t>(), P, C, I, E,
-                                         gradEv.data_ptr<scalar_t>());
-            });
-        });
-        return {grad, gradEv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+        return {grad, NNPPlugin::so3lr::evFiltersBackward(s, grad), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     }
 };
 
@@ -427,33 +473,83 @@ NNP_INLINE void tableBackward(const T* r, const int64_t* first, const int64_t* s
 // Pairs per task of the parallel loops: one pair is D S F multiply-adds (about 9,000 for SO3LR).
 constexpr int64_t kTablePairsPerTask = 16;
 
-class TabulatedFiltersFunction : public torch::autograd::Function<TabulatedFiltersFunction> {
-public:
-    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& rIn,
-                                                const Tensor& firstIn, const Tensor& secondIn, const Tensor& tableIn,
-                                                double spacing, int64_t group) {
-        const TableShape s = checkTableInputs(rIn, firstIn, secondIn, tableIn, spacing, group);
-        at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const Tensor r = rIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
-        const Tensor table = tableIn.contiguous();
-        torch::autograd::tensor_list filters;
-        for (int64_t network = 0; network < s.networks; network += group)
-            filters.push_back(at::empty({group, s.pairs, s.features}, r.options()));
-        AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_tabulated_filters", [&] {
-            std::vector<scalar_t*> outputs;
-            for (const Tensor& out : filters)
-                outputs.push_back(out.data_ptr<scalar_t>());
-            const scalar_t* pr = r.data_ptr<scalar_t>();
-            const int64_t* pa = first.data_ptr<int64_t>();
-            const int64_t* pb = second.data_ptr<int64_t>();
-            const scalar_t* pt = table.data_ptr<scalar_t>();
-            const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
-            at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
-                NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                    tableForward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, outputs);
-                });
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
+std::vector<Tensor> tabulatedFiltersForward(const Tensor& rIn, const Tensor& firstIn, const Tensor& secondIn,
+                                            const Tensor& tableIn, double spacing, int64_t group) {
+    const TableShape s = checkTableInputs(rIn, firstIn, secondIn, tableIn, spacing, group);
+    const Tensor r = rIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
+    const Tensor table = tableIn.contiguous();
+    std::vector<Tensor> filters;
+    for (int64_t network = 0; network < s.networks; network += group)
+        filters.push_back(at::empty({group, s.pairs, s.features}, r.options()));
+    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_tabulated_filters", [&] {
+        std::vector<scalar_t*> outputs;
+        for (const Tensor& out : filters)
+            outputs.push_back(out.data_ptr<scalar_t>());
+        const scalar_t* pr = r.data_ptr<scalar_t>();
+        const int64_t* pa = first.data_ptr<int64_t>();
+        const int64_t* pb = second.data_ptr<int64_t>();
+        const scalar_t* pt = table.data_ptr<scalar_t>();
+        const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
+        at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
+                tableForward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, outputs);
             });
         });
+    });
+    return filters;
+}
+
+Tensor tabulatedFiltersBackward(const Tensor& rIn, const Tensor& firstIn, const Tensor& secondIn,
+                                const Tensor& tableIn, double spacing, int64_t group,
+                                const std::vector<Tensor>& gradOutputs) {
+    const TableShape s = checkTableInputs(rIn, firstIn, secondIn, tableIn, spacing, group);
+    const Tensor r = rIn.contiguous(), first = firstIn.contiguous(), second = secondIn.contiguous();
+    const Tensor table = tableIn.contiguous();
+    std::vector<Tensor> grads;
+    for (const Tensor& grad : gradOutputs)
+        grads.push_back(grad.defined() ? grad.contiguous() : Tensor());
+    Tensor gradR = at::zeros({s.atoms, s.atoms}, r.options());
+    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_tabulated_filters_backward", [&] {
+        std::vector<const scalar_t*> gradPointers;
+        for (const Tensor& grad : grads)
+            gradPointers.push_back(grad.defined() ? grad.data_ptr<scalar_t>() : nullptr);
+        const scalar_t* pr = r.data_ptr<scalar_t>();
+        const int64_t* pa = first.data_ptr<int64_t>();
+        const int64_t* pb = second.data_ptr<int64_t>();
+        const scalar_t* pt = table.data_ptr<scalar_t>();
+        const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
+        std::vector<scalar_t> gradPairs(s.pairs);
+        at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
+                tableBackward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, gradPointers, gradPairs.data());
+            });
+        });
+        // Serially: a pair may be listed twice (the copy of pair 0).
+        scalar_t* gr = gradR.data_ptr<scalar_t>();
+        for (int64_t p = 0; p < s.pairs; p++)
+            gr[pa[p] * s.atoms + pb[p]] += gradPairs[p];
+    });
+    return gradR;
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
+class TabulatedFiltersFunction : public torch::autograd::Function<TabulatedFiltersFunction> {
+public:
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& r,
+                                                const Tensor& first, const Tensor& second, const Tensor& table,
+                                                double spacing, int64_t group) {
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        const torch::autograd::tensor_list filters =
+            NNPPlugin::so3lr::tabulatedFiltersForward(r, first, second, table, spacing, group);
         ctx->save_for_backward({r, first, second, table});
         ctx->saved_data["spacing"] = spacing;
         ctx->saved_data["group"] = group;
@@ -464,34 +560,9 @@ public:
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &r = saved[0], &first = saved[1], &second = saved[2], &table = saved[3];
-        const double spacing = ctx->saved_data["spacing"].toDouble();
-        const int64_t group = ctx->saved_data["group"].toInt();
-        const TableShape s = checkTableInputs(r, first, second, table, spacing, group);
-        std::vector<Tensor> grads;
-        for (const Tensor& grad : gradOutputs)
-            grads.push_back(grad.defined() ? grad.contiguous() : Tensor());
-        Tensor gradR = at::zeros({s.atoms, s.atoms}, r.options());
-        AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_tabulated_filters_backward", [&] {
-            std::vector<const scalar_t*> gradPointers;
-            for (const Tensor& grad : grads)
-                gradPointers.push_back(grad.defined() ? grad.data_ptr<scalar_t>() : nullptr);
-            const scalar_t* pr = r.data_ptr<scalar_t>();
-            const int64_t* pa = first.data_ptr<int64_t>();
-            const int64_t* pb = second.data_ptr<int64_t>();
-            const scalar_t* pt = table.data_ptr<scalar_t>();
-            const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
-            std::vector<scalar_t> gradPairs(s.pairs);
-            at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
-                NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                    tableBackward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, gradPointers, gradPairs.data());
-                });
-            });
-            // Serially: a pair may be listed twice (the copy of pair 0).
-            scalar_t* gr = gradR.data_ptr<scalar_t>();
-            for (int64_t p = 0; p < s.pairs; p++)
-                gr[pa[p] * s.atoms + pb[p]] += gradPairs[p];
-        });
+        const Tensor gradR = NNPPlugin::so3lr::tabulatedFiltersBackward(
+            saved[0], saved[1], saved[2], saved[3], ctx->saved_data["spacing"].toDouble(),
+            ctx->saved_data["group"].toInt(), gradOutputs);
         return {gradR, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     }
 };

@@ -20,6 +20,7 @@
 
 #include <torch/torch.h>
 
+#include "SO3LRKernels.h"
 #include "SO3LRPairs.h"
 
 #include <algorithm>
@@ -298,137 +299,166 @@ std::tuple<Tensor, Tensor> so3lrPairGeometry(const Tensor& vectors, const Tensor
 // first, second: the K pairs (pairFirst[m], pairSecond[m]) with r < cutoff in the order of m, then a copy of pair
 // m = 0; harmonics and basis: so3lr_pair_geometry of (vectors, first, second, K). Gradients flow to positions.
 
+namespace NNPPlugin {
+namespace so3lr {
+
+FrontOutputs frontForward(const Tensor& positionsIn, const c10::optional<Tensor>& shiftsIn, const Tensor& pairFirstIn,
+                          const Tensor& pairSecondIn, double cutoff, const Tensor& harmonicsMatrix,
+                          const Tensor& parityIn, const Tensor& logBinomialIn, const Tensor& kIn,
+                          const Tensor& kReverseIn, double gamma, double epsilon, double smallest, FrontState& state) {
+    TORCH_CHECK(positionsIn.device().is_cpu() && positionsIn.dim() == 2 && positionsIn.size(1) == 3 &&
+                    at::isFloatingType(positionsIn.scalar_type()),
+                "so3lr_front: positions must be a floating-point CPU tensor [n, 3]");
+    const int64_t n = positionsIn.size(0);
+    TORCH_CHECK(pairFirstIn.dim() == 1 && pairFirstIn.size(0) > 0,
+                "so3lr_front: pairFirst and pairSecond must list at least one pair");
+    const Tensor positions = positionsIn.contiguous();
+    Tensor vectors = (positions.unsqueeze(1) - positions.unsqueeze(0)).contiguous();
+    if (shiftsIn.has_value() && shiftsIn->defined()) {
+        TORCH_CHECK(shiftsIn->sizes() == vectors.sizes() && shiftsIn->scalar_type() == vectors.scalar_type() &&
+                        shiftsIn->device().is_cpu() && !shiftsIn->requires_grad(),
+                    "so3lr_front: shifts must be a constant CPU tensor [n, n, 3] of the positions' dtype");
+        vectors.add_(*shiftsIn);
+    }
+    // The candidate pairs are checked like so3lr_pair_geometry's listed pairs.
+    checkInputs(vectors, pairFirstIn, pairSecondIn, 0, harmonicsMatrix, parityIn, logBinomialIn, kIn, kReverseIn);
+    const Tensor pairFirst = pairFirstIn.contiguous(), pairSecond = pairSecondIn.contiguous();
+    const Tensor parity = parityIn.contiguous(), logBinomial = logBinomialIn.contiguous();
+    const Tensor kk = kIn.contiguous(), kReverse = kReverseIn.contiguous();
+    const int64_t M = pairFirst.size(0);
+    Tensor r = at::empty({n, n}, vectors.options());
+    Tensor cutoffFunction = at::empty({n, n}, vectors.options());
+    std::vector<int64_t> listedFirst, listedSecond;
+    listedFirst.reserve(M + 1);
+    listedSecond.reserve(M + 1);
+    AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_front", [&] {
+        const scalar_t* v = vectors.data_ptr<scalar_t>();
+        scalar_t* pr = r.data_ptr<scalar_t>();
+        scalar_t* pc = cutoffFunction.data_ptr<scalar_t>();
+        const scalar_t rc = cutoff;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) {
+                const scalar_t* vij = v + (i * n + j) * 3;
+                const scalar_t squared = vij[0] * vij[0] + vij[1] * vij[1] + vij[2] * vij[2];
+                const scalar_t rij = std::sqrt(i == j ? squared + scalar_t(1) : squared);
+                pr[i * n + j] = rij;
+                if (i != j && rij < rc) {
+                    const scalar_t s = rij / rc, s3 = s * s * s;
+                    pc[i * n + j] = scalar_t(1) - scalar_t(6) * s3 * s * s + scalar_t(15) * s3 * s -
+                                    scalar_t(10) * s3;
+                } else {
+                    pc[i * n + j] = 0;
+                }
+            }
+        const int64_t* pa = pairFirst.data_ptr<int64_t>();
+        const int64_t* pb = pairSecond.data_ptr<int64_t>();
+        for (int64_t m = 0; m < M; m++)
+            if (pr[pa[m] * n + pb[m]] < rc) {
+                listedFirst.push_back(pa[m]);
+                listedSecond.push_back(pb[m]);
+            }
+        listedFirst.push_back(pa[0]);
+        listedSecond.push_back(pb[0]);
+    });
+    const int64_t pairs = static_cast<int64_t>(listedFirst.size()) - 1;
+    const auto indexOptions = pairFirst.options();
+    Tensor first = at::empty({pairs + 1}, indexOptions), second = at::empty({pairs + 1}, indexOptions);
+    std::copy(listedFirst.begin(), listedFirst.end(), first.data_ptr<int64_t>());
+    std::copy(listedSecond.begin(), listedSecond.end(), second.data_ptr<int64_t>());
+    const Geometry geometry = geometryForward(vectors, first, second, pairs, harmonicsMatrix, parity, logBinomial, kk,
+                                              kReverse, gamma, epsilon, smallest);
+    state = {vectors, r, first, second, geometry.powers, geometry.basis, harmonicsMatrix, parity, kk, kReverse,
+             pairs, cutoff, gamma, epsilon};
+    return {r, cutoffFunction, first, second, geometry.harmonics, geometry.basis};
+}
+
+Tensor frontBackward(const FrontState& state, const Tensor& gradRIn, const Tensor& gradCutoffIn,
+                     const Tensor& gradHarmonics, const Tensor& gradBasis) {
+    const Tensor &vectors = state.vectors, &r = state.r;
+    const int64_t n = vectors.size(0);
+    const double cutoff = state.cutoff;
+    Tensor gradVectors = at::zeros(vectors.sizes(), vectors.options());
+    geometryBackward(vectors, state.first, state.second, state.pairs, state.powers, state.basis,
+                     state.harmonicsMatrix, state.parity, state.k, state.kReverse, state.gamma, state.epsilon,
+                     gradHarmonics, gradBasis, gradVectors);
+    const Tensor gradR = gradRIn.defined() ? gradRIn.contiguous() : Tensor();
+    const Tensor gradCutoff = gradCutoffIn.defined() ? gradCutoffIn.contiguous() : Tensor();
+    Tensor gradPositions = at::empty({n, 3}, vectors.options());
+    AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_front_backward", [&] {
+        const scalar_t* v = vectors.data_ptr<scalar_t>();
+        const scalar_t* pr = r.data_ptr<scalar_t>();
+        const scalar_t* gr = gradR.defined() ? gradR.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* gc = gradCutoff.defined() ? gradCutoff.data_ptr<scalar_t>() : nullptr;
+        scalar_t* gv = gradVectors.data_ptr<scalar_t>();
+        scalar_t* gx = gradPositions.data_ptr<scalar_t>();
+        const scalar_t rc = cutoff;
+        // d r / d v = v / r off the diagonal (on it v = 0: no gradient); the cutoff polynomial's derivative
+        // d/dr (1 - 6 s^5 + 15 s^4 - 10 s^3) = -30 s^2 (1 - s)^2 / cutoff.
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) {
+                if (i == j)
+                    continue;
+                const int64_t ij = i * n + j;
+                const scalar_t rij = pr[ij];
+                scalar_t gradDistance = gr != nullptr ? gr[ij] : scalar_t(0);
+                if (gc != nullptr && rij < rc) {
+                    const scalar_t s = rij / rc, t = scalar_t(1) - s;
+                    gradDistance += gc[ij] * scalar_t(-30) * s * s * t * t / rc;
+                }
+                const scalar_t factor = gradDistance / rij;
+                for (int d = 0; d < 3; d++)
+                    gv[ij * 3 + d] += factor * v[ij * 3 + d];
+            }
+        // vectors[i, j] = positions[i] - positions[j] (+ constants).
+        for (int64_t i = 0; i < n; i++)
+            for (int d = 0; d < 3; d++) {
+                scalar_t sum = 0;
+                for (int64_t j = 0; j < n; j++)
+                    sum += gv[(i * n + j) * 3 + d] - gv[(j * n + i) * 3 + d];
+                gx[i * 3 + d] = sum;
+            }
+    });
+    return gradPositions;
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
 namespace {
 
 class FrontFunction : public torch::autograd::Function<FrontFunction> {
 public:
-    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& positionsIn,
-                                                const c10::optional<Tensor>& shiftsIn, const Tensor& pairFirstIn,
-                                                const Tensor& pairSecondIn, double cutoff,
-                                                const Tensor& harmonicsMatrix, const Tensor& parityIn,
-                                                const Tensor& logBinomialIn, const Tensor& kIn,
-                                                const Tensor& kReverseIn, double gamma, double epsilon,
-                                                double smallest) {
-        TORCH_CHECK(positionsIn.device().is_cpu() && positionsIn.dim() == 2 && positionsIn.size(1) == 3 &&
-                        at::isFloatingType(positionsIn.scalar_type()),
-                    "so3lr_front: positions must be a floating-point CPU tensor [n, 3]");
-        const int64_t n = positionsIn.size(0);
-        TORCH_CHECK(pairFirstIn.dim() == 1 && pairFirstIn.size(0) > 0,
-                    "so3lr_front: pairFirst and pairSecond must list at least one pair");
+    static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& positions,
+                                                const c10::optional<Tensor>& shifts, const Tensor& pairFirst,
+                                                const Tensor& pairSecond, double cutoff,
+                                                const Tensor& harmonicsMatrix, const Tensor& parity,
+                                                const Tensor& logBinomial, const Tensor& k, const Tensor& kReverse,
+                                                double gamma, double epsilon, double smallest) {
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const Tensor positions = positionsIn.contiguous();
-        Tensor vectors = (positions.unsqueeze(1) - positions.unsqueeze(0)).contiguous();
-        if (shiftsIn.has_value() && shiftsIn->defined()) {
-            TORCH_CHECK(shiftsIn->sizes() == vectors.sizes() && shiftsIn->scalar_type() == vectors.scalar_type() &&
-                            shiftsIn->device().is_cpu() && !shiftsIn->requires_grad(),
-                        "so3lr_front: shifts must be a constant CPU tensor [n, n, 3] of the positions' dtype");
-            vectors.add_(*shiftsIn);
-        }
-        // The candidate pairs are checked like so3lr_pair_geometry's listed pairs.
-        checkInputs(vectors, pairFirstIn, pairSecondIn, 0, harmonicsMatrix, parityIn, logBinomialIn, kIn, kReverseIn);
-        const Tensor pairFirst = pairFirstIn.contiguous(), pairSecond = pairSecondIn.contiguous();
-        const Tensor parity = parityIn.contiguous(), logBinomial = logBinomialIn.contiguous();
-        const Tensor kk = kIn.contiguous(), kReverse = kReverseIn.contiguous();
-        const int64_t M = pairFirst.size(0);
-        Tensor r = at::empty({n, n}, vectors.options());
-        Tensor cutoffFunction = at::empty({n, n}, vectors.options());
-        std::vector<int64_t> listedFirst, listedSecond;
-        listedFirst.reserve(M + 1);
-        listedSecond.reserve(M + 1);
-        AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_front", [&] {
-            const scalar_t* v = vectors.data_ptr<scalar_t>();
-            scalar_t* pr = r.data_ptr<scalar_t>();
-            scalar_t* pc = cutoffFunction.data_ptr<scalar_t>();
-            const scalar_t rc = cutoff;
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < n; j++) {
-                    const scalar_t* vij = v + (i * n + j) * 3;
-                    const scalar_t squared = vij[0] * vij[0] + vij[1] * vij[1] + vij[2] * vij[2];
-                    const scalar_t rij = std::sqrt(i == j ? squared + scalar_t(1) : squared);
-                    pr[i * n + j] = rij;
-                    if (i != j && rij < rc) {
-                        const scalar_t s = rij / rc, s3 = s * s * s;
-                        pc[i * n + j] = scalar_t(1) - scalar_t(6) * s3 * s * s + scalar_t(15) * s3 * s -
-                                        scalar_t(10) * s3;
-                    } else {
-                        pc[i * n + j] = 0;
-                    }
-                }
-            const int64_t* pa = pairFirst.data_ptr<int64_t>();
-            const int64_t* pb = pairSecond.data_ptr<int64_t>();
-            for (int64_t m = 0; m < M; m++)
-                if (pr[pa[m] * n + pb[m]] < rc) {
-                    listedFirst.push_back(pa[m]);
-                    listedSecond.push_back(pb[m]);
-                }
-            listedFirst.push_back(pa[0]);
-            listedSecond.push_back(pb[0]);
-        });
-        const int64_t pairs = static_cast<int64_t>(listedFirst.size()) - 1;
-        const auto indexOptions = pairFirst.options();
-        Tensor first = at::empty({pairs + 1}, indexOptions), second = at::empty({pairs + 1}, indexOptions);
-        std::copy(listedFirst.begin(), listedFirst.end(), first.data_ptr<int64_t>());
-        std::copy(listedSecond.begin(), listedSecond.end(), second.data_ptr<int64_t>());
-        const Geometry geometry = geometryForward(vectors, first, second, pairs, harmonicsMatrix, parity, logBinomial,
-                                                  kk, kReverse, gamma, epsilon, smallest);
-        ctx->mark_non_differentiable({first, second});
-        ctx->save_for_backward(
-            {vectors, r, first, second, geometry.powers, geometry.basis, harmonicsMatrix, parity, kk, kReverse});
-        ctx->saved_data["pairs"] = pairs;
+        NNPPlugin::so3lr::FrontState s;
+        const NNPPlugin::so3lr::FrontOutputs out =
+            NNPPlugin::so3lr::frontForward(positions, shifts, pairFirst, pairSecond, cutoff, harmonicsMatrix, parity,
+                                           logBinomial, k, kReverse, gamma, epsilon, smallest, s);
+        ctx->mark_non_differentiable({out.first, out.second});
+        ctx->save_for_backward({s.vectors, s.r, s.first, s.second, s.powers, s.basis, s.harmonicsMatrix, s.parity, s.k,
+                                s.kReverse});
+        ctx->saved_data["pairs"] = s.pairs;
         ctx->saved_data["cutoff"] = cutoff;
         ctx->saved_data["gamma"] = gamma;
         ctx->saved_data["epsilon"] = epsilon;
-        return {r, cutoffFunction, first, second, geometry.harmonics, geometry.basis};
+        return {out.r, out.cutoffFunction, out.first, out.second, out.harmonics, out.basis};
     }
 
     static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &vectors = saved[0], &r = saved[1];
-        const int64_t n = vectors.size(0);
-        const double cutoff = ctx->saved_data["cutoff"].toDouble();
-        Tensor gradVectors = at::zeros(vectors.sizes(), vectors.options());
-        geometryBackward(vectors, saved[2], saved[3], ctx->saved_data["pairs"].toInt(), saved[4], saved[5], saved[6],
-                         saved[7], saved[8], saved[9], ctx->saved_data["gamma"].toDouble(),
-                         ctx->saved_data["epsilon"].toDouble(), gradOutputs[4], gradOutputs[5], gradVectors);
-        const Tensor gradR = gradOutputs[0].defined() ? gradOutputs[0].contiguous() : Tensor();
-        const Tensor gradCutoff = gradOutputs[1].defined() ? gradOutputs[1].contiguous() : Tensor();
-        Tensor gradPositions = at::empty({n, 3}, vectors.options());
-        AT_DISPATCH_FLOATING_TYPES(vectors.scalar_type(), "so3lr_front_backward", [&] {
-            const scalar_t* v = vectors.data_ptr<scalar_t>();
-            const scalar_t* pr = r.data_ptr<scalar_t>();
-            const scalar_t* gr = gradR.defined() ? gradR.data_ptr<scalar_t>() : nullptr;
-            const scalar_t* gc = gradCutoff.defined() ? gradCutoff.data_ptr<scalar_t>() : nullptr;
-            scalar_t* gv = gradVectors.data_ptr<scalar_t>();
-            scalar_t* gx = gradPositions.data_ptr<scalar_t>();
-            const scalar_t rc = cutoff;
-            // d r / d v = v / r off the diagonal (on it v = 0: no gradient); the cutoff polynomial's derivative
-            // d/dr (1 - 6 s^5 + 15 s^4 - 10 s^3) = -30 s^2 (1 - s)^2 / cutoff.
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = 0; j < n; j++) {
-                    if (i == j)
-                        continue;
-                    const int64_t ij = i * n + j;
-                    const scalar_t rij = pr[ij];
-                    scalar_t gradDistance = gr != nullptr ? gr[ij] : scalar_t(0);
-                    if (gc != nullptr && rij < rc) {
-                        const scalar_t s = rij / rc, t = scalar_t(1) - s;
-                        gradDistance += gc[ij] * scalar_t(-30) * s * s * t * t / rc;
-                    }
-                    const scalar_t factor = gradDistance / rij;
-                    for (int d = 0; d < 3; d++)
-                        gv[ij * 3 + d] += factor * v[ij * 3 + d];
-                }
-            // vectors[i, j] = positions[i] - positions[j] (+ constants).
-            for (int64_t i = 0; i < n; i++)
-                for (int d = 0; d < 3; d++) {
-                    scalar_t sum = 0;
-                    for (int64_t j = 0; j < n; j++)
-                        sum += gv[(i * n + j) * 3 + d] - gv[(j * n + i) * 3 + d];
-                    gx[i * 3 + d] = sum;
-                }
-        });
+        const NNPPlugin::so3lr::FrontState s{saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], saved[6],
+                                             saved[7], saved[8], saved[9], ctx->saved_data["pairs"].toInt(),
+                                             ctx->saved_data["cutoff"].toDouble(), ctx->saved_data["gamma"].toDouble(),
+                                             ctx->saved_data["epsilon"].toDouble()};
+        const Tensor gradPositions =
+            NNPPlugin::so3lr::frontBackward(s, gradOutputs[0], gradOutputs[1], gradOutputs[4], gradOutputs[5]);
         const Tensor none;
         return {gradPositions, none, none, none, none, none, none, none, none, none, none, none, none};
     }

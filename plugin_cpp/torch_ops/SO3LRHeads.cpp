@@ -19,6 +19,8 @@
 #include <tuple>
 #include <vector>
 
+#include "SO3LRKernels.h"
+
 using at::Tensor;
 
 namespace {
@@ -77,48 +79,73 @@ void joinHeadGradients(const T* gradEnergy, const T* gradCharges, const T* gradH
     }
 }
 
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
+std::vector<Tensor> headsForward(const Tensor& features, const Tensor& first, const Tensor& firstBias,
+                                 const Tensor& second, const Tensor& segments, const Tensor& offsets,
+                                 const Tensor& totalCharge, HeadsState& state) {
+    checkInputs(features, first, firstBias, second, segments, offsets, totalCharge);
+    const int64_t n = features.size(0);
+    const Tensor preactivation = at::addmm(firstBias, features, first);
+    const Tensor heads = at::addmm(offsets, at::silu(preactivation).mul_(second), segments);  // [n, 3]
+    Tensor energy = at::empty({}, features.options()), charges = at::empty({n}, features.options());
+    Tensor hirshfeld = at::empty({n}, features.options());
+    const Tensor total = totalCharge.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_heads", [&] {
+        splitHeads(heads.data_ptr<scalar_t>(), total.data_ptr<scalar_t>()[0], n, energy.data_ptr<scalar_t>(),
+                   charges.data_ptr<scalar_t>(), hirshfeld.data_ptr<scalar_t>());
+    });
+    state = {preactivation, heads, first, second, segments};
+    return {energy, charges, hirshfeld};
+}
+
+Tensor headsBackward(const HeadsState& state, const Tensor& gradEnergy, const Tensor& gradCharges,
+                     const Tensor& gradHirshfeld) {
+    const Tensor &preactivation = state.preactivation, &heads = state.heads;
+    const int64_t n = preactivation.size(0);
+    std::vector<Tensor> grads = {gradEnergy, gradCharges, gradHirshfeld};
+    for (Tensor& grad : grads)
+        if (grad.defined())
+            grad = grad.contiguous();
+    Tensor gradHeads = at::empty({n, 3}, preactivation.options());
+    AT_DISPATCH_FLOATING_TYPES(preactivation.scalar_type(), "so3lr_heads_backward", [&] {
+        const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+        joinHeadGradients<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]),
+                                    heads.data_ptr<scalar_t>(), n, gradHeads.data_ptr<scalar_t>());
+    });
+    const Tensor gradHidden = at::mm(gradHeads, state.segments.t()).mul_(state.second);
+    return at::mm(at::silu_backward(gradHidden, preactivation), state.first.t());
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
 class HeadsFunction : public torch::autograd::Function<HeadsFunction> {
 public:
     static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& features,
                                                 const Tensor& first, const Tensor& firstBias, const Tensor& second,
                                                 const Tensor& segments, const Tensor& offsets,
                                                 const Tensor& totalCharge) {
-        checkInputs(features, first, firstBias, second, segments, offsets, totalCharge);
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const int64_t n = features.size(0);
-        const Tensor preactivation = at::addmm(firstBias, features, first);
-        const Tensor heads = at::addmm(offsets, at::silu(preactivation).mul_(second), segments);  // [n, 3]
-        Tensor energy = at::empty({}, features.options()), charges = at::empty({n}, features.options());
-        Tensor hirshfeld = at::empty({n}, features.options());
-        const Tensor total = totalCharge.contiguous();
-        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_heads", [&] {
-            splitHeads(heads.data_ptr<scalar_t>(), total.data_ptr<scalar_t>()[0], n, energy.data_ptr<scalar_t>(),
-                       charges.data_ptr<scalar_t>(), hirshfeld.data_ptr<scalar_t>());
-        });
-        ctx->save_for_backward({preactivation, heads, first, second, segments});
-        return {energy, charges, hirshfeld};
+        NNPPlugin::so3lr::HeadsState s;
+        const torch::autograd::tensor_list outputs =
+            NNPPlugin::so3lr::headsForward(features, first, firstBias, second, segments, offsets, totalCharge, s);
+        ctx->save_for_backward({s.preactivation, s.heads, s.first, s.second, s.segments});
+        return outputs;
     }
 
     static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::tensor_list gradOutputs) {
         const auto saved = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &preactivation = saved[0], &heads = saved[1], &first = saved[2], &second = saved[3],
-                     &segments = saved[4];
-        const int64_t n = preactivation.size(0);
-        std::vector<Tensor> grads(3);
-        for (int64_t k = 0; k < 3; k++)
-            if (gradOutputs[k].defined())
-                grads[k] = gradOutputs[k].contiguous();
-        Tensor gradHeads = at::empty({n, 3}, preactivation.options());
-        AT_DISPATCH_FLOATING_TYPES(preactivation.scalar_type(), "so3lr_heads_backward", [&] {
-            const auto pointer = [](const Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
-            joinHeadGradients<scalar_t>(pointer(grads[0]), pointer(grads[1]), pointer(grads[2]),
-                                        heads.data_ptr<scalar_t>(), n, gradHeads.data_ptr<scalar_t>());
-        });
-        const Tensor gradHidden = at::mm(gradHeads, segments.t()).mul_(second);
-        const Tensor gradFeatures = at::mm(at::silu_backward(gradHidden, preactivation), first.t());
+        const NNPPlugin::so3lr::HeadsState s{saved[0], saved[1], saved[2], saved[3], saved[4]};
         const Tensor none;
+        const Tensor gradFeatures = NNPPlugin::so3lr::headsBackward(s, gradOutputs[0], gradOutputs[1], gradOutputs[2]);
         return {gradFeatures, none, none, none, none, none, none};
     }
 };

@@ -17,6 +17,8 @@
 
 #include <cmath>
 
+#include "SO3LRKernels.h"
+
 using at::Tensor;
 
 namespace {
@@ -179,27 +181,45 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
     return {result, gradR, gradCutoff, gradQ, gradH};
 }
 
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
+std::vector<Tensor> physicalTerms(const Tensor& r, const Tensor& cutoff, const Tensor& charges, const Tensor& hirshfeld,
+                                  const Tensor& chargeProducts, const Tensor& inverseLengths,
+                                  const Tensor& polarizabilities, const Tensor& c6, const std::vector<double>& zbl,
+                                  const std::vector<double>& switches, const std::vector<double>& constants,
+                                  bool gradients) {
+    for (const Tensor* t : {&r, &cutoff, &charges, &hirshfeld, &chargeProducts, &inverseLengths, &polarizabilities, &c6})
+        TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == r.scalar_type(),
+                    "so3lr_physical: CPU tensors of one dtype expected");
+    TORCH_CHECK(at::isFloatingType(r.scalar_type()), "so3lr_physical: floating-point tensors expected");
+    const Inputs inputs{r, cutoff, charges, hirshfeld, chargeProducts, inverseLengths, polarizabilities, c6,
+                        zbl, switches, constants};
+    std::vector<Tensor> outputs;
+    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_physical", [&] { outputs = evaluate<scalar_t>(inputs, gradients); });
+    return outputs;
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
 class PhysicalFunction : public torch::autograd::Function<PhysicalFunction> {
 public:
     static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& r, const Tensor& cutoff,
                           const Tensor& charges, const Tensor& hirshfeld, const Tensor& chargeProducts,
                           const Tensor& inverseLengths, const Tensor& polarizabilities, const Tensor& c6,
                           std::vector<double> zbl, std::vector<double> switches, std::vector<double> constants) {
-        TORCH_CHECK(r.device().is_cpu(), "so3lr_physical: CPU tensors only");
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
         at::NoGradGuard noGrad;
-        const Inputs inputs{r, cutoff, charges, hirshfeld, chargeProducts, inverseLengths, polarizabilities, c6,
-                            zbl, switches, constants};
         const bool gradients = r.requires_grad() || cutoff.requires_grad() || charges.requires_grad() ||
                                hirshfeld.requires_grad();
-        for (const Tensor* t :
-             {&cutoff, &charges, &hirshfeld, &chargeProducts, &inverseLengths, &polarizabilities, &c6})
-            TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == r.scalar_type(),
-                        "so3lr_physical: CPU tensors of one dtype expected");
-        TORCH_CHECK(at::isFloatingType(r.scalar_type()), "so3lr_physical: floating-point tensors expected");
-        std::vector<Tensor> outputs;
-        AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_physical",
-                                   [&] { outputs = evaluate<scalar_t>(inputs, gradients); });
+        const std::vector<Tensor> outputs = NNPPlugin::so3lr::physicalTerms(
+            r, cutoff, charges, hirshfeld, chargeProducts, inverseLengths, polarizabilities, c6, zbl, switches,
+            constants, gradients);
         if (gradients)
             ctx->save_for_backward({outputs[1], outputs[2], outputs[3], outputs[4]});
         return outputs[0];

@@ -26,11 +26,16 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
+#include "SO3LRKernels.h"
 #include "Vectorize.h"
+#include "PartialSums.h"
 
 using at::Tensor;
 
@@ -99,13 +104,17 @@ struct Sizes {
     int64_t n, F, C, H, I;
 };
 
-// f1 = features + the invariant messages, ev1 = ev + the ev messages (the formula above), one pass over the pairs.
+// Atoms per task of the parallel loops over the atoms (one atom: a pass over its n pairs, F + C multiply-adds each).
+constexpr int64_t kAtomsPerTask = 4;
+
+// f1 = features + the invariant messages, ev1 = ev + the ev messages (the formula above) of atoms i in [begin, end),
+// one pass over their pairs.
 template <typename T>
 NNP_INLINE void messagesForward(const T* features, const T* ev, const T* attention, const T* cutoff,
-                                const T* harmonics, const T* values, const int64_t* degree, const Sizes& s, T* f1,
-                                T* ev1) {
+                                const T* harmonics, const T* values, const int64_t* degree, const Sizes& s,
+                                int64_t begin, int64_t end, T* f1, T* ev1) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = begin; i < end; i++) {
         T* fi = f1 + i * F;
         T* evi = ev1 + i * C;
         for (int64_t d = 0; d < F; d++)
@@ -173,14 +182,16 @@ NNP_INLINE void layerNormRowBackward(const T* gy, const T* xhat, const T* w, T r
 
 // Gradients of attention, cutoff, harmonics and values from d f1 (gf1; the layer norm's input gradient, that of
 // features too), d ev1 (gev1) and products[h, i, j] = sum_(d in h) gf1[i, d] values[j, d] ([H, n, n], one batched
-// product: short dot products per pair and head cost more in a loop), one pass over the pairs; gradValues zeroed.
+// product: short dot products per pair and head cost more in a loop), one pass over the pairs (i, j) of atoms i in
+// [begin, end): their entries of gradAttention, gradCutoff and gradHarmonics are written, their terms of gradValues
+// (every row; zeroed by the caller) added.
 template <typename T>
 NNP_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products, const T* attention, const T* cutoff,
-                                 const T* harmonics, const int64_t* degree, const Sizes& s, T* gradAttention,
-                                 T* gradCutoff, T* gradHarmonics, T* gradValues) {
+                                 const T* harmonics, const int64_t* degree, const Sizes& s, int64_t begin,
+                                 int64_t end, T* gradAttention, T* gradCutoff, T* gradHarmonics, T* gradValues) {
     const int64_t n = s.n, F = s.F, C = s.C, H = s.H, D = F / H;
     std::vector<T> perDegree(H);
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = begin; i < end; i++) {
         const T* gi = gf1 + i * F;
         const T* gevi = gev1 + i * C;
         for (int64_t j = 0; j < n; j++) {
@@ -222,174 +233,223 @@ NNP_INLINE void messagesBackward(const T* gf1, const T* gev1, const T* products,
     }
 }
 
-class LayerUpdateFunction : public torch::autograd::Function<LayerUpdateFunction> {
-public:
-    static torch::autograd::tensor_list forward(
-        torch::autograd::AutogradContext* ctx, const Tensor& featuresIn, const Tensor& evIn,
-        const Tensor& attentionIn, const Tensor& cutoffIn, const Tensor& harmonicsIn, const Tensor& valuesIn,
-        const Tensor& normsIn, const Tensor& mlpFirst, const Tensor& mlpFirstBias, const Tensor& mlpSecond,
-        const Tensor& mlpSecondBiasIn, const Tensor& interaction, const Tensor& interactionBias,
-        const Tensor& expand, const Tensor& contractIn, double epsilon, bool updateEv) {
-        const std::vector<Tensor> weights = {normsIn,     mlpFirst,        mlpFirstBias, mlpSecond, mlpSecondBiasIn,
-                                             interaction, interactionBias, expand,       contractIn};
-        const std::vector<int64_t> degree =
-            checkInputs(featuresIn, evIn, attentionIn, cutoffIn, harmonicsIn, valuesIn, weights);
-        at::AutoDispatchBelowADInplaceOrView belowAutograd;
-        const Tensor features = featuresIn.contiguous(), ev = evIn.contiguous();
-        const Tensor attention = attentionIn.contiguous(), cutoff = cutoffIn.contiguous();
-        const Tensor harmonics = harmonicsIn.contiguous(), values = valuesIn.contiguous();
-        const Tensor norms = normsIn.contiguous(), mlpSecondBias = mlpSecondBiasIn.contiguous();
-        const Tensor contract = contractIn.contiguous();
-        const Sizes s = {features.size(0), features.size(1), ev.size(1), attention.size(3), contract.size(1)};
-        const int64_t n = s.n, F = s.F, C = s.C, I = s.I;
-        // The ev scales mixed[:, F:] @ expand are read as mixed[:, F + degree[c]].
-        TORCH_CHECK(!updateEv || s.H == I, "so3lr_layer_update: updating ev needs expand [I, C]");
-        Tensor f1 = at::empty({n, F}, features.options()), ev1 = at::empty({n, C}, features.options());
-        Tensor g = at::empty({n, F}, features.options()), xhat1 = at::empty({n, F}, features.options());
-        Tensor rstd1 = at::empty({n}, features.options()), xhat2 = at::empty({n, F}, features.options());
-        Tensor rstd2 = at::empty({n}, features.options()), out = at::empty({n, F}, features.options());
-        Tensor mixedInput = at::empty({n, F + I}, features.options());
-        Tensor hidden, mixed;
-        Tensor evOut = updateEv ? at::empty({n, C}, features.options()) : ev1;
-        AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_layer_update", [&] {
-            const scalar_t eps = static_cast<scalar_t>(epsilon);
-            const scalar_t* w = norms.data_ptr<scalar_t>();
+} // namespace
+
+namespace NNPPlugin {
+namespace so3lr {
+
+std::vector<Tensor> layerUpdateForward(const Tensor& featuresIn, const Tensor& evIn, const Tensor& attentionIn,
+                                       const Tensor& cutoffIn, const Tensor& harmonicsIn, const Tensor& valuesIn,
+                                       const Tensor& normsIn, const Tensor& mlpFirst, const Tensor& mlpFirstBias,
+                                       const Tensor& mlpSecond, const Tensor& mlpSecondBiasIn,
+                                       const Tensor& interaction, const Tensor& interactionBias, const Tensor& expand,
+                                       const Tensor& contractIn, double epsilon, bool updateEv,
+                                       LayerUpdateState& state) {
+    const std::vector<Tensor> weights = {normsIn,     mlpFirst,        mlpFirstBias, mlpSecond, mlpSecondBiasIn,
+                                         interaction, interactionBias, expand,       contractIn};
+    const std::vector<int64_t> degree =
+        checkInputs(featuresIn, evIn, attentionIn, cutoffIn, harmonicsIn, valuesIn, weights);
+    const Tensor features = featuresIn.contiguous(), ev = evIn.contiguous();
+    const Tensor attention = attentionIn.contiguous(), cutoff = cutoffIn.contiguous();
+    const Tensor harmonics = harmonicsIn.contiguous(), values = valuesIn.contiguous();
+    const Tensor norms = normsIn.contiguous(), mlpSecondBias = mlpSecondBiasIn.contiguous();
+    const Tensor contract = contractIn.contiguous();
+    const Sizes s = {features.size(0), features.size(1), ev.size(1), attention.size(3), contract.size(1)};
+    const int64_t n = s.n, F = s.F, C = s.C, I = s.I;
+    // The ev scales mixed[:, F:] @ expand are read as mixed[:, F + degree[c]].
+    TORCH_CHECK(!updateEv || s.H == I, "so3lr_layer_update: updating ev needs expand [I, C]");
+    Tensor f1 = at::empty({n, F}, features.options()), ev1 = at::empty({n, C}, features.options());
+    Tensor g = at::empty({n, F}, features.options()), xhat1 = at::empty({n, F}, features.options());
+    Tensor rstd1 = at::empty({n}, features.options()), xhat2 = at::empty({n, F}, features.options());
+    Tensor rstd2 = at::empty({n}, features.options()), out = at::empty({n, F}, features.options());
+    Tensor mixedInput = at::empty({n, F + I}, features.options());
+    Tensor hidden, mixed;
+    Tensor evOut = updateEv ? at::empty({n, C}, features.options()) : ev1;
+    AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "so3lr_layer_update", [&] {
+        const scalar_t eps = static_cast<scalar_t>(epsilon);
+        const scalar_t* w = norms.data_ptr<scalar_t>();
+        at::parallel_for(0, n, kAtomsPerTask, [&](int64_t begin, int64_t end) {
             NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
                 messagesForward(features.data_ptr<scalar_t>(), ev.data_ptr<scalar_t>(),
                                 attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
-                                harmonics.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(), degree.data(), s,
-                                f1.data_ptr<scalar_t>(), ev1.data_ptr<scalar_t>());
-                for (int64_t i = 0; i < n; i++)
+                                harmonics.data_ptr<scalar_t>(), values.data_ptr<scalar_t>(), degree.data(), s, begin,
+                                end, f1.data_ptr<scalar_t>(), ev1.data_ptr<scalar_t>());
+                for (int64_t i = begin; i < end; i++)
                     layerNormRow(f1.data_ptr<scalar_t>() + i * F, w, w + F, F, eps,
                                  xhat1.data_ptr<scalar_t>() + i * F, g.data_ptr<scalar_t>() + i * F,
                                  rstd1.data_ptr<scalar_t>()[i]);
             });
-            // The residual MLP: f2 = g + silu(silu(g) @ mlpFirst + b1) @ mlpSecond + b2.
-            hidden = at::addmm(mlpFirstBias, at::silu(g), mlpFirst);
-            const Tensor mlp = at::mm(at::silu(hidden), mlpSecond);
-            // The interaction's input [f2, (ev1 * ev1) @ contract].
-            const scalar_t *pg = g.data_ptr<scalar_t>(), *pm = mlp.data_ptr<scalar_t>();
-            const scalar_t *b2 = mlpSecondBias.data_ptr<scalar_t>(), *pk = contract.data_ptr<scalar_t>();
-            const scalar_t* pe = ev1.data_ptr<scalar_t>();
-            scalar_t* pin = mixedInput.data_ptr<scalar_t>();
-            for (int64_t i = 0; i < n; i++) {
-                scalar_t* row = pin + i * (F + I);
-                for (int64_t d = 0; d < F; d++)
-                    row[d] = pg[i * F + d] + pm[i * F + d] + b2[d];
+        });
+        // The residual MLP: f2 = g + silu(silu(g) @ mlpFirst + b1) @ mlpSecond + b2.
+        hidden = at::addmm(mlpFirstBias, at::silu(g), mlpFirst);
+        const Tensor mlp = at::mm(at::silu(hidden), mlpSecond);
+        // The interaction's input [f2, (ev1 * ev1) @ contract].
+        const scalar_t *pg = g.data_ptr<scalar_t>(), *pm = mlp.data_ptr<scalar_t>();
+        const scalar_t *b2 = mlpSecondBias.data_ptr<scalar_t>(), *pk = contract.data_ptr<scalar_t>();
+        const scalar_t* pe = ev1.data_ptr<scalar_t>();
+        scalar_t* pin = mixedInput.data_ptr<scalar_t>();
+        for (int64_t i = 0; i < n; i++) {
+            scalar_t* row = pin + i * (F + I);
+            for (int64_t d = 0; d < F; d++)
+                row[d] = pg[i * F + d] + pm[i * F + d] + b2[d];
+            for (int64_t l = 0; l < I; l++)
+                row[F + l] = 0;
+            for (int64_t c = 0; c < C; c++) {
+                const scalar_t e2 = pe[i * C + c] * pe[i * C + c];
                 for (int64_t l = 0; l < I; l++)
-                    row[F + l] = 0;
-                for (int64_t c = 0; c < C; c++) {
-                    const scalar_t e2 = pe[i * C + c] * pe[i * C + c];
-                    for (int64_t l = 0; l < I; l++)
-                        row[F + l] += e2 * pk[c * I + l];
+                    row[F + l] += e2 * pk[c * I + l];
+            }
+        }
+        mixed = at::addmm(interactionBias, mixedInput, interaction);
+        // features' = layer_norm(f2 + mixed[:, :F]); ev' = ev1 (1 + mixed[:, F + degree]) (expand one-hot).
+        const scalar_t* px = mixed.data_ptr<scalar_t>();
+        scalar_t* po = evOut.data_ptr<scalar_t>();
+        std::vector<scalar_t> f3(F);
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t d = 0; d < F; d++)
+                f3[d] = pin[i * (F + I) + d] + px[i * (F + I) + d];
+            layerNormRow(f3.data(), w + 2 * F, w + 3 * F, F, eps, xhat2.data_ptr<scalar_t>() + i * F,
+                         out.data_ptr<scalar_t>() + i * F, rstd2.data_ptr<scalar_t>()[i]);
+            if (updateEv)
+                for (int64_t c = 0; c < C; c++)
+                    po[i * C + c] = pe[i * C + c] * (1 + px[i * (F + I) + F + degree[c]]);
+        }
+    });
+    state = {attention, cutoff, harmonics, values,    g,           xhat1,    rstd1,  hidden,  xhat2, rstd2,
+             mixed,     ev1,    norms,     mlpFirst, mlpSecond, interaction, contract, degree, updateEv};
+    return {out, evOut};
+}
+
+std::vector<Tensor> layerUpdateBackward(const LayerUpdateState& state, const Tensor& gradFeatures,
+                                        const Tensor& gradEv) {
+    const Tensor &attention = state.attention, &cutoff = state.cutoff, &harmonics = state.harmonics;
+    const Tensor &values = state.values, &g = state.g, &xhat1 = state.xhat1, &rstd1 = state.rstd1;
+    const Tensor &hidden = state.hidden, &xhat2 = state.xhat2, &rstd2 = state.rstd2, &mixed = state.mixed;
+    const Tensor &ev1 = state.ev1, &norms = state.norms, &mlpFirst = state.mlpFirst, &mlpSecond = state.mlpSecond;
+    const Tensor &interaction = state.interaction, &contract = state.contract;
+    const bool updateEv = state.updateEv;
+    const std::vector<int64_t>& degree = state.degree;
+    const Sizes s = {g.size(0), g.size(1), ev1.size(1), attention.size(3), contract.size(1)};
+    const int64_t n = s.n, F = s.F, C = s.C, I = s.I;
+    // Undefined output gradients (an output not used) are zeros.
+    const Tensor gradOut = gradFeatures.defined() ? gradFeatures.contiguous() : at::zeros_like(g);
+    const Tensor gradEvOut = gradEv.defined() ? gradEv.contiguous() : at::zeros_like(ev1);
+    Tensor gradMixed = at::empty({n, F + I}, g.options()), gev1 = at::empty({n, C}, g.options());
+    Tensor gf2 = at::empty({n, F}, g.options()), gf1 = at::empty({n, F}, g.options());
+    Tensor gradAttention = at::empty(attention.sizes(), g.options());
+    Tensor gradCutoff = at::empty(cutoff.sizes(), g.options());
+    Tensor gradHarmonics = at::empty(harmonics.sizes(), g.options());
+    Tensor gradValues = at::zeros(values.sizes(), g.options());
+    AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "so3lr_layer_update_backward", [&] {
+        const scalar_t* w = norms.data_ptr<scalar_t>();
+        const scalar_t *pe = ev1.data_ptr<scalar_t>(), *px = mixed.data_ptr<scalar_t>();
+        const scalar_t* gE = gradEvOut.data_ptr<scalar_t>();
+        scalar_t *pgm = gradMixed.data_ptr<scalar_t>(), *pgev = gev1.data_ptr<scalar_t>();
+        // d mixed = [d f3, d (mixed[:, F:])] (the second part from the ev output), and d ev1 from the ev output.
+        for (int64_t i = 0; i < n; i++) {
+            scalar_t* row = pgm + i * (F + I);
+            layerNormRowBackward(gradOut.data_ptr<scalar_t>() + i * F, xhat2.data_ptr<scalar_t>() + i * F,
+                                 w + 2 * F, rstd2.data_ptr<scalar_t>()[i], F, row);
+            for (int64_t l = 0; l < I; l++)
+                row[F + l] = 0;
+            for (int64_t c = 0; c < C; c++) {
+                const int64_t k = i * C + c;
+                if (updateEv) {
+                    row[F + degree[c]] += gE[k] * pe[k];
+                    pgev[k] = gE[k] * (1 + px[i * (F + I) + F + degree[c]]);
+                } else {
+                    pgev[k] = gE[k];
                 }
             }
-            mixed = at::addmm(interactionBias, mixedInput, interaction);
-            // features' = layer_norm(f2 + mixed[:, :F]); ev' = ev1 (1 + mixed[:, F + degree]) (expand one-hot).
-            const scalar_t* px = mixed.data_ptr<scalar_t>();
-            scalar_t* po = evOut.data_ptr<scalar_t>();
-            std::vector<scalar_t> f3(F);
-            for (int64_t i = 0; i < n; i++) {
-                for (int64_t d = 0; d < F; d++)
-                    f3[d] = pin[i * (F + I) + d] + px[i * (F + I) + d];
-                layerNormRow(f3.data(), w + 2 * F, w + 3 * F, F, eps, xhat2.data_ptr<scalar_t>() + i * F,
-                             out.data_ptr<scalar_t>() + i * F, rstd2.data_ptr<scalar_t>()[i]);
-                if (updateEv)
-                    for (int64_t c = 0; c < C; c++)
-                        po[i * C + c] = pe[i * C + c] * (1 + px[i * (F + I) + F + degree[c]]);
+        }
+        // d [f2, invariants] = d mixed @ interaction^T; d f2 adds d f3 (the residual).
+        const Tensor gradInput = at::mm(gradMixed, interaction.t());
+        const scalar_t *pgi = gradInput.data_ptr<scalar_t>(), *pk = contract.data_ptr<scalar_t>();
+        scalar_t* pgf2 = gf2.data_ptr<scalar_t>();
+        for (int64_t i = 0; i < n; i++) {
+            const scalar_t* row = pgi + i * (F + I);
+            for (int64_t d = 0; d < F; d++)
+                pgf2[i * F + d] = pgm[i * (F + I) + d] + row[d];
+            for (int64_t c = 0; c < C; c++) {
+                scalar_t sum = 0;
+                for (int64_t l = 0; l < I; l++)
+                    sum += row[F + l] * pk[c * I + l];
+                pgev[i * C + c] += 2 * pe[i * C + c] * sum;
             }
+        }
+        // The residual MLP backward, then the first layer norm's on d g = d (MLP) + d f2.
+        Tensor gradHidden = at::mm(gf2, mlpSecond.t());
+        at::silu_backward_out(gradHidden, gradHidden, hidden);
+        Tensor gg = at::mm(gradHidden, mlpFirst.t());
+        at::silu_backward_out(gg, gg, g);
+        scalar_t* pgg = gg.data_ptr<scalar_t>();
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t d = 0; d < F; d++)
+                pgg[i * F + d] += pgf2[i * F + d];
+            layerNormRowBackward(pgg + i * F, xhat1.data_ptr<scalar_t>() + i * F, w,
+                                 rstd1.data_ptr<scalar_t>()[i], F, gf1.data_ptr<scalar_t>() + i * F);
+        }
+        const int64_t D = F / s.H;
+        const Tensor products =
+            at::bmm(gf1.view({n, s.H, D}).transpose(0, 1), values.view({n, s.H, D}).permute({1, 2, 0}));
+        // Each task sums its atoms' terms of gradValues in a buffer of its own; the buffers are added in the order of
+        // their atoms (the same sums whatever the order the tasks end in).
+        std::mutex partialsLock;
+        std::vector<std::pair<int64_t, std::vector<scalar_t>>> partials;
+        at::parallel_for(0, n, kAtomsPerTask, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> partialValues(n * F, scalar_t(0));
+            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
+                messagesBackward(gf1.data_ptr<scalar_t>(), pgev, products.data_ptr<scalar_t>(),
+                                 attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
+                                 harmonics.data_ptr<scalar_t>(), degree.data(), s, begin, end,
+                                 gradAttention.data_ptr<scalar_t>(), gradCutoff.data_ptr<scalar_t>(),
+                                 gradHarmonics.data_ptr<scalar_t>(), partialValues.data());
+            });
+            const std::lock_guard<std::mutex> guard(partialsLock);
+            partials.emplace_back(begin, std::move(partialValues));
         });
-        ctx->save_for_backward({attention, cutoff, harmonics, values, g, xhat1, rstd1, hidden, xhat2, rstd2, mixed,
-                                ev1, norms, mlpFirst, mlpSecond, interaction, contract});
-        ctx->saved_data["degree"] = c10::IValue(degree);
+        NNPPlugin::addInOrder(partials, gradValues.data_ptr<scalar_t>());
+    });
+    return {gf1, gev1, gradAttention, gradCutoff, gradHarmonics, gradValues};
+}
+
+} // namespace so3lr
+} // namespace NNPPlugin
+
+namespace {
+
+class LayerUpdateFunction : public torch::autograd::Function<LayerUpdateFunction> {
+public:
+    static torch::autograd::tensor_list forward(
+        torch::autograd::AutogradContext* ctx, const Tensor& features, const Tensor& ev, const Tensor& attention,
+        const Tensor& cutoff, const Tensor& harmonics, const Tensor& values, const Tensor& norms,
+        const Tensor& mlpFirst, const Tensor& mlpFirstBias, const Tensor& mlpSecond, const Tensor& mlpSecondBias,
+        const Tensor& interaction, const Tensor& interactionBias, const Tensor& expand, const Tensor& contract,
+        double epsilon, bool updateEv) {
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        NNPPlugin::so3lr::LayerUpdateState s;
+        const torch::autograd::tensor_list outputs = NNPPlugin::so3lr::layerUpdateForward(
+            features, ev, attention, cutoff, harmonics, values, norms, mlpFirst, mlpFirstBias, mlpSecond,
+            mlpSecondBias, interaction, interactionBias, expand, contract, epsilon, updateEv, s);
+        ctx->save_for_backward({s.attention, s.cutoff, s.harmonics, s.values, s.g, s.xhat1, s.rstd1, s.hidden,
+                                s.xhat2, s.rstd2, s.mixed, s.ev1, s.norms, s.mlpFirst, s.mlpSecond, s.interaction,
+                                s.contract});
+        ctx->saved_data["degree"] = c10::IValue(s.degree);
         ctx->saved_data["updateEv"] = updateEv;
-        return {out, evOut};
+        return outputs;
     }
 
     static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::tensor_list gradOutputs) {
-        const auto saved = ctx->get_saved_variables();
+        const auto v = ctx->get_saved_variables();
         at::NoGradGuard noGrad;
-        const Tensor &attention = saved[0], &cutoff = saved[1], &harmonics = saved[2], &values = saved[3];
-        const Tensor &g = saved[4], &xhat1 = saved[5], &rstd1 = saved[6], &hidden = saved[7], &xhat2 = saved[8];
-        const Tensor &rstd2 = saved[9], &mixed = saved[10], &ev1 = saved[11], &norms = saved[12];
-        const Tensor &mlpFirst = saved[13], &mlpSecond = saved[14], &interaction = saved[15], &contract = saved[16];
-        const bool updateEv = ctx->saved_data["updateEv"].toBool();
-        const std::vector<int64_t> degree = ctx->saved_data["degree"].toIntVector();
-        const Sizes s = {g.size(0), g.size(1), ev1.size(1), attention.size(3), contract.size(1)};
-        const int64_t n = s.n, F = s.F, C = s.C, I = s.I;
-        // Undefined output gradients (an output not used) are zeros.
-        const Tensor gradOut = gradOutputs[0].defined() ? gradOutputs[0].contiguous() : at::zeros_like(g);
-        const Tensor gradEvOut = gradOutputs[1].defined() ? gradOutputs[1].contiguous() : at::zeros_like(ev1);
-        Tensor gradMixed = at::empty({n, F + I}, g.options()), gev1 = at::empty({n, C}, g.options());
-        Tensor gf2 = at::empty({n, F}, g.options()), gf1 = at::empty({n, F}, g.options());
-        Tensor gradAttention = at::empty(attention.sizes(), g.options());
-        Tensor gradCutoff = at::empty(cutoff.sizes(), g.options());
-        Tensor gradHarmonics = at::empty(harmonics.sizes(), g.options());
-        Tensor gradValues = at::zeros(values.sizes(), g.options());
-        AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "so3lr_layer_update_backward", [&] {
-            const scalar_t* w = norms.data_ptr<scalar_t>();
-            const scalar_t *pe = ev1.data_ptr<scalar_t>(), *px = mixed.data_ptr<scalar_t>();
-            const scalar_t* gE = gradEvOut.data_ptr<scalar_t>();
-            scalar_t *pgm = gradMixed.data_ptr<scalar_t>(), *pgev = gev1.data_ptr<scalar_t>();
-            // d mixed = [d f3, d (mixed[:, F:])] (the second part from the ev output), and d ev1 from the ev output.
-            for (int64_t i = 0; i < n; i++) {
-                scalar_t* row = pgm + i * (F + I);
-                layerNormRowBackward(gradOut.data_ptr<scalar_t>() + i * F, xhat2.data_ptr<scalar_t>() + i * F,
-                                     w + 2 * F, rstd2.data_ptr<scalar_t>()[i], F, row);
-                for (int64_t l = 0; l < I; l++)
-                    row[F + l] = 0;
-                for (int64_t c = 0; c < C; c++) {
-                    const int64_t k = i * C + c;
-                    if (updateEv) {
-                        row[F + degree[c]] += gE[k] * pe[k];
-                        pgev[k] = gE[k] * (1 + px[i * (F + I) + F + degree[c]]);
-                    } else {
-                        pgev[k] = gE[k];
-                    }
-                }
-            }
-            // d [f2, invariants] = d mixed @ interaction^T; d f2 adds d f3 (the residual).
-            const Tensor gradInput = at::mm(gradMixed, interaction.t());
-            const scalar_t *pgi = gradInput.data_ptr<scalar_t>(), *pk = contract.data_ptr<scalar_t>();
-            scalar_t* pgf2 = gf2.data_ptr<scalar_t>();
-            for (int64_t i = 0; i < n; i++) {
-                const scalar_t* row = pgi + i * (F + I);
-                for (int64_t d = 0; d < F; d++)
-                    pgf2[i * F + d] = pgm[i * (F + I) + d] + row[d];
-                for (int64_t c = 0; c < C; c++) {
-                    scalar_t sum = 0;
-                    for (int64_t l = 0; l < I; l++)
-                        sum += row[F + l] * pk[c * I + l];
-                    pgev[i * C + c] += 2 * pe[i * C + c] * sum;
-                }
-            }
-            // The residual MLP backward, then the first layer norm's on d g = d (MLP) + d f2.
-            Tensor gradHidden = at::mm(gf2, mlpSecond.t());
-            at::silu_backward_out(gradHidden, gradHidden, hidden);
-            Tensor gg = at::mm(gradHidden, mlpFirst.t());
-            at::silu_backward_out(gg, gg, g);
-            scalar_t* pgg = gg.data_ptr<scalar_t>();
-            for (int64_t i = 0; i < n; i++) {
-                for (int64_t d = 0; d < F; d++)
-                    pgg[i * F + d] += pgf2[i * F + d];
-                layerNormRowBackward(pgg + i * F, xhat1.data_ptr<scalar_t>() + i * F, w,
-                                     rstd1.data_ptr<scalar_t>()[i], F, gf1.data_ptr<scalar_t>() + i * F);
-            }
-            const int64_t D = F / s.H;
-            const Tensor products =
-                at::bmm(gf1.view({n, s.H, D}).transpose(0, 1), values.view({n, s.H, D}).permute({1, 2, 0}));
-            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                messagesBackward(gf1.data_ptr<scalar_t>(), pgev, products.data_ptr<scalar_t>(),
-                                 attention.data_ptr<scalar_t>(), cutoff.data_ptr<scalar_t>(),
-                                 harmonics.data_ptr<scalar_t>(), degree.data(), s,
-                                 gradAttention.data_ptr<scalar_t>(), gradCutoff.data_ptr<scalar_t>(),
-                                 gradHarmonics.data_ptr<scalar_t>(), gradValues.data_ptr<scalar_t>());
-            });
-        });
+        const NNPPlugin::so3lr::LayerUpdateState s{
+            v[0],  v[1],  v[2],  v[3],  v[4],  v[5],  v[6],  v[7],  v[8], v[9], v[10], v[11], v[12], v[13], v[14],
+            v[15], v[16], ctx->saved_data["degree"].toIntVector(), ctx->saved_data["updateEv"].toBool()};
+        const auto grads = NNPPlugin::so3lr::layerUpdateBackward(s, gradOutputs[0], gradOutputs[1]);
         const Tensor none;
-        return {gf1,  gev1, gradAttention, gradCutoff, gradHarmonics, gradValues, none, none, none,
-                none, none, none,          none,       none,          none,       none, none};
+        return {grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], none, none, none,
+                none,     none,     none,     none,     none,     none,     none, none};
     }
 };
 
