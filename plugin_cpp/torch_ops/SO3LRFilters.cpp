@@ -235,7 +235,7 @@ namespace NNPPlugin {
 namespace so3lr {
 
 Tensor evFiltersForward(const Tensor& radial, const Tensor& evIn, const Tensor& firstIn, const Tensor& secondIn,
-                        const Tensor& contractIn, const Tensor& evFirstIn, const Tensor& evSecond,
+                        const Tensor& contractIn, const Tensor& evFirstIn, const Tensor& evSecond, bool intoRadial,
                         EvFiltersState& state) {
     checkEvInputs(radial, evIn, firstIn, secondIn, contractIn, evFirstIn, evSecond);
     NNPPlugin::so3lr::checkDistinctPairs(firstIn, secondIn, evIn.size(0), "so3lr_ev_filters");
@@ -254,6 +254,10 @@ Tensor evFiltersForward(const Tensor& radial, const Tensor& evIn, const Tensor& 
     });
     state = {ev, preactivation, first, second, contract, evFirst, evSecond};
     // filters[c] = radial[c] + silu(pre[c]) @ evSecond[c], one batched product for both kinds.
+    if (intoRadial) {
+        Tensor filters = radial;
+        return filters.baddbmm_(at::silu(preactivation), evSecond);
+    }
     return at::baddbmm(radial, at::silu(preactivation), evSecond);
 }
 
@@ -298,7 +302,7 @@ public:
         at::AutoDispatchBelowADInplaceOrView belowAutograd;
         NNPPlugin::so3lr::EvFiltersState s;
         const Tensor filters =
-            NNPPlugin::so3lr::evFiltersForward(radial, ev, first, second, contract, evFirst, evSecond, s);
+            NNPPlugin::so3lr::evFiltersForward(radial, ev, first, second, contract, evFirst, evSecond, false, s);
         ctx->save_for_backward({s.ev, s.preactivation, s.first, s.second, s.contract, s.evFirst, s.evSecond});
         return filters;
     }

@@ -41,8 +41,10 @@ Tensor tabulatedFiltersBackward(const Tensor& r, const Tensor& first, const Tens
 struct EvFiltersState {
     Tensor ev, preactivation, first, second, contract, evFirst, evSecond;
 };
+// intoRadial: add to radial in place and return it (radial contiguous, not read again) instead of a new tensor.
 Tensor evFiltersForward(const Tensor& radial, const Tensor& ev, const Tensor& first, const Tensor& second,
-                        const Tensor& contract, const Tensor& evFirst, const Tensor& evSecond, EvFiltersState& state);
+                        const Tensor& contract, const Tensor& evFirst, const Tensor& evSecond, bool intoRadial,
+                        EvFiltersState& state);
 // d loss / d ev (that of radial is the output's gradient itself).
 Tensor evFiltersBackward(const EvFiltersState& state, const Tensor& grad);
 

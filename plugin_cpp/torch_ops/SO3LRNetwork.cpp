@@ -142,11 +142,12 @@ std::pair<Tensor, Tensor> evaluateNetwork(const Tensor& positionsIn, const c10::
     Tensor ev = at::zeros({n, p[HarmonicsMatrix].size(1)}, positions.options());
     for (int64_t layer = 0; layer < layers; layer++) {
         Layer& s = saved[layer];
-        // The first layer's ev features are zero: its filters' ev parts are in the table's bias.
+        // The first layer's ev features are zero: its filters' ev parts are in the table's bias. The later layers'
+        // ev parts are added to their tabulated filters in place (nothing else reads those).
         s.filters = layer == 0 ? radial[0]
                                : evFiltersForward(radial[layer], ev, geometry.first, geometry.second,
                                                   p[DegreeContract], p[FilterEvFirst][layer],
-                                                  p[FilterEvSecond].narrow(0, 2 * layer, 2), s.evFilters);
+                                                  p[FilterEvSecond].narrow(0, 2 * layer, 2), true, s.evFilters);
         const std::vector<Tensor> projected = projectionsForward(features, p[Projections][layer]);
         s.queries = projected[0];
         s.keys = projected[1];

@@ -15,13 +15,22 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "SO3LRKernels.h"
 
 using at::Tensor;
 
 namespace {
+
+// Rows (atoms i, each a pass over its n pairs) per task of the parallel loop.
+constexpr int64_t kRowsPerTask = 4;
 
 // The smooth step of SO3LR._switches and its derivative with respect to x.
 struct Switch {
@@ -86,88 +95,114 @@ std::vector<Tensor> evaluate(const Inputs& in, bool gradients) {
         c6[i] = C60[i] * Hf[i] * Hf[i];
         product[i] = c6[i] * alpha[i];
     }
+    // The rows i run on the intra-op threads; each task sums the energy and the atoms' gradients in double in a
+    // buffer of its own (pairs (i, j) add to atom j too), and the buffers are added in the order of their rows.
+    struct Partial {
+        double energy = 0.0;
+        std::vector<double> charges, alpha, c6;
+    };
+    std::mutex partialsLock;
+    std::vector<std::pair<int64_t, Partial>> partials;
+    at::parallel_for(0, n, kRowsPerTask, [&](int64_t begin, int64_t end) {
+        Partial part;
+        part.charges.assign(n, 0.0);
+        part.alpha.assign(n, 0.0);
+        part.c6.assign(n, 0.0);
+        for (int64_t i = begin; i < end; i++)
+            for (int64_t j = 0; j < n; j++) {
+                if (i == j)
+                    continue;
+                const int64_t ij = i * n + j;
+                const double x = R[ij];
+                const Switch zblSwitch = smoothStep(x, s[0], s[3], s[6]);
+                const Switch coulombSwitch = smoothStep(x, s[1], s[4], s[6]);
+                const Switch dispersionSwitch = smoothStep(x, s[2], s[5], s[6]);
+                // ZBL: cutoff Z / max(r, 1e-6) sum_k c_k exp(a_k r L) switch.
+                double screening = 0.0, dScreening = 0.0;
+                for (int m = 0; m < 4; m++) {
+                    const double e = k[m] * std::exp(k[4 + m] * x * L[ij]);
+                    screening += e;
+                    dScreening += e * k[4 + m] * L[ij];
+                }
+                const double inverse = 1.0 / std::max(x, 1e-6);
+                const double dInverse = x > 1e-6 ? -inverse * inverse : 0.0;
+                const double zblPart = Z[ij] * inverse * screening * zblSwitch.value;
+                part.energy += 0.5 * C[ij] * zblPart;
+                double dEdr = 0.5 * C[ij] * Z[ij] *
+                              (dInverse * screening * zblSwitch.value + inverse * dScreening * zblSwitch.value +
+                               inverse * screening * zblSwitch.derivative);
+                gC[ij] = static_cast<T>(0.5 * zblPart);
+                // Electrostatics inside the long-range cutoff.
+                if (x < rc) {
+                    const double erfPart = std::erf(x / sigmaE);
+                    const double potential = erfPart / x - shift - (1.0 - coulombSwitch.value) * forceShift * (x - rc);
+                    const double dPotential = (twoOverSqrtPi * std::exp(-(x / sigmaE) * (x / sigmaE)) / sigmaE * x -
+                                               erfPart) / (x * x) +
+                                              coulombSwitch.derivative * forceShift * (x - rc) -
+                                              (1.0 - coulombSwitch.value) * forceShift;
+                    part.energy += 0.5 * coulomb * Q[i] * Q[j] * potential;
+                    dEdr += 0.5 * coulomb * Q[i] * Q[j] * dPotential;
+                    part.charges[i] += 0.5 * coulomb * Q[j] * potential;
+                    part.charges[j] += 0.5 * coulomb * Q[i] * potential;
+                }
+                // Dispersion (vdW-QDO).
+                const double denominator = alpha[i] * alpha[i] * c6[j] + alpha[j] * alpha[j] * c6[i];
+                const double c6Pair = 2.0 * product[i] * product[j] / denominator;
+                const double mean = 0.5 * (alpha[i] + alpha[j]);
+                const double root = std::pow(mean, 1.0 / 7.0);
+                const double radius = radiusFactor * root;
+                const double sigma = ((b3 * radius + b2) * radius + b1) * radius + b0;
+                const double dSigma = (3.0 * b3 * radius + 2.0 * b2) * radius + b1;  // d sigma / d radius
+                const double s2 = sigma * sigma;
+                const double p2 = (dampingScale * root) * (dampingScale * root);
+                const double p6 = p2 * p2 * p2, p8 = p6 * p2, p10 = p8 * p2;
+                const double d2 = (x / bohr) * (x / bohr);
+                const double d6 = d2 * d2 * d2, d8 = d6 * d2, d10 = d8 * d2;
+                const double t6 = 1.0 / (d6 + p6), t8 = 1.0 / (d8 + p8), t10 = 1.0 / (d10 + p10);
+                const double g = t6 + 10.0 * s2 * t8 + 122.5 * s2 * s2 * t10;
+                const double dd2 = 2.0 * x / (bohr * bohr);
+                const double dgdr = -(3.0 * d2 * d2 * dd2) * t6 * t6 - 10.0 * s2 * (4.0 * d6 * dd2) * t8 * t8 -
+                                    122.5 * s2 * s2 * (5.0 * d8 * dd2) * t10 * t10;
+                const double scale = -0.5 * hartree;
+                part.energy += scale * c6Pair * g * dispersionSwitch.value;
+                dEdr += scale * c6Pair * (dgdr * dispersionSwitch.value + g * dispersionSwitch.derivative);
+                gR[ij] = static_cast<T>(dEdr);
+                // Through the Hirshfeld ratios: g via the mean polarisability (root), c6Pair via alpha and C6.
+                const double dp2 = 2.0 * dampingScale * dampingScale * root;  // d p2 / d root
+                const double ds2 = 2.0 * sigma * dSigma * radiusFactor;      // d s2 / d root
+                const double dgdRoot = -(3.0 * p2 * p2 * dp2) * t6 * t6 +
+                                       10.0 * (ds2 * t8 - s2 * (4.0 * p6 * dp2) * t8 * t8) +
+                                       122.5 * (2.0 * s2 * ds2 * t10 - s2 * s2 * (5.0 * p8 * dp2) * t10 * t10);
+                const double dRootdAlpha = root / (7.0 * mean) * 0.5;  // the same for alpha_i and alpha_j
+                const double weight = scale * dispersionSwitch.value;
+                const double dc6dAlphaI = 2.0 * c6[i] * product[j] / denominator -
+                                          c6Pair / denominator * 2.0 * alpha[i] * c6[j];
+                const double dc6dAlphaJ = 2.0 * c6[j] * product[i] / denominator -
+                                          c6Pair / denominator * 2.0 * alpha[j] * c6[i];
+                const double dc6dC6I =
+                    2.0 * alpha[i] * product[j] / denominator - c6Pair / denominator * alpha[j] * alpha[j];
+                const double dc6dC6J =
+                    2.0 * alpha[j] * product[i] / denominator - c6Pair / denominator * alpha[i] * alpha[i];
+                part.alpha[i] += weight * (dc6dAlphaI * g + c6Pair * dgdRoot * dRootdAlpha);
+                part.alpha[j] += weight * (dc6dAlphaJ * g + c6Pair * dgdRoot * dRootdAlpha);
+                part.c6[i] += weight * dc6dC6I * g;
+                part.c6[j] += weight * dc6dC6J * g;
+            }
+        const std::lock_guard<std::mutex> guard(partialsLock);
+        partials.emplace_back(begin, std::move(part));
+    });
+    std::sort(partials.begin(), partials.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::vector<double> gAlpha(n, 0.0), gC6(n, 0.0);
     double energy = 0.0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++) {
-            if (i == j)
-                continue;
-            const int64_t ij = i * n + j;
-            const double x = R[ij];
-            const Switch zblSwitch = smoothStep(x, s[0], s[3], s[6]);
-            const Switch coulombSwitch = smoothStep(x, s[1], s[4], s[6]);
-            const Switch dispersionSwitch = smoothStep(x, s[2], s[5], s[6]);
-            // ZBL: cutoff Z / max(r, 1e-6) sum_k c_k exp(a_k r L) switch.
-            double screening = 0.0, dScreening = 0.0;
-            for (int m = 0; m < 4; m++) {
-                const double e = k[m] * std::exp(k[4 + m] * x * L[ij]);
-                screening += e;
-                dScreening += e * k[4 + m] * L[ij];
-            }
-            const double inverse = 1.0 / std::max(x, 1e-6);
-            const double dInverse = x > 1e-6 ? -inverse * inverse : 0.0;
-            const double zblPart = Z[ij] * inverse * screening * zblSwitch.value;
-            energy += 0.5 * C[ij] * zblPart;
-            double dEdr = 0.5 * C[ij] * Z[ij] *
-                          (dInverse * screening * zblSwitch.value + inverse * dScreening * zblSwitch.value +
-                           inverse * screening * zblSwitch.derivative);
-            gC[ij] = static_cast<T>(0.5 * zblPart);
-            // Electrostatics inside the long-range cutoff.
-            if (x < rc) {
-                const double erfPart = std::erf(x / sigmaE);
-                const double potential = erfPart / x - shift - (1.0 - coulombSwitch.value) * forceShift * (x - rc);
-                const double dPotential = (twoOverSqrtPi * std::exp(-(x / sigmaE) * (x / sigmaE)) / sigmaE * x -
-                                           erfPart) / (x * x) +
-                                          coulombSwitch.derivative * forceShift * (x - rc) -
-                                          (1.0 - coulombSwitch.value) * forceShift;
-                energy += 0.5 * coulomb * Q[i] * Q[j] * potential;
-                dEdr += 0.5 * coulomb * Q[i] * Q[j] * dPotential;
-                gQ[i] += 0.5 * coulomb * Q[j] * potential;
-                gQ[j] += 0.5 * coulomb * Q[i] * potential;
-            }
-            // Dispersion (vdW-QDO).
-            const double denominator = alpha[i] * alpha[i] * c6[j] + alpha[j] * alpha[j] * c6[i];
-            const double c6Pair = 2.0 * product[i] * product[j] / denominator;
-            const double mean = 0.5 * (alpha[i] + alpha[j]);
-            const double root = std::pow(mean, 1.0 / 7.0);
-            const double radius = radiusFactor * root;
-            const double sigma = ((b3 * radius + b2) * radius + b1) * radius + b0;
-            const double dSigma = (3.0 * b3 * radius + 2.0 * b2) * radius + b1;  // d sigma / d radius
-            const double s2 = sigma * sigma;
-            const double p2 = (dampingScale * root) * (dampingScale * root);
-            const double p6 = p2 * p2 * p2, p8 = p6 * p2, p10 = p8 * p2;
-            const double d2 = (x / bohr) * (x / bohr);
-            const double d6 = d2 * d2 * d2, d8 = d6 * d2, d10 = d8 * d2;
-            const double t6 = 1.0 / (d6 + p6), t8 = 1.0 / (d8 + p8), t10 = 1.0 / (d10 + p10);
-            const double g = t6 + 10.0 * s2 * t8 + 122.5 * s2 * s2 * t10;
-            const double dd2 = 2.0 * x / (bohr * bohr);
-            const double dgdr = -(3.0 * d2 * d2 * dd2) * t6 * t6 - 10.0 * s2 * (4.0 * d6 * dd2) * t8 * t8 -
-                                122.5 * s2 * s2 * (5.0 * d8 * dd2) * t10 * t10;
-            const double scale = -0.5 * hartree;
-            energy += scale * c6Pair * g * dispersionSwitch.value;
-            dEdr += scale * c6Pair * (dgdr * dispersionSwitch.value + g * dispersionSwitch.derivative);
-            gR[ij] = static_cast<T>(dEdr);
-            // Through the Hirshfeld ratios: g via the mean polarisability (root), c6Pair via alpha and C6.
-            const double dp2 = 2.0 * dampingScale * dampingScale * root;  // d p2 / d root
-            const double ds2 = 2.0 * sigma * dSigma * radiusFactor;      // d s2 / d root
-            const double dgdRoot = -(3.0 * p2 * p2 * dp2) * t6 * t6 +
-                                   10.0 * (ds2 * t8 - s2 * (4.0 * p6 * dp2) * t8 * t8) +
-                                   122.5 * (2.0 * s2 * ds2 * t10 - s2 * s2 * (5.0 * p8 * dp2) * t10 * t10);
-            const double dRootdAlpha = root / (7.0 * mean) * 0.5;  // the same for alpha_i and alpha_j
-            const double weight = scale * dispersionSwitch.value;
-            const double dc6dAlphaI = 2.0 * c6[i] * product[j] / denominator -
-                                      c6Pair / denominator * 2.0 * alpha[i] * c6[j];
-            const double dc6dAlphaJ = 2.0 * c6[j] * product[i] / denominator -
-                                      c6Pair / denominator * 2.0 * alpha[j] * c6[i];
-            const double dc6dC6I =
-                2.0 * alpha[i] * product[j] / denominator - c6Pair / denominator * alpha[j] * alpha[j];
-            const double dc6dC6J =
-                2.0 * alpha[j] * product[i] / denominator - c6Pair / denominator * alpha[i] * alpha[i];
-            gAlpha[i] += weight * (dc6dAlphaI * g + c6Pair * dgdRoot * dRootdAlpha);
-            gAlpha[j] += weight * (dc6dAlphaJ * g + c6Pair * dgdRoot * dRootdAlpha);
-            gC6[i] += weight * dc6dC6I * g;
-            gC6[j] += weight * dc6dC6J * g;
+    for (const auto& entry : partials) {
+        const Partial& part = entry.second;
+        energy += part.energy;
+        for (int64_t i = 0; i < n; i++) {
+            gQ[i] += part.charges[i];
+            gAlpha[i] += part.alpha[i];
+            gC6[i] += part.c6[i];
         }
+    }
     for (int64_t i = 0; i < n; i++)
         gH[i] = gAlpha[i] * A0[i] + gC6[i] * 2.0 * C60[i] * Hf[i];
     Tensor result = at::scalar_tensor(energy, r.options());
