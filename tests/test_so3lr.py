@@ -414,11 +414,93 @@ def test_tabulated_filters_match_package(package, name, charge):
     numbers, positions = _molecule(name, charge)
     moved = positions + np.random.default_rng(4).normal(scale=0.15, size=positions.shape)
     reference = package(numbers, moved, charge)
-    for compiled in (True, False):
+    for compiled, fused in ((True, True), (True, False), (False, False)):
         module = so3lr.SO3LR(numbers, charge=charge, dtype=torch.float64, tabulatedFilters=True,
-                             compiledOperators=compiled)
+                             compiledOperators=compiled, fusedNetwork=fused if compiled else None)
         assert module.rbf_k.numel() == 0
+        assert module.fused_network == fused
         assertSame(evaluateModule(torch.jit.script(module), moved), reference, 1e-8)
+
+
+def _fused_and_separate(numbers, charge):
+    """Float64 modules with the filter table: the whole network in one operator (so3lr_network) and through the
+    separate operators."""
+    fused = so3lr.SO3LR(numbers, charge=charge, dtype=torch.float64, tabulatedFilters=True)
+    separate = so3lr.SO3LR(numbers, charge=charge, dtype=torch.float64, tabulatedFilters=True, fusedNetwork=False)
+    return torch.jit.script(fused), torch.jit.script(separate)
+
+
+@pytest.mark.parametrize('name, charge, periodic', [('acetate', -1, False), ('CH3SCH3', 0, True),
+                                                    ('methylammonium', 1, True)])
+def test_fused_network_matches_separate_operators(name, charge, periodic):
+    """so3lr_network (SO3LRNetwork.cpp: the operators' forward and backward functions called in one operator) against
+    the same module through the separate operators and autograd, float64. The same arithmetic; the gradients of
+    tensors read twice are summed in another order, so energies and forces agree to rounding (measured: energies
+    equal, forces within 7e-16 of the largest); 1e-12 relative. Periodic: a box narrow enough (12 Å) that pairs are
+    taken at their minimum image."""
+    numbers, positions = _molecule(name, charge)
+    moved = positions + np.random.default_rng(5).normal(scale=0.15, size=positions.shape)
+    box = np.eye(3) * 12.0 if periodic else None
+    if periodic:
+        moved = wrapIntoBox(moved, box)[1]
+    fused, separate = _fused_and_separate(numbers, charge)
+    assert fused.fused_network and not separate.fused_network
+    assertSame(evaluateModule(fused, moved, box), evaluateModule(separate, moved, box), 1e-12)
+    # Energy without gradients (the operator then skips the backward pass).
+    x = torch.tensor(moved / 10.0, dtype=torch.float64)
+    boxVectors = None if box is None else torch.tensor(box / 10.0, dtype=torch.float64)
+    assert fused(x, boxVectors).item() == pytest.approx(separate(x, boxVectors).item(), rel=1e-12)
+
+
+def test_fused_network_is_deterministic_and_the_default():
+    """On two threads the parallel loops' partial sums are added in a fixed order: repeated calls give identical
+    energies and forces; one thread agrees to rounding. The single operator is the default wherever the filter table
+    is (float32 modules), and needs it."""
+    numbers, positions = _molecule('acetate', -1)
+    fused, _ = _fused_and_separate(numbers, -1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first, second = evaluateModule(fused, positions), evaluateModule(fused, positions)
+        torch.set_num_threads(1)
+        single = evaluateModule(fused, positions)
+    finally:
+        torch.set_num_threads(threads)
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
+    assertSame(single, first, 1e-12)
+    assert so3lr.SO3LR(numbers, charge=-1).fused_network
+    assert not so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64).fused_network
+    with pytest.raises(ValueError, match=r'fusedNetwork=True\) needs the compiled operators and the filter table'):
+        so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, fusedNetwork=True)
+
+
+def test_fused_network_refusals():
+    """so3lr_network refuses a second derivative (its gradient has no graph), positions of another region size and
+    a parameter list of the wrong length, each with a message that names the problem."""
+    numbers, positions = _molecule('acetate', -1)
+    fused, _ = _fused_and_separate(numbers, -1)
+    x = torch.tensor(positions / 10.0, dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(fused(x), x, create_graph=False)
+    assert torch.isfinite(gradient).all()
+    with pytest.raises(RuntimeError, match='so3lr_network: first derivatives only'):
+        torch.autograd.grad(fused(x), x, create_graph=True)
+    module = so3lr.SO3LR(numbers, charge=-1, dtype=torch.float64, tabulatedFilters=True)
+    parameters = [module.pair_first, module.pair_second, module.harmonics_matrix]
+    arguments = (module.network_constants, module.physical_zbl, module.physical_switches, module.physical_constants,
+                 module.num_heads)
+    with pytest.raises(RuntimeError, match='so3lr_network: expected 31 parameter tensors, got 3'):
+        torch.ops.openmm_nnp.so3lr_network(x.detach(), None, parameters, *arguments)
+    with pytest.raises(RuntimeError, match=f'so3lr_network: 3 positions for a module of {len(numbers)} atoms'):
+        module(x.detach()[:3])
+
+
+def test_fused_network_in_nnpforce(package):
+    """The single operator inside an NNPForce (Reference platform, float64; the kernel differentiates the module
+    from C++) against the package, at the filter table's tolerance (test_tabulated_filters_match_package)."""
+    numbers, positions = _molecule('acetate', -1)
+    fused, _ = _fused_and_separate(numbers, -1)
+    assertSame(evaluateInNNPForce(fused, positions), package(numbers, positions, -1), 1e-8)
 
 
 def test_compiled_ev_filters_match_pytorch_path(acetate_modules):
