@@ -21,9 +21,12 @@ attention coefficients on those pairs directly, each layer's update of the atoms
 (messages, layer norms, residual MLP, interaction), the output heads, the ZBL, electrostatic and dispersion terms
 with analytic gradients, and the filter networks (the radial parts of all layers in one operator, or in float32
 modules read from a table of polynomials fitted in the constructor, FILTER_TABLE_INTERVALS; each layer's
-ev-invariant parts in another), all with hand-written backward passes; on other devices, or with
-compiledOperators=False, the module computes the same with PyTorch operations (on n x n pair tensors; the same
-numbers to rounding). Cost: docs/models.md (benchmarks/bench_so3lr.py).
+ev-invariant parts in another), all with hand-written backward passes. With the table (float32 modules by default)
+one operator, so3lr_network (SO3LRNetwork.cpp), runs all of those steps and their backward passes in one call and
+returns the energy with its gradient, without the TorchScript interpreter and autograd between the steps
+(fusedNetwork=False keeps the separate operators). On other devices, or with compiledOperators=False, the module
+computes the same with PyTorch operations (on n x n pair tensors; the same numbers to rounding). Cost:
+docs/models.md (benchmarks/bench_so3lr.py).
 Every ordered pair of distinct atoms is a pair; the short-range cutoff function is zero at and beyond 4.5 Å (and on
 the diagonal), the long-range switching functions are zero at and beyond 12 Å, so the pairs the package's neighbour
 lists leave out add exactly zero, and the energy is the package's (tests/test_so3lr.py compares energies and forces
@@ -322,6 +325,9 @@ class SO3LR(torch.nn.Module):
     instead of evaluating their networks on every call (two layers per pair, the largest part of a call; such a
     module computes no radial basis, its rbf_* constants are empty). None: for modules below float64 precision;
     float64 modules evaluate the networks (reference values).
+    fusedNetwork: on the CPU, compute the whole network and its gradient in one operator call (so3lr_network)
+    instead of one call per step. None: wherever the compiled operators and the table are; it gives first
+    derivatives (energy and forces) only.
     """
 
     compiled_attention: Final[bool]
