@@ -388,94 +388,112 @@ NNP_INLINE void tablePosition(T distance, T inverseSpacing, int64_t intervals, i
     }
 }
 
+// Where each pair reads the table (interval, t, dt/dr), and the pairs in the order of their intervals.
+template <typename T>
+struct TablePositions {
+    std::vector<int64_t> interval, order;
+    std::vector<T> t, slope;
+};
+
+template <typename T>
+TablePositions<T> tablePositions(const T* r, const int64_t* first, const int64_t* second, const TableShape& s,
+                                 T inverseSpacing) {
+    TablePositions<T> positions;
+    positions.interval.resize(s.pairs);
+    positions.t.resize(s.pairs);
+    positions.slope.resize(s.pairs);
+    std::vector<int64_t> start(s.intervals + 1, 0);
+    for (int64_t p = 0; p < s.pairs; p++) {
+        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, positions.interval[p],
+                      positions.t[p], positions.slope[p]);
+        start[positions.interval[p] + 1]++;
+    }
+    for (int64_t i = 0; i < s.intervals; i++)
+        start[i + 1] += start[i];
+    positions.order.resize(s.pairs);
+    for (int64_t p = 0; p < s.pairs; p++)
+        positions.order[start[positions.interval[p]]++] = p;
+    return positions;
+}
+
 // Outputs per block of the Horner loops: kept in registers through the D terms (float: eight AVX-512 vectors,
 // eight independent chains of multiply-adds).
 constexpr int64_t kTableBlock = 128;
 
-// Pairs [begin, end): the S F polynomials of each pair's interval at its t (Horner, blocks of outputs). (Pairs sorted
-// by interval, so that pairs reading the same 37 kB of the table follow each other, were not faster.)
+// One network's F polynomials [P, F] at each pair's t (Horner, blocks of outputs). The loops run over the networks
+// outside and over the pairs, in the order of their intervals, inside: consecutive pairs then read the same block of
+// the table (D x 128 coefficients, 6 kB in float), which stays in the L1 cache, where a pair's whole interval
+// (D S F coefficients, 37 kB for SO3LR) does not: the table is read from the L2 cache about once per network
+// instead of once per pair. (The pairs in that order with all networks inside were not faster than in their own.)
 template <typename T>
-NNP_INLINE void tableForward(const T* r, const int64_t* first, const int64_t* second, const T* table,
-                             const TableShape& s, T inverseSpacing, int64_t group, int64_t begin, int64_t end,
-                             const std::vector<T*>& outputs) {
+NNP_INLINE void tableForward(const T* table, const TableShape& s, const TablePositions<T>& positions,
+                             int64_t network, T* out) {
     const int64_t D = s.terms, F = s.features, SF = s.networks * s.features;
-    for (int64_t p = begin; p < end; p++) {
-        int64_t interval;
-        T t, slope;
-        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
-        const T* coefficients = table + interval * D * SF;
-        for (int64_t network = 0; network < s.networks; network++) {
-            T* out = outputs[network / group] + ((network % group) * s.pairs + p) * F;
-            const T* c = coefficients + network * F;
-            int64_t f0 = 0;
-            for (; f0 + kTableBlock <= F; f0 += kTableBlock) {
-                T value[kTableBlock];
+    for (int64_t k = 0; k < s.pairs; k++) {
+        const int64_t p = positions.order[k];
+        const T t = positions.t[p];
+        const T* c = table + positions.interval[p] * D * SF + network * F;
+        T* row = out + p * F;
+        int64_t f0 = 0;
+        for (; f0 + kTableBlock <= F; f0 += kTableBlock) {
+            T value[kTableBlock];
+            for (int64_t j = 0; j < kTableBlock; j++)
+                value[j] = c[(D - 1) * SF + f0 + j];
+            for (int64_t d = D - 2; d >= 0; d--)
                 for (int64_t j = 0; j < kTableBlock; j++)
-                    value[j] = c[(D - 1) * SF + f0 + j];
-                for (int64_t d = D - 2; d >= 0; d--)
-                    for (int64_t j = 0; j < kTableBlock; j++)
-                        value[j] = value[j] * t + c[d * SF + f0 + j];
-                for (int64_t j = 0; j < kTableBlock; j++)
-                    out[f0 + j] = value[j];
-            }
-            for (int64_t f = f0; f < F; f++) {
-                T value = c[(D - 1) * SF + f];
-                for (int64_t d = D - 2; d >= 0; d--)
-                    value = value * t + c[d * SF + f];
-                out[f] = value;
-            }
+                    value[j] = value[j] * t + c[d * SF + f0 + j];
+            for (int64_t j = 0; j < kTableBlock; j++)
+                row[f0 + j] = value[j];
+        }
+        for (int64_t f = f0; f < F; f++) {
+            T value = c[(D - 1) * SF + f];
+            for (int64_t d = D - 2; d >= 0; d--)
+                value = value * t + c[d * SF + f];
+            row[f] = value;
         }
     }
 }
 
-// Pairs [begin, end): d loss / d r of each pair = dt/dr times the sum over the outputs of the gradient times the
-// polynomial's derivative in t, into gradPairs[p].
+// One network's part of d loss / d t of each pair: the sum over its F outputs of the gradient (g [P, F]) times the
+// polynomial's derivative in t, into sums[p]; the loops in tableForward's order.
 template <typename T>
-NNP_INLINE void tableBackward(const T* r, const int64_t* first, const int64_t* second, const T* table,
-                              const TableShape& s, T inverseSpacing, int64_t group, int64_t begin, int64_t end,
-                              const std::vector<const T*>& grads, T* gradPairs) {
+NNP_INLINE void tableBackward(const T* table, const TableShape& s, const TablePositions<T>& positions,
+                              int64_t network, const T* g, T* sums) {
     const int64_t D = s.terms, F = s.features, SF = s.networks * s.features;
-    for (int64_t p = begin; p < end; p++) {
-        int64_t interval;
-        T t, slope;
-        tablePosition(r[first[p] * s.atoms + second[p]], inverseSpacing, s.intervals, interval, t, slope);
-        T sums[kTableBlock] = {};
+    for (int64_t k = 0; k < s.pairs; k++) {
+        const int64_t p = positions.order[k];
+        sums[p] = 0;
+        if (positions.slope[p] == T(0) || D < 2)
+            continue;
+        const T t = positions.t[p];
+        const T* c = table + positions.interval[p] * D * SF + network * F;
+        const T* row = g + p * F;
+        T blockSums[kTableBlock] = {};
         T sum = 0;
-        if (slope != T(0) && D > 1) {
-            const T* coefficients = table + interval * D * SF;
-            for (int64_t network = 0; network < s.networks; network++) {
-                const T* g = grads[network / group];
-                if (g == nullptr)
-                    continue;
-                g += ((network % group) * s.pairs + p) * F;
-                const T* c = coefficients + network * F;
-                int64_t f0 = 0;
-                for (; f0 + kTableBlock <= F; f0 += kTableBlock) {
-                    T derivative[kTableBlock];
-                    for (int64_t j = 0; j < kTableBlock; j++)
-                        derivative[j] = T(D - 1) * c[(D - 1) * SF + f0 + j];
-                    for (int64_t d = D - 2; d >= 1; d--)
-                        for (int64_t j = 0; j < kTableBlock; j++)
-                            derivative[j] = derivative[j] * t + T(d) * c[d * SF + f0 + j];
-                    for (int64_t j = 0; j < kTableBlock; j++)
-                        sums[j] += g[f0 + j] * derivative[j];
-                }
-                for (int64_t f = f0; f < F; f++) {
-                    T derivative = T(D - 1) * c[(D - 1) * SF + f];
-                    for (int64_t d = D - 2; d >= 1; d--)
-                        derivative = derivative * t + T(d) * c[d * SF + f];
-                    sum += g[f] * derivative;
-                }
-            }
+        int64_t f0 = 0;
+        for (; f0 + kTableBlock <= F; f0 += kTableBlock) {
+            T derivative[kTableBlock];
+            for (int64_t j = 0; j < kTableBlock; j++)
+                derivative[j] = T(D - 1) * c[(D - 1) * SF + f0 + j];
+            for (int64_t d = D - 2; d >= 1; d--)
+                for (int64_t j = 0; j < kTableBlock; j++)
+                    derivative[j] = derivative[j] * t + T(d) * c[d * SF + f0 + j];
+            for (int64_t j = 0; j < kTableBlock; j++)
+                blockSums[j] += row[f0 + j] * derivative[j];
         }
+        for (int64_t f = f0; f < F; f++) {
+            T derivative = T(D - 1) * c[(D - 1) * SF + f];
+            for (int64_t d = D - 2; d >= 1; d--)
+                derivative = derivative * t + T(d) * c[d * SF + f];
+            sum += row[f] * derivative;
+        }
+        // In vector lanes (a sequential sum would be a chain of kTableBlock dependent additions).
+#pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < kTableBlock; j++)
-            sum += sums[j];
-        gradPairs[p] = sum * slope;
+            sum += blockSums[j];
+        sums[p] = sum;
     }
 }
-
-// Pairs per task of the parallel loops: one pair is D S F multiply-adds (about 9,000 for SO3LR).
-constexpr int64_t kTablePairsPerTask = 16;
 
 } // namespace
 
@@ -498,11 +516,15 @@ std::vector<Tensor> tabulatedFiltersForward(const Tensor& rIn, const Tensor& fir
         const int64_t* pa = first.data_ptr<int64_t>();
         const int64_t* pb = second.data_ptr<int64_t>();
         const scalar_t* pt = table.data_ptr<scalar_t>();
-        const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
-        at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
-            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                tableForward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, outputs);
-            });
+        const TablePositions<scalar_t> positions =
+            tablePositions(pr, pa, pb, s, scalar_t(1.0 / spacing));
+        // One task per network (six for SO3LR).
+        at::parallel_for(0, s.networks, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t network = begin; network < end; network++) {
+                scalar_t* out = outputs[network / group] + (network % group) * s.pairs * s.features;
+                NNPPlugin::runVectorized(
+                    [&]() NNP_INLINE_LAMBDA { tableForward(pt, s, positions, network, out); });
+            }
         });
     });
     return filters;
@@ -526,13 +548,27 @@ Tensor tabulatedFiltersBackward(const Tensor& rIn, const Tensor& firstIn, const 
         const int64_t* pa = first.data_ptr<int64_t>();
         const int64_t* pb = second.data_ptr<int64_t>();
         const scalar_t* pt = table.data_ptr<scalar_t>();
-        const scalar_t inverseSpacing = scalar_t(1.0 / spacing);
-        std::vector<scalar_t> gradPairs(s.pairs);
-        at::parallel_for(0, s.pairs, kTablePairsPerTask, [&](int64_t begin, int64_t end) {
-            NNPPlugin::runVectorized([&]() NNP_INLINE_LAMBDA {
-                tableBackward(pr, pa, pb, pt, s, inverseSpacing, group, begin, end, gradPointers, gradPairs.data());
-            });
+        const TablePositions<scalar_t> positions =
+            tablePositions(pr, pa, pb, s, scalar_t(1.0 / spacing));
+        // One task per network, each network's sums in a row of its own, added in the networks' order.
+        std::vector<scalar_t> sums(s.networks * s.pairs, scalar_t(0));
+        at::parallel_for(0, s.networks, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t network = begin; network < end; network++) {
+                const scalar_t* g = gradPointers[network / group];
+                if (g == nullptr)
+                    continue;
+                g += (network % group) * s.pairs * s.features;
+                scalar_t* networkSums = sums.data() + network * s.pairs;
+                NNPPlugin::runVectorized(
+                    [&]() NNP_INLINE_LAMBDA { tableBackward(pt, s, positions, network, g, networkSums); });
+            }
         });
+        std::vector<scalar_t> gradPairs(s.pairs, scalar_t(0));
+        for (int64_t network = 0; network < s.networks; network++)
+            for (int64_t p = 0; p < s.pairs; p++)
+                gradPairs[p] += sums[network * s.pairs + p];
+        for (int64_t p = 0; p < s.pairs; p++)
+            gradPairs[p] *= positions.slope[p];
         // Serially: a pair may be listed twice (the copy of pair 0).
         scalar_t* gr = gradR.data_ptr<scalar_t>();
         for (int64_t p = 0; p < s.pairs; p++)
