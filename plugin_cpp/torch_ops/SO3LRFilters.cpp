@@ -24,8 +24,8 @@
 #include <mutex>
 #include <vector>
 
-#include "SO3LRKernels.h"
 #include "PartialSums.h"
+#include "SO3LRKernels.h"
 #include "SO3LRPairs.h"
 #include "Vectorize.h"
 
@@ -156,6 +156,9 @@ void checkEvInputs(const Tensor& radial, const Tensor& ev, const Tensor& first, 
                 "so3lr_ev_filters: gradients flow to radial and ev only; the weights must not require gradients");
 }
 
+// Pairs per task of the ev filters' parallel loops (one pair: about C I + 2 I E multiply-adds each way).
+constexpr int64_t kEvPairsPerTask = 32;
+
 // The ev-invariant MLP's preactivations of the listed pairs, [2, P, E] (kind-major, so that one batched product
 // reads each kind's block): pre[c, p, :] = [(difference^2) @ contract, 1] @ evFirst[:, c E:(c + 1) E], one loop
 // over the pairs instead of two gathers, a subtraction, a square and two products; pairs p in [begin, end).
@@ -190,9 +193,6 @@ NNP_INLINE void evPreactivations(const T* ev, const int64_t* first, const int64_
         }
     }
 }
-
-// Pairs per task of the ev filters' parallel loops (one pair: about C I + 2 I E multiply-adds each way).
-constexpr int64_t kEvPairsPerTask = 32;
 
 // d ev from d preactivation [2, P, E]: d invariants = d pre @ evFirst[:I]^T, d difference = 2 difference
 // (d invariants @ contract^T), added to row second[p] and subtracted from row first[p] of gradEv (zeroed by the

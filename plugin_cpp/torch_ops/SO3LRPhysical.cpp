@@ -226,14 +226,16 @@ std::vector<Tensor> physicalTerms(const Tensor& r, const Tensor& cutoff, const T
                                   const Tensor& polarizabilities, const Tensor& c6, const std::vector<double>& zbl,
                                   const std::vector<double>& switches, const std::vector<double>& constants,
                                   bool gradients) {
-    for (const Tensor* t : {&r, &cutoff, &charges, &hirshfeld, &chargeProducts, &inverseLengths, &polarizabilities, &c6})
+    for (const Tensor* t :
+         {&r, &cutoff, &charges, &hirshfeld, &chargeProducts, &inverseLengths, &polarizabilities, &c6})
         TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == r.scalar_type(),
                     "so3lr_physical: CPU tensors of one dtype expected");
     TORCH_CHECK(at::isFloatingType(r.scalar_type()), "so3lr_physical: floating-point tensors expected");
     const Inputs inputs{r, cutoff, charges, hirshfeld, chargeProducts, inverseLengths, polarizabilities, c6,
                         zbl, switches, constants};
     std::vector<Tensor> outputs;
-    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_physical", [&] { outputs = evaluate<scalar_t>(inputs, gradients); });
+    AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "so3lr_physical",
+                               [&] { outputs = evaluate<scalar_t>(inputs, gradients); });
     return outputs;
 }
 

@@ -33,9 +33,9 @@
 #include <tuple>
 #include <vector>
 
+#include "PartialSums.h"
 #include "SO3LRKernels.h"
 #include "Vectorize.h"
-#include "PartialSums.h"
 
 using at::Tensor;
 
