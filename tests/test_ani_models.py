@@ -405,6 +405,105 @@ def test_aev_operator_rejects_bad_input():
         features.energies(pos, None, parameters[:-1], True)
 
 
+def _random_networks(model, widths, members, seed):
+    """Network parameters in the layout of ``model.networks.parameter_list()`` (its atoms and AEV columns per
+    element) with random weights of other widths and member counts, as TorchANI's models never have."""
+    generator = torch.Generator().manual_seed(seed)
+    w1, w2, w3 = widths
+    parameters = []
+    reference = model.networks.parameter_list()
+    for first in range(0, len(reference), 10):
+        atoms, features = reference[first], reference[first + 1]
+
+        def random(*shape, scale):
+            return scale * torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+        parameters += [atoms, features, random(members, features.numel(), w1, scale=0.3), random(members, 1, w1, scale=1.0),
+                       random(members, w1, w2, scale=0.3), random(members, 1, w2, scale=1.0),
+                       random(members, w2, w3, scale=0.3), random(members, 1, w3, scale=1.0),
+                       random(members, w3, scale=0.3), random(members, scale=1.0)]
+    return parameters
+
+
+def _networks_by_pytorch(features, pos, parameters):
+    """Member energies and d(mean)/d(positions) through the AEV operator's autograd and the networks' PyTorch
+    path (openmm_nnp.models.ani.networks.evaluate_networks), the reference of the compiled networks."""
+    from openmm_nnp.models.ani.networks import evaluate_networks
+
+    # The networks' own back-propagation (CELU's derivative from its value, as the compiled one; autograd
+    # through CELU differs by up to ~4e-9 relative where exp(z / alpha) is tiny), then the AEV's autograd.
+    x = pos.clone().requires_grad_(True)
+    aev = features.aev(x, None)
+    energies, aev_gradient = evaluate_networks(aev.detach(), parameters, True)
+    (gradient,) = torch.autograd.grad(aev, x, aev_gradient)
+    return energies, gradient
+
+
+@pytest.mark.parametrize("networks", ["ani2x", "odd widths", "first layer side by side"])
+def test_network_operator_matches_pytorch_networks(networks):
+    # The compiled networks (plugin_cpp/torch_ops/ANINetworks.cpp: hand-written vector loops, one network at a
+    # time) against the PyTorch path, float64, on halobenzene (H C N O F S Cl; five elements with one or two
+    # atoms, so every tail of the loops' atom tiles runs). "odd widths": random networks of widths 37, 21, 19
+    # and 3 members, which no lane count divides (the scalar column tails). "first layer side by side": ANI-2x's
+    # weights with the first layer laid out [features, members * width] as in models saved before 2026-11-30,
+    # which the operator still reads. Tolerance 1e-12 relative (measured <= 1e-15); the result is the same for
+    # 1, 2 and 3 threads bit for bit (each network's sums are taken in a fixed order).
+    numbers, positions = molecule("halobenzene")
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    features = model.operator_features.operators
+    pos = torch.tensor(positions) * 10.0
+    parameters = [t.clone() for t in model.networks.parameter_list()]
+    if networks == "odd widths":
+        parameters = _random_networks(model, (37, 21, 19), 3, seed=5)
+    expected_energies, expected_gradient = _networks_by_pytorch(features, pos, parameters)
+    if networks == "first layer side by side":
+        for first in range(0, len(parameters), 10):
+            weight1, bias1 = parameters[first + 2], parameters[first + 3]
+            parameters[first + 2] = weight1.permute(1, 0, 2).reshape(weight1.size(1), -1).contiguous()
+            parameters[first + 3] = bias1.reshape(-1)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(features.energies(pos, None, parameters, True))
+    finally:
+        torch.set_num_threads(threads)
+    energies, gradient = results[0]
+    scale = expected_energies.abs().max()
+    assert torch.allclose(energies, expected_energies, rtol=0, atol=1e-12 * scale)
+    assert torch.allclose(gradient, expected_gradient, rtol=0, atol=1e-12 * expected_gradient.abs().max())
+    for other_energies, other_gradient in results[1:]:
+        assert torch.equal(other_energies, energies) and torch.equal(other_gradient, gradient)
+    # Energies alone: the same numbers.
+    assert torch.equal(features.energies(pos, None, parameters, False)[0], energies)
+
+
+def test_network_operator_float32_matches_float64():
+    # The float32 loops (16 lanes where the float64 ones have 8, a shorter exp series) against float64 on the
+    # B2 guest (18 H, 10 C, 2 O), next to the float32 PyTorch path: the compiled float32 networks are no further
+    # from float64 than twice that path's own float32 rounding (measured 1.5e-6 relative in the member energies,
+    # sums of atomic outputs that largely cancel, and 6.1e-5 of the largest gradient entry; the compiled ones 1.7e-6
+    # and 6.1e-5), and within 1e-5 and 2e-4.
+    numbers, positions = molecule("b2")
+    compiled, pytorch = {}, {}
+    for dtype in (torch.float32, torch.float64):
+        model = ANI("ani2x", numbers, dtype=dtype)
+        pos = torch.tensor(positions, dtype=dtype) * 10.0
+        features, parameters = model.operator_features.operators, model.networks.parameter_list()
+        compiled[dtype] = [t.double() for t in features.energies(pos, None, parameters, True)]
+        pytorch[dtype] = [t.double() for t in _networks_by_pytorch(features, pos, parameters)]
+
+    def errors(results):
+        (e32, g32), (e64, g64) = results[torch.float32], results[torch.float64]
+        return ((e32 - e64).abs() / e64.abs()).max().item(), ((g32 - g64).abs().max() / g64.abs().max()).item()
+
+    energy_error, gradient_error = errors(compiled)
+    pytorch_energy_error, pytorch_gradient_error = errors(pytorch)
+    assert energy_error <= min(1e-5, 2 * pytorch_energy_error + 1e-7)
+    assert gradient_error <= min(2e-4, 2 * pytorch_gradient_error + 1e-6)
+
+
 def _constants(**changes):
     """ANI-2x's AEV constants for toluene, as ANIFeatures takes them, with some replaced."""
     numbers, _ = molecule("toluene")

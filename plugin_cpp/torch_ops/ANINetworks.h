@@ -7,7 +7,7 @@
 //   aev         [atoms, features]
 //   parameters  ten tensors per element present in the region (members M, widths w1 w2 w3):
 //                 atom_indices [a] (rows of aev), feature_indices [f] (columns the networks read),
-//                 weight1 [f, M*w1], bias1 [M*w1]        (first layer, members side by side),
+//                 weight1 [M, f, w1], bias1 [M, 1, w1]   (first layer; [f, M*w1] and [M*w1] accepted too),
 //                 weight2 [M, w1, w2], bias2 [M, 1, w2], weight3 [M, w2, w3], bias3 [M, 1, w3],
 //                 weight4 [M, w3], bias4_sum [M]         (output layer; bias times a)
 // Returns each member's sum of atomic outputs [M] and, if needGradient, d(mean of the members'

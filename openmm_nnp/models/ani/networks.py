@@ -29,7 +29,7 @@ def _celu_derivative(activation: Tensor) -> Tensor:
 
 class ElementNetworks(torch.nn.Module):
     """All ensemble members' networks for one element (first layer, two hidden layers, one output),
-    stacked so that the members run together: one matmul for the first layer (shared input), then ``baddbmm``."""
+    stacked over members ([members, in, out] per layer) so that the members run together (``baddbmm``)."""
 
     def __init__(
         self,
@@ -59,11 +59,11 @@ class ElementNetworks(torch.nn.Module):
             bias = torch.stack([linears[m][layer].bias.detach().to(torch.float64) for m in range(num_members)])
             return weight, bias
 
-        # First layer: all members read the same AEVs, so it is one [in, members*out] matmul.
+        # First layer, [members, features, out]: the input rows in our AEV order, only those that can be nonzero.
         weight, bias = stacked(0)
         weight = (weight * feature_scales.to(torch.float64).view(1, -1, 1))[:, feature_order, :][:, feature_indices, :]
-        self.register_buffer("weight1", weight.permute(1, 0, 2).reshape(weight.shape[1], -1).to(dtype).contiguous())
-        self.register_buffer("bias1", bias.reshape(-1).to(dtype).contiguous())
+        self.register_buffer("weight1", weight.to(dtype).contiguous())
+        self.register_buffer("bias1", bias.unsqueeze(1).to(dtype).contiguous())
         weight, bias = stacked(1)
         self.register_buffer("weight2", weight.to(dtype).contiguous())
         self.register_buffer("bias2", bias.unsqueeze(1).to(dtype).contiguous())
@@ -132,10 +132,9 @@ def evaluate_networks(aev: Tensor, parameters: List[Tensor], need_gradient: bool
         atoms, features = parameters[first], parameters[first + 1]
         weight1, bias1, weight2, bias2 = parameters[first + 2], parameters[first + 3], parameters[first + 4], parameters[first + 5]
         weight3, bias3, weight4, bias4_sum = parameters[first + 6], parameters[first + 7], parameters[first + 8], parameters[first + 9]
-        num_atoms, width = atoms.size(0), weight2.size(1)
+        num_atoms = atoms.size(0)
         x = aev.index_select(0, atoms).index_select(1, features)
-        h1 = _celu(torch.addmm(bias1, x, weight1))
-        h1 = h1.view(num_atoms, num_members, width).transpose(0, 1)
+        h1 = _celu(torch.baddbmm(bias1, x.unsqueeze(0).expand(num_members, num_atoms, x.size(1)), weight1))
         h2 = _celu(torch.baddbmm(bias2, h1, weight2))
         h3 = _celu(torch.baddbmm(bias3, h2, weight3))
         energies = energies + ((h3.sum(dim=1) * weight4).sum(dim=1) + bias4_sum)
@@ -144,7 +143,7 @@ def evaluate_networks(aev: Tensor, parameters: List[Tensor], need_gradient: bool
             grad = (weight4 * (1.0 / num_members)).unsqueeze(1) * _celu_derivative(h3)
             grad = torch.bmm(grad, weight3.transpose(1, 2)) * _celu_derivative(h2)
             grad = torch.bmm(grad, weight2.transpose(1, 2)) * _celu_derivative(h1)
-            grad = torch.mm(grad.transpose(0, 1).reshape(num_atoms, -1), weight1.t())
+            grad = torch.bmm(grad, weight1.transpose(1, 2)).sum(dim=0)
             # Where this element's [atoms, features] block goes in the flattened AEV gradient.
             index = (atoms.unsqueeze(1) * aev.size(1) + features.unsqueeze(0)).reshape(-1)
             aev_gradient = aev_gradient.index_add(0, index, grad.reshape(-1))
