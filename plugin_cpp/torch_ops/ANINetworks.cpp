@@ -99,11 +99,21 @@ NNP_INLINE T celuDerivative(T h) {
     return h > T(0) ? T(1) : T(1) + h * T(1.0 / ALPHA);
 }
 
+// A column stripe of weights (2 vectors wide, `rows` rows ld apart) to be asked from memory ahead of its use:
+// after an MD step the weights are no longer in the caches, and the loops below would otherwise wait for each
+// row in turn.
+template <typename T>
+struct Stripe {
+    const T* w = nullptr;
+    int64_t ld = 0, rows = 0;
+};
+
 // out[r][c] = celu(bias[c] + sum_k in[r][k] w[k][c]) for `Rows` atoms and `Columns` (a multiple of the lanes)
-// outputs: each weight row is loaded once and multiplied by every atom's input, in registers.
+// outputs: each weight row is loaded once and multiplied by every atom's input, in registers. Meanwhile the
+// rows of `prefetch` (if any) are requested into the L2 cache.
 template <typename T, int Rows, int Columns>
 NNP_INLINE void forwardTile(const T* in, int64_t inputs, const T* w, int64_t ldw, const T* bias, T* out,
-                            int64_t outputs) {
+                            int64_t outputs, Stripe<T> prefetch) {
     using V = typename Vec<T>::Type;
     constexpr int L = Vec<T>::LANES, C = Columns / L;
     V acc[Rows][C];
@@ -116,11 +126,19 @@ NNP_INLINE void forwardTile(const T* in, int64_t inputs, const T* w, int64_t ldw
         V row[C];
         for (int c = 0; c < C; c++)
             row[c] = load(w + k * ldw + c * L);
+        if (k < prefetch.rows) {
+            __builtin_prefetch(prefetch.w + k * prefetch.ld, 0, 2);
+            __builtin_prefetch(prefetch.w + k * prefetch.ld + L, 0, 2);
+        }
         for (int r = 0; r < Rows; r++) {
             const T x = in[r * inputs + k];
             for (int c = 0; c < C; c++)
                 acc[r][c] += x * row[c];
         }
+    }
+    for (int64_t k = inputs; k < prefetch.rows; k++) {
+        __builtin_prefetch(prefetch.w + k * prefetch.ld, 0, 2);
+        __builtin_prefetch(prefetch.w + k * prefetch.ld + L, 0, 2);
     }
     for (int r = 0; r < Rows; r++)
         for (int c = 0; c < C; c++)
@@ -128,7 +146,9 @@ NNP_INLINE void forwardTile(const T* in, int64_t inputs, const T* w, int64_t ldw
 }
 
 // One layer forward: out [atoms, outputs] = celu(in [atoms, inputs] w + bias), w's rows ldw apart. Tiles of
-// 4 atoms and 2 or 1 vectors of outputs; a column stripe of w (a few kB) serves every tile of atoms in turn.
+// 4 atoms and 2 or 1 vectors of outputs; a column stripe of w (a few kB) serves every tile of atoms in turn,
+// and the first tile asks for the next stripe. (Asking also for the next layer's or network's first stripe
+// made no difference.)
 template <typename T>
 NNP_INLINE void forwardLayer(const T* in, int64_t atoms, int64_t inputs, const T* w, int64_t ldw, const T* bias,
                              int64_t outputs, T* out) {
@@ -140,11 +160,14 @@ NNP_INLINE void forwardLayer(const T* in, int64_t atoms, int64_t inputs, const T
             for (int64_t r = 0; r < atoms; r += ROWS) {
                 const T* x = in + r * inputs;
                 T* y = out + r * outputs + c;
+                Stripe<T> next;
+                if (r == 0 && c + W < outputs)
+                    next = Stripe<T>{w + c + W, ldw, inputs};
                 switch (std::min<int64_t>(ROWS, atoms - r)) {
-                case 4: forwardTile<T, 4, W>(x, inputs, w + c, ldw, bias + c, y, outputs); break;
-                case 3: forwardTile<T, 3, W>(x, inputs, w + c, ldw, bias + c, y, outputs); break;
-                case 2: forwardTile<T, 2, W>(x, inputs, w + c, ldw, bias + c, y, outputs); break;
-                default: forwardTile<T, 1, W>(x, inputs, w + c, ldw, bias + c, y, outputs); break;
+                case 4: forwardTile<T, 4, W>(x, inputs, w + c, ldw, bias + c, y, outputs, next); break;
+                case 3: forwardTile<T, 3, W>(x, inputs, w + c, ldw, bias + c, y, outputs, next); break;
+                case 2: forwardTile<T, 2, W>(x, inputs, w + c, ldw, bias + c, y, outputs, next); break;
+                default: forwardTile<T, 1, W>(x, inputs, w + c, ldw, bias + c, y, outputs, next); break;
                 }
             }
     };
@@ -268,6 +291,15 @@ struct ElementParameters {
     int64_t width2() const { return weight2.size(2); }
     int64_t width3() const { return weight3.size(2); }
     int64_t scratchSize() const { return 2 * numAtoms() * (width1() + width2() + width3()); }
+    // Member m's first layer. weight1 is [members, f, w1]; or, in models saved before 2026-11-30, [f, members w1]
+    // (member m: columns [m w1, (m+1) w1)). bias1 is [members, 1, w1] or [members w1], the same numbers in memory.
+    template <typename T>
+    Stripe<T> firstLayer(int64_t m) const {
+        const int64_t f = numFeatures(), w1 = width1();
+        if (weight1.dim() == 3)
+            return {weight1.data_ptr<T>() + m * f * w1, w1, f};
+        return {weight1.data_ptr<T>() + m * w1, weight2.size(0) * w1, f};
+    }
 };
 
 // Member m's network of element p: returns its energy (sum of the atomic outputs) and, if gradient is not null,
@@ -277,12 +309,9 @@ NNP_INLINE T evaluateNetwork(const ElementParameters& p, int64_t m, T gradientSc
     using V = typename Vec<T>::Type;
     constexpr int L = Vec<T>::LANES;
     const int64_t a = p.numAtoms(), f = p.numFeatures(), w1 = p.width1(), w2 = p.width2(), w3 = p.width3();
-    const int64_t members = p.weight2.size(0);
-    // weight1 [members, f, w1]; or, in models saved before 2026-11-30, [f, members w1] (member m: columns
-    // [m w1, (m+1) w1)). bias1 is [members, 1, w1] or [members w1], the same numbers in memory.
-    const bool stacked = p.weight1.dim() == 3;
-    const T* weight1 = p.weight1.data_ptr<T>() + (stacked ? m * f * w1 : m * w1);
-    const int64_t ldw1 = stacked ? w1 : members * w1;
+    const Stripe<T> first = p.firstLayer<T>(m);
+    const T* weight1 = first.w;
+    const int64_t ldw1 = first.ld;
     const T* bias1 = p.bias1.data_ptr<T>() + m * w1;
     const T* weight2 = p.weight2.data_ptr<T>() + m * w1 * w2;
     const T* bias2 = p.bias2.data_ptr<T>() + m * w2;
