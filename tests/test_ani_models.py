@@ -479,6 +479,24 @@ def test_network_operator_matches_pytorch_networks(networks):
     assert torch.equal(features.energies(pos, None, parameters, False)[0], energies)
 
 
+@pytest.mark.parametrize("name", ["b2", "cb7"])
+def test_model_results_do_not_depend_on_the_thread_count(name):
+    # The whole float32 model (AEVs, networks, gradient) as NNPForce calls it, with 1, 2 and 3 torch threads:
+    # the same energy and forces bit for bit (the overlap kernel's worker and the sequential kernel may run it on
+    # different thread counts). cb7 (126 atoms) has many atoms per element, so its networks split unevenly.
+    numbers, positions = molecule(name)
+    model = torch.jit.script(ANI("ani2x", numbers))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(_energy_and_forces_exactly(model, torch.tensor(positions, dtype=torch.float32)))
+    finally:
+        torch.set_num_threads(threads)
+    assert results[1] == results[0] and results[2] == results[0]
+
+
 def test_network_operator_float32_matches_float64():
     # The float32 loops (16 lanes where the float64 ones have 8, a shorter exp series) against float64 on the
     # B2 guest (18 H, 10 C, 2 O), next to the float32 PyTorch path: the compiled float32 networks are no further
