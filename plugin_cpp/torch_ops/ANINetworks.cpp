@@ -189,12 +189,21 @@ template <typename T, int Half>
 NNP_INLINE typename Vec<T>::Type pairSums(typename Vec<T>::Type a, typename Vec<T>::Type b) {
     using VI = typename Vec<T>::IntType;
     constexpr int L = Vec<T>::LANES;
+#if defined(__GNUC__) && !defined(__clang__)
     VI low, high;
     for (int t = 0; t < L; t++) {
         low[t] = (t / Half) * 2 * Half + t % Half;
         high[t] = low[t] + Half;
     }
     return __builtin_shuffle(a, b, low) + __builtin_shuffle(a, b, high);
+#else  // the same sums lane by lane (clang has no __builtin_shuffle with computed masks)
+    typename Vec<T>::Type sums;
+    for (int t = 0; t < L; t++) {
+        const int low = (t / Half) * 2 * Half + t % Half, high = low + Half;
+        sums[t] = (low < L ? a[low] : b[low - L]) + (high < L ? a[high] : b[high - L]);
+    }
+    return sums;
+#endif
 }
 
 template <typename T, int Half>
