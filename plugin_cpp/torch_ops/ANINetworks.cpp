@@ -1,6 +1,6 @@
 // The atomic networks of an ANI ensemble (see ANINetworks.h), one network (element, member) at a time: its
-// forward pass and, if asked, its backward pass right after it, so that the network's weights (at most a few
-// hundred kB) are read from memory once per call and from the core's own cache by the backward pass. A region's
+// forward pass and, if asked, its backward pass right after it, so that the network's weights (0.2-1.4 MB in
+// float32) are read from memory once per call and from the core's own L2 cache by the backward pass. A region's
 // few atoms per element make every matrix product a thin one: the loops below are written for that shape (the
 // forward pass broadcasts an atom's input over a row of weights, the backward pass takes dot products along the
 // same rows), with GCC's vector extensions, compiled for the widest vector unit the CPU has (Vectorize.h).
