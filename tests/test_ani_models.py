@@ -498,6 +498,31 @@ def test_model_results_do_not_depend_on_the_thread_count(name):
     assert results[1] == results[0] and results[2] == results[0]
 
 
+def test_network_operator_rejects_networks_that_do_not_fit():
+    # The compiled networks read raw pointers: weights of another type than the AEVs, non-contiguous weights,
+    # layer shapes that do not chain and an element without atoms are refused with a message, not read wrongly.
+    numbers, positions = molecule("toluene")
+    model = ANI("ani2x", numbers, dtype=torch.float64)
+    features = model.operator_features.operators
+    pos = torch.tensor(positions) * 10.0
+
+    def changed(index, value):
+        parameters = [t.clone() for t in model.networks.parameter_list()]
+        parameters[index] = value(parameters[index])
+        return parameters
+
+    cases = [
+        (changed(4, lambda w: w.float()), "contiguous CPU tensors of the AEV's type"),
+        (changed(4, lambda w: w.transpose(1, 2).contiguous().transpose(1, 2)), "contiguous CPU tensors"),
+        (changed(6, lambda w: w[:, :-1, :].contiguous()), "inconsistent parameter shapes for element 0"),
+        (changed(2, lambda w: w[:, :-1, :].contiguous()), "inconsistent parameter shapes for element 0"),
+        (changed(0, lambda atoms: atoms[:0]), "an element without atoms"),
+    ]
+    for parameters, message in cases:
+        with pytest.raises(RuntimeError, match=message):
+            features.energies(pos, None, parameters, True)
+
+
 def test_network_operator_float32_matches_float64():
     # The float32 loops (16 lanes where the float64 ones have 8, a shorter exp series) against float64 on the
     # B2 guest (18 H, 10 C, 2 O), next to the float32 PyTorch path: the compiled float32 networks are no further
