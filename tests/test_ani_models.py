@@ -723,6 +723,21 @@ def test_value_does_not_depend_on_requires_grad():
     assert plain == with_grad
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_energy_and_forces_method_equals_forward_and_autograd(dtype, periodic, custom_ops):
+    # NNPForce calls energy_and_forces() instead of forward() + autograd: the same numbers, bit for bit
+    # (both are the one analytic gradient; autograd only multiplies it by 1), scripted as NNPForce runs it.
+    molecule_name, box = PERIODIC_CASES["triclinic"] if periodic else ("cb7", None)
+    numbers, positions = molecule(molecule_name)
+    model = torch.jit.script(ANI("ani2x", numbers, dtype=dtype, customOps=custom_ops))
+    energy, forces = energy_and_forces(model, positions, box, dtype=dtype)
+    b = None if box is None else torch.tensor(box, dtype=dtype)
+    method_energy, method_forces = model.energy_and_forces(torch.tensor(positions, dtype=dtype), b)
+    assert method_energy.item() == energy
+    assert np.array_equal(method_forces.double().numpy(), forces)
+
+
 def test_module_to_float64_after_construction():
     numbers, positions = molecule("toluene")
     ref_energy, ref_forces, _ = reference("ani2x", numbers, positions)

@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from typing import Tuple
 
 import numpy as np
 import openmm
@@ -80,6 +81,27 @@ class ForcesModel(torch.nn.Module):
 
     def forward(self, positions):
         return (positions ** 2).sum(), 3.0 * positions + 1.0
+
+
+class OwnForcesModel(torch.nn.Module):
+    """forward: E = k sum|r|^2. energy_and_forces returns E + 1000 and forces that are not -dE/dx, so a test sees
+    which of the two (and whether autograd) produced a result."""
+
+    def forward(self, positions, k):
+        return k * (positions ** 2).sum()
+
+    @torch.jit.export
+    def energy_and_forces(self, positions, k) -> Tuple[torch.Tensor, torch.Tensor]:
+        return k * (positions ** 2).sum() + 1000.0, 3.0 * positions + 1.0
+
+
+class BadEnergyAndForces(torch.nn.Module):
+    def forward(self, positions):
+        return (positions ** 2).sum()
+
+    @torch.jit.export
+    def energy_and_forces(self, positions):
+        return (positions ** 2).sum()
 
 
 def make_system(n, periodic_box=None, masses=None):
@@ -230,6 +252,48 @@ def test_model_that_outputs_forces(platform):
     assert energy == pytest.approx((positions[[3, 1]] ** 2).sum(), rel=1e-12)
     np.testing.assert_allclose(forces[[3, 1]], 3.0 * positions[[3, 1]] + 1.0, rtol=1e-12)
     assert np.all(forces[[0, 2]] == 0.0)
+
+
+@pytest.mark.parametrize('platform', PLATFORMS)
+def test_energy_and_forces_method_serves_force_evaluations(platform):
+    # A model's energy_and_forces() replaces forward() + autograd when forces are needed and no parameter
+    # derivative is; energy-only evaluations and parameter derivatives go through forward().
+    n = 4
+    system = make_system(n)
+    force = NNPForce(OwnForcesModel(), [3, 1])
+    force.addGlobalParameter('k', 2.0)
+    system.addForce(force)
+    positions = random_positions(n, seed=4)
+    sub = positions[[3, 1]]
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions)
+    state = context.getState(getEnergy=True, getForces=True)
+    assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(
+        2.0 * (sub ** 2).sum() + 1000.0, rel=1e-12)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    np.testing.assert_allclose(forces[[3, 1]], 3.0 * sub + 1.0, rtol=1e-12)
+    assert np.all(forces[[0, 2]] == 0.0)
+    # Energy only (getState asks for forces too; a CustomIntegrator's `energy` does not).
+    integrator = openmm.CustomIntegrator(0.001)
+    integrator.addGlobalVariable('e', 0.0)
+    integrator.addComputeGlobal('e', 'energy')
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPositions(positions)
+    integrator.step(1)
+    assert integrator.getGlobalVariableByName('e') == pytest.approx(2.0 * (sub ** 2).sum(), rel=1e-12)
+    # With dE/dk requested the force needs autograd anyway: forward() and -dE/dx.
+    force.addEnergyParameterDerivative('k')
+    energy, forces, derivatives = evaluate(system, positions, platform)
+    assert energy == pytest.approx(2.0 * (sub ** 2).sum(), rel=1e-12)
+    np.testing.assert_allclose(forces[[3, 1]], -4.0 * sub, rtol=1e-12)
+    assert derivatives['k'] == pytest.approx((sub ** 2).sum(), rel=1e-12)
+
+
+def test_energy_and_forces_method_with_the_wrong_signature():
+    system = make_system(3)
+    system.addForce(NNPForce(BadEnergyAndForces()))
+    message = context_error(system)
+    assert 'energy_and_forces() must take the arguments of forward() and return (energy, forces)' in message
 
 
 def test_model_from_file_and_bytes_give_the_same_energy(tmp_path):

@@ -8,6 +8,8 @@ using namespace NNPPlugin;
 using namespace OpenMM;
 using namespace std;
 
+const char* const NNPModel::ENERGY_AND_FORCES = "energy_and_forces";
+
 // The first line of a torch error message (the rest is a C++ stack trace).
 // The first line of a message that has any text (torch's load errors begin with a newline).
 static string firstLine(const string& message) {
@@ -104,6 +106,29 @@ NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& dev
                    "then one scalar tensor per global parameter in the order they were added.";
         throw OpenMMException(message.str());
     }
+
+    // A model that computes its own forces may export energy_and_forces(), with forward()'s arguments and
+    // returning (energy, forces): used in place of forward() and autograd whenever forces are needed.
+    if (!outputsForces && module.find_method(ENERGY_AND_FORCES)) {
+        const auto& schema = module.get_method(ENERGY_AND_FORCES).function().getSchema();
+        const auto& returns = schema.returns();
+        bool sameArguments = schema.arguments().size() == arguments.size();
+        for (size_t i = 1; sameArguments && i < arguments.size(); i++)
+            sameArguments = schema.arguments()[i].type()->str() == arguments[i].type()->str();
+        bool returnsPair = false;
+        if (returns.size() == 1 && returns[0].type()->kind() == c10::TypeKind::TupleType) {
+            const auto& elements = returns[0].type()->expectRef<c10::TupleType>().elements();
+            returnsPair = elements.size() == 2 && elements[0]->kind() == c10::TypeKind::TensorType &&
+                          elements[1]->kind() == c10::TypeKind::TensorType;
+        }
+        if (!sameArguments || !returnsPair) {
+            stringstream message;
+            message << describe() << ": the model's " << ENERGY_AND_FORCES << "() must take the arguments of forward() and return "
+                    "(energy, forces) as Tuple[Tensor, Tensor], but its signature is " << schema << ". Fix or remove that method.";
+            throw OpenMMException(message.str());
+        }
+        energyAndForces = true;
+    }
 }
 
 string NNPModel::describe() const {
@@ -115,7 +140,11 @@ NNPModel::Result NNPModel::evaluate(const torch::Tensor& positionsIn, const torc
     bool anyDerivative = false;
     for (bool needed : derivativeMask)
         anyDerivative |= needed;
-    bool gradPositions = includeForces && !outputsForces;
+    // The model returns the forces itself: always with setOutputsForces, through energy_and_forces() when
+    // forces are needed and autograd is not needed for parameter derivatives anyway.
+    bool callEnergyAndForces = energyAndForces && includeForces && !anyDerivative;
+    bool modelForces = outputsForces || callEnergyAndForces;
+    bool gradPositions = includeForces && !modelForces;
     bool useAutograd = gradPositions || anyDerivative;
     torch::AutoGradMode gradMode(useAutograd);
 
@@ -137,15 +166,16 @@ NNPModel::Result NNPModel::evaluate(const torch::Tensor& positionsIn, const torc
     }
 
     torch::jit::IValue output;
+    const string method = callEnergyAndForces ? ENERGY_AND_FORCES : "forward";
     try {
-        output = module.forward(inputs);
+        output = callEnergyAndForces ? module.get_method(ENERGY_AND_FORCES)(inputs) : module.forward(inputs);
     }
     catch (const std::exception& e) {
-        throw OpenMMException(describe() + ": the model raised an error in forward(): " + modelErrorSummary(e.what()));
+        throw OpenMMException(describe() + ": the model raised an error in " + method + "(): " + modelErrorSummary(e.what()));
     }
 
     torch::Tensor energyTensor, forces;
-    if (outputsForces) {
+    if (modelForces) {
         if (!output.isTuple() || output.toTupleRef().elements().size() != 2 || !output.toTupleRef().elements()[0].isTensor() ||
                 !output.toTupleRef().elements()[1].isTensor())
             throw OpenMMException(describe() + ": setOutputsForces(True) was set, so the model must return a tuple (energy, forces), but it returned " +

@@ -15,6 +15,8 @@ namespace NNPPlugin {
  */
 class NNPModel {
 public:
+    /** The optional method of a model that returns (energy, forces) itself, with forward()'s arguments. */
+    static const char* const ENERGY_AND_FORCES;
     struct Result {
         double energy;                           // unscaled model energy, kJ/mol
         torch::Tensor forces;                    // [n,3] kJ/mol/nm, defined when forces were requested
@@ -49,6 +51,7 @@ private:
     torch::ScalarType dtype;
     int numAtoms;
     bool usePeriodic, outputsForces, passNoneForBox;
+    bool energyAndForces = false; // the model exports ENERGY_AND_FORCES (checked at load)
     std::string forceName;
     std::vector<std::string> parameterNames;
 };

@@ -20,7 +20,10 @@ namespace NNPPlugin {
  * [3,3] in nm (passed only when usesPeriodicBoundaryConditions() is true), and p1, p2, ... are scalar
  * tensors holding the global parameters in the order they were added. The model returns the energy
  * in kJ/mol, or (energy, forces[n,3] in kJ/mol/nm) when getOutputsForces() is true; otherwise the
- * forces are -dE/dpositions from autograd.
+ * forces are -dE/dpositions from autograd. A model that computes its forces itself may also export a
+ * method energy_and_forces() with forward()'s arguments that returns (energy, forces): whenever forces
+ * are needed and no parameter derivatives are, the force calls it instead of forward() and autograd
+ * (openmm_nnp.models.ANI does, as its forces are analytic); energy-only evaluations still call forward().
  *
  * With periodic boundary conditions the region is made whole before the model sees it: each atom is
  * placed at the periodic image nearest to the atom it is bonded to (setBonds), or to the region's

@@ -64,6 +64,9 @@ class ANI(torch.nn.Module):
     analytically in the same pass and returns ``energy + sum((positions - positions.detach()) * gradient)``,
     the same value, whose autograd gradient is the analytic one (positions only, not the box).
 
+    ``energy_and_forces(positions, boxVectors=None)`` returns the energy and the forces [n, 3] in kJ/mol/nm
+    (the same analytic gradient, without autograd); NNPForce calls it when it needs forces.
+
     ``energies_per_member(positions, boxVectors=None)`` returns the 8 members' energies
     (kJ/mol) and ``ensemble_std(...)`` their Bessel-corrected standard deviation (kJ/mol),
     a measure of the ensemble's disagreement; both are TorchScript-exported methods.
@@ -133,6 +136,16 @@ class ANI(torch.nn.Module):
             return energy + ((positions - positions.detach()).to(gradient.dtype) * gradient).sum()
         energies, _ = self._evaluate(positions, boxVectors, False)
         return energies.mean() * self.hartree_to_kj_per_mol
+
+    @torch.jit.export
+    def energy_and_forces(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The energy (kJ/mol, as forward()) and the forces [n, 3] in kJ/mol/nm, computed analytically in one
+        pass without autograd. NNPForce calls this in place of forward() and autograd when it needs forces."""
+        box: Optional[Tensor] = None
+        if boxVectors is not None:
+            box = boxVectors.detach()
+        energies, gradient = self._evaluate(positions.detach(), box, True)
+        return energies.mean() * self.hartree_to_kj_per_mol, gradient * -self.hartree_to_kj_per_mol
 
     @torch.jit.export
     def energies_per_member(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
