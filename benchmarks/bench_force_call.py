@@ -1,18 +1,24 @@
-"""What one evaluation of an ANI NNPForce costs on the CPU platform, by the way the force gets the forces.
+"""What one evaluation of the NNPForce costs on the CPU platform, back to back and right after the MM forces.
 
 Run:  .venv/bin/python benchmarks/bench_force_call.py [--rounds 7] [--calls 15] [--threads 2]
 
-CB7:B2 (openmmtools HostGuestExplicit, the 30-atom guest as ANI-2x region, createMixedSystem's NNPForce) in
-two Contexts that differ only in how the force obtains the forces:
+CB7:B2 (openmmtools HostGuestExplicit, the 30-atom guest as ANI-2x region, createMixedSystem's NNPForce). Each
+variant is a Context of that System with the NNPForce in force group 1 and everything else in group 0; only
+group 1 is timed (getState), each call either right after the previous one ("back to back") or right after an
+evaluation of group 0, the MM forces ("after MM"), which is where an MD step calls it. Variants:
 
-* energy_and_forces: openmm_nnp.models.ANI as built, whose exported energy_and_forces() NNPForce calls (the
-  analytic forces, no autograd);
-* forward + autograd: the same scripted model inside a wrapper that exports only forward(), so the force runs
-  forward() with positions that require grad and autograd's backward pass (the path before 2026-11-30).
+* ANI-2x: openmm_nnp.models.ANI as built; the force calls its exported energy_and_forces() (analytic forces,
+  no autograd);
+* ANI-2x, forward + autograd: the same scripted model inside a wrapper that exports only forward(), so the
+  force runs forward() with positions that require grad and autograd's backward pass (the path before
+  2026-11-30); the script first checks that both give bitwise the same energy and forces;
+* ANI-2x, one member (modelIndex 0): an eighth of the networks and of their weights;
+* a model that computes nothing (zero energy and forces): what the force, TorchScript and OpenMM cost around
+  any model;
+* no NNPForce: the same group evaluated without the force (OpenMM's own cost of a force-group evaluation).
 
-Only the NNPForce is timed (getState of its force group), in alternating rounds, medians over rounds of the
-median call: back to back, and each right after an evaluation of the MM forces (the other force group), which
-is where a step calls it. Both must give bitwise the same energy and forces; the script checks that first.
+Alternating rounds in one process; medians over rounds of each round's median call. The column "after MM -
+back to back" is what the caches lost to the MM evaluation cost each variant.
 ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani).
 """
 
@@ -21,7 +27,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +39,7 @@ from torch import Tensor  # noqa: E402
 
 from bench_overhead import host_guest  # noqa: E402
 from openmm_nnp.inputs import createNNPSystem  # noqa: E402
+from openmm_nnp.models import ANI  # noqa: E402
 
 
 class ForwardOnly(torch.nn.Module):
@@ -46,23 +53,37 @@ class ForwardOnly(torch.nn.Module):
         return self.model(positions, boxVectors)
 
 
-def context_for(system, threads, wrap):
-    """A Context of ``system`` with its NNPForce in group 1 (everything else in group 0); ``wrap``: the model
-    behind ForwardOnly."""
+class Nothing(torch.nn.Module):
+    """Zero energy and forces, with the interface of the ANI models."""
+
+    def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
+        return positions.sum() * 0.0
+
+    @torch.jit.export
+    def energy_and_forces(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        return positions.sum() * 0.0, torch.zeros_like(positions)
+
+
+def context_for(system, threads, model=None, remove=False):
+    """A Context of ``system`` with its NNPForce in group 1 and everything else in group 0; ``model``: a
+    TorchScript module in place of the force's own; ``remove``: no NNPForce at all."""
     system = openmm.XmlSerializer.clone(system)
     index, force = next((i, f) for i, f in enumerate(system.getForces()) if isinstance(f, openmm_nnp.NNPForce))
     for other in system.getForces():
         other.setForceGroup(0)
-    if wrap:
-        replacement = openmm_nnp.NNPForce(torch.jit.script(ForwardOnly(force.getModel())), list(force.getAtoms()))
+    if model is not None:
+        replacement = openmm_nnp.NNPForce(model, list(force.getAtoms()))
         replacement.setBonds(force.getBonds())
         replacement.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
         for name, value in force.getProperties().items():
             replacement.setProperty(name, value)
-        system.removeForce(index)
+    if remove or model is not None:
+        system.removeForce(index)  # `force` goes with it
+    if model is not None:
+        system.addForce(replacement)
         force = replacement
-        system.addForce(force)
-    force.setForceGroup(1)
+    if not remove:
+        force.setForceGroup(1)
     platform = openmm.Platform.getPlatformByName('CPU')
     return openmm.Context(system, openmm.VerletIntegrator(0.001), platform, {'Threads': str(threads)})
 
@@ -70,27 +91,38 @@ def context_for(system, threads, wrap):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--rounds', type=int, default=7)
-    parser.add_argument('--calls', type=int, default=15, help='timed NNPForce evaluations per round and variant')
+    parser.add_argument('--calls', type=int, default=15, help='timed evaluations per round, variant and mode')
     parser.add_argument('--threads', type=int, default=2, help='OpenMM CPU threads and torch intra-op threads')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _, loaded, region = host_guest()
     mixed, _, _ = createNNPSystem(loaded, region)
-    contexts = {'energy_and_forces': context_for(mixed, args.threads, False),
-                'forward + autograd': context_for(mixed, args.threads, True)}
+    force = next(f for f in mixed.getForces() if isinstance(f, openmm_nnp.NNPForce))
+    atoms = list(loaded.topology.atoms())
+    numbers = [atoms[i].element.atomic_number for i in force.getAtoms()]
+    contexts = {
+        'ANI-2x': context_for(mixed, args.threads),
+        'ANI-2x, forward + autograd': context_for(mixed, args.threads, torch.jit.script(ForwardOnly(force.getModel()))),
+        'ANI-2x, one member': context_for(mixed, args.threads, torch.jit.script(ANI('ani2x', numbers, modelIndex=0))),
+        'a model that computes nothing': context_for(mixed, args.threads, torch.jit.script(Nothing())),
+        'no NNPForce': context_for(mixed, args.threads, remove=True),
+    }
     results = []
-    for context in contexts.values():
+    for label, context in contexts.items():
         context.setPositions(loaded.positions)
-        state = context.getState(getEnergy=True, getForces=True, groups={1})
-        results.append((state.getPotentialEnergy()._value, state.getForces(asNumpy=True)._value))
+        if label.startswith('ANI-2x') and 'member' not in label:
+            state = context.getState(getEnergy=True, getForces=True, groups={1})
+            results.append((state.getPotentialEnergy()._value, state.getForces(asNumpy=True)._value))
     if results[0][0] != results[1][0] or not np.array_equal(results[0][1], results[1][1]):
-        sys.exit('The two ways of getting the forces disagree: ' + str([r[0] for r in results]))
+        sys.exit('energy_and_forces() and forward() + autograd disagree: ' + str([r[0] for r in results]))
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
-          f"{args.threads} threads; CB7:B2, ANI-2x float32 on the 30-atom guest; same energy and forces: yes")
-    times = {label: {'back to back': [], 'after MM': []} for label in contexts}
+          f"{args.threads} threads; CB7:B2, ANI-2x float32 on the 30-atom guest; energy_and_forces() and "
+          f"forward() + autograd: bitwise the same energy and forces")
+    modes = ('back to back', 'after MM')
+    times = {label: {mode: [] for mode in modes} for label in contexts}
     for _ in range(args.rounds):
         for label, context in contexts.items():
-            for mode in times[label]:
+            for mode in modes:
                 calls = []
                 for _ in range(args.calls):
                     if mode == 'after MM':
@@ -99,14 +131,10 @@ def main():
                     context.getState(getForces=True, groups={1})
                     calls.append(time.perf_counter() - start)
                 times[label][mode].append(statistics.median(calls) * 1e3)
-    medians = {label: {mode: statistics.median(values) for mode, values in modes.items()}
-               for label, modes in times.items()}
-    print(f"{'NNPForce evaluation, ms':26s} {'back to back':>13s} {'after MM':>9s}")
-    for label, row in medians.items():
-        print(f"{label:26s} {row['back to back']:13.2f} {row['after MM']:9.2f}")
-    print(f"{'saved by energy_and_forces':26s} " + ' '.join(
-        f"{medians['forward + autograd'][mode] - medians['energy_and_forces'][mode]:{width}.2f}"
-        for mode, width in (('back to back', 13), ('after MM', 9))))
+    print(f"{'force group 1, ms':30s} {'back to back':>13s} {'after MM':>9s} {'after MM - back to back':>24s}")
+    for label, row in times.items():
+        hot, cold = statistics.median(row['back to back']), statistics.median(row['after MM'])
+        print(f"{label:30s} {hot:13.2f} {cold:9.2f} {cold - hot:24.2f}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

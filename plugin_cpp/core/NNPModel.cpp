@@ -198,7 +198,7 @@ NNPModel::Result NNPModel::evaluate(const torch::Tensor& positionsIn, const torc
     }
 
     Result result;
-    result.energy = energyTensor.detach().to(torch::kFloat64).cpu().item<double>();
+    result.energy = energyTensor.item<double>();
     if (!std::isfinite(result.energy))
         throw OpenMMException(describe() + ": the model returned a non-finite energy (" + to_string(result.energy) +
                               "). Check the positions (overlapping atoms, an exploding simulation) and the model.");
