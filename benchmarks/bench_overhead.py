@@ -32,7 +32,9 @@ medians over rounds, all per integration step (the cost of a step does not depen
   removed the NNPForce, leaving the region's internal forces alternating in sign between inner steps: with
   the C++ integrator CB7:B2 blew up in both of two runs);
 * the model alone: energy + forces of the region's TorchScript model called from Python on the same
-  positions (what one NNP/MM step cannot avoid).
+  positions, as NNPForce calls it (what one NNP/MM step cannot avoid): its energy_and_forces() where it has one
+  (the ANI models since 2026-11-30; up to run 41 this column timed forward() and autograd), else forward() and
+  autograd.
 
 It prints each time (wall clock; CPU time of the process per step in parentheses, which shows whether a
 variant is faster by using idle cores or by taking more of a busy machine's), NNP/MM / MM (with and without
@@ -99,7 +101,7 @@ def constrain_hydrogen_bonds(system, topology):
 
 
 def model_call(system, positions):
-    """A function that runs the NNPForce's model once (energy and autograd forces), as the kernel does."""
+    """A function that runs the NNPForce's model once for energy and forces, as the kernel does."""
     force = next(f for f in system.getForces() if isinstance(f, openmm_nnp.NNPForce))
     return model_call_of(force.getModel(), force, system, positions)
 
@@ -111,10 +113,14 @@ def model_call_of(model, force, system, positions):
     box = torch.tensor([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()], dtype=torch.float32)
     periodic = force.usesPeriodicBoundaryConditions()  # read now: `force` belongs to `system`, which may go
 
-    def run():
-        x = coordinates.clone().requires_grad_(True)
-        energy = model(x, box) if periodic else model(x)
-        torch.autograd.grad(energy, x)
+    inputs = (box,) if periodic else ()
+    if hasattr(model, 'energy_and_forces'):  # what NNPForce calls when the model has it (ANI, since 2026-11-30)
+        def run():
+            model.energy_and_forces(coordinates.clone(), *inputs)
+    else:
+        def run():
+            x = coordinates.clone().requires_grad_(True)
+            torch.autograd.grad(model(x, *inputs), x)
     return run
 
 
