@@ -15,6 +15,8 @@ evaluation of group 0, the MM forces ("after MM"), which is where an MD step cal
 * ANI-2x, one member (modelIndex 0): an eighth of the networks and of their weights;
 * a model that computes nothing (zero energy and forces): what the force, TorchScript and OpenMM cost around
   any model;
+* a model that returns buffers (zero energy and forces it holds): the same without a single tensor operation in
+  the model;
 * no NNPForce: the same group evaluated without the force (OpenMM's own cost of a force-group evaluation).
 
 Alternating rounds in one process; medians over rounds of each round's median call. The column "after MM -
@@ -64,6 +66,22 @@ class Nothing(torch.nn.Module):
         return positions.sum() * 0.0, torch.zeros_like(positions)
 
 
+class Constants(torch.nn.Module):
+    """Zero energy and forces kept as buffers: a model call that runs no tensor operation at all."""
+
+    def __init__(self, numAtoms):
+        super().__init__()
+        self.register_buffer('energy', torch.zeros(()))
+        self.register_buffer('forces', torch.zeros(numAtoms, 3))
+
+    def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
+        return self.energy
+
+    @torch.jit.export
+    def energy_and_forces(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        return self.energy, self.forces
+
+
 def context_for(system, threads, model=None, remove=False):
     """A Context of ``system`` with its NNPForce in group 1 and everything else in group 0; ``model``: a
     TorchScript module in place of the force's own; ``remove``: no NNPForce at all."""
@@ -105,6 +123,7 @@ def main():
         'ANI-2x, forward + autograd': context_for(mixed, args.threads, torch.jit.script(ForwardOnly(force.getModel()))),
         'ANI-2x, one member': context_for(mixed, args.threads, torch.jit.script(ANI('ani2x', numbers, modelIndex=0))),
         'a model that computes nothing': context_for(mixed, args.threads, torch.jit.script(Nothing())),
+        'a model that returns buffers': context_for(mixed, args.threads, torch.jit.script(Constants(len(numbers)))),
         'no NNPForce': context_for(mixed, args.threads, remove=True),
     }
     results = []
