@@ -126,14 +126,9 @@ class ANI(torch.nn.Module):
 
     def forward(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tensor:
         if positions.requires_grad and torch.is_grad_enabled():
-            box: Optional[Tensor] = None
-            if boxVectors is not None:
-                box = boxVectors.detach()
-            energies, gradient = self._evaluate(positions.detach(), box, True)
-            energy = energies.mean() * self.hartree_to_kj_per_mol
-            gradient = gradient * self.hartree_to_kj_per_mol
-            # Same value (the added term is exactly zero); its autograd gradient is `gradient`.
-            return energy + ((positions - positions.detach()).to(gradient.dtype) * gradient).sum()
+            energy, forces = self.energy_and_forces(positions, boxVectors)
+            # Same value (the added term is exactly zero); its autograd gradient is -forces.
+            return energy + ((positions - positions.detach()).to(forces.dtype) * -forces).sum()
         energies, _ = self._evaluate(positions, boxVectors, False)
         return energies.mean() * self.hartree_to_kj_per_mol
 
