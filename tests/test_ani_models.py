@@ -738,6 +738,57 @@ def test_energy_and_forces_method_equals_forward_and_autograd(dtype, periodic, c
     assert np.array_equal(method_forces.double().numpy(), forces)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_operator_energy_and_forces_equals_its_steps(dtype, periodic):
+    # ANIFeatures.energy_and_forces (what ANI.energy_and_forces calls on the CPU) against its steps done
+    # by PyTorch: units to Angstrom, ANIFeatures.energies, the self energy, the members' mean, units back.
+    # The forces are the same arithmetic in the same type: bit for bit. The energy is averaged in double and
+    # rounded once, where mean() sums in the model's type: equal to within one rounding of that type.
+    molecule_name, box = PERIODIC_CASES["triclinic"] if periodic else ("cb7", None)
+    numbers, positions = molecule(molecule_name)
+    model = ANI("ani2x", numbers, dtype=dtype)
+    pos = torch.tensor(positions, dtype=torch.float64)  # as NNPForce holds them; converted inside
+    b = None if box is None else torch.tensor(box, dtype=torch.float64)
+    parameters = model.networks.parameter_list()
+    features = model.operator_features.operators
+    energy, forces = features.energy_and_forces(pos, b, parameters, model.self_energy, model.hartree_to_kj_per_mol,
+                                                model.nm_to_angstrom, True)
+    angstrom_box = None if b is None else b.to(dtype) * 10.0
+    members, gradient = features.energies(pos.to(dtype) * 10.0, angstrom_box, parameters, True)
+    assert energy.dtype == dtype and energy.dim() == 0 and forces.dtype == dtype
+    assert torch.equal(forces, gradient * 10.0 * -model.hartree_to_kj_per_mol)
+    exact = (members + model.self_energy).double().mean().item() * model.hartree_to_kj_per_mol
+    assert abs(energy.item() - exact) <= torch.finfo(dtype).eps * abs(exact)
+    stepwise = ((members + model.self_energy).mean() * model.hartree_to_kj_per_mol).item()
+    assert abs(energy.item() - stepwise) <= 2 * torch.finfo(dtype).eps * abs(exact)
+    # Energy only: the same energy, no forces.
+    energy_only, no_forces = features.energy_and_forces(pos, b, parameters, model.self_energy,
+                                                        model.hartree_to_kj_per_mol, model.nm_to_angstrom, False)
+    assert torch.equal(energy_only, energy) and no_forces.numel() == 0
+    # float32 positions give what float64 positions converted to the model's type give.
+    if dtype == torch.float32:
+        again = features.energy_and_forces(pos.float(), None if b is None else b.float(), parameters,
+                                           model.self_energy, model.hartree_to_kj_per_mol, model.nm_to_angstrom,
+                                           True)
+        assert torch.equal(again[0], energy) and torch.equal(again[1], forces)
+
+
+def test_operator_energy_and_forces_rejects_bad_input():
+    numbers, positions = molecule("cb7")
+    model = ANI("ani2x", numbers)
+    features = model.operator_features.operators
+    parameters = model.networks.parameter_list()
+    pos = torch.tensor(positions)
+    units = (model.self_energy, model.hartree_to_kj_per_mol, model.nm_to_angstrom, True)
+    with pytest.raises(RuntimeError, match="the box must be a floating-point \\[3, 3\\] tensor"):
+        features.energy_and_forces(pos, torch.eye(2, dtype=torch.float64), parameters, *units)
+    with pytest.raises(RuntimeError, match="positions for 3 atoms"):
+        features.energy_and_forces(pos[:3], None, parameters, *units)
+    with pytest.raises(RuntimeError, match="no network parameters"):
+        features.energy_and_forces(pos, None, [], *units)
+
+
 def test_module_to_float64_after_construction():
     numbers, positions = molecule("toluene")
     ref_energy, ref_forces, _ = reference("ani2x", numbers, positions)

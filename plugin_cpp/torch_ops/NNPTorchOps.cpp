@@ -26,6 +26,24 @@ Tensor storedCopy(const Tensor& t) {
     return t.detach().to(torch::kCPU).clone().contiguous();
 }
 
+// A new contiguous tensor of type dtype holding t's values converted to dtype, then times unit (in dtype).
+Tensor inUnit(const Tensor& t, at::ScalarType dtype, double unit) {
+    Tensor result = at::empty(t.sizes(), t.options().dtype(dtype));
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "ani_input", [&] {
+        using In = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES(dtype, "ani_input", [&] {
+            using T = scalar_t;
+            const Tensor in = t.contiguous();
+            const In* x = in.data_ptr<In>();
+            T* y = result.data_ptr<T>();
+            const T factor = static_cast<T>(unit);
+            for (int64_t i = 0; i < t.numel(); i++)
+                y[i] = static_cast<T>(x[i]) * factor;
+        });
+    });
+    return result;
+}
+
 // The AEV constants of one region, checked and parsed once at construction.
 class ANIFeatures : public torch::CustomClassHolder {
 public:
@@ -69,6 +87,47 @@ public:
         return {memberEnergies, computation.positionGradient(aevGradient)};
     }
 
+    // What the ANI model's energy_and_forces() returns, in one call, so that an NNPForce evaluation runs no
+    // tensor operation outside it: positions [n, 3] and box in nm (float32 or float64, converted to the networks'
+    // type, then multiplied by lengthUnit to Angstrom), the energy (the members' mean of their network energies
+    // plus selfEnergy, times energyUnit: kJ/mol), a 0-dim tensor of the networks' type, and, if needForces, the
+    // forces [n, 3] (-d(energy)/d(positions), kJ/mol/nm; else an empty tensor). The members' energies are averaged
+    // in double and the result rounded once.
+    std::tuple<Tensor, Tensor> energyAndForces(const Tensor& positionsNm, const c10::optional<Tensor>& boxNm,
+                                               std::vector<Tensor> networkParameters, double selfEnergy,
+                                               double energyUnit, double lengthUnit, bool needForces) const {
+        at::NoGradGuard noGrad;
+        at::AutoDispatchBelowADInplaceOrView belowAutograd;
+        checkPositions(parameters, positionsNm);
+        TORCH_CHECK(networkParameters.size() > 2, "ANIFeatures.energy_and_forces: no network parameters");
+        const auto dtype = networkParameters[2].scalar_type();
+        TORCH_CHECK(!boxNm.has_value() || (boxNm->sizes() == at::IntArrayRef({3, 3}) && boxNm->is_floating_point()),
+                    "ANIFeatures.energy_and_forces: the box must be a floating-point [3, 3] tensor");
+        const Tensor positions = inUnit(positionsNm, dtype, lengthUnit);
+        c10::optional<Tensor> box;
+        if (boxNm.has_value())
+            box = inUnit(*boxNm, dtype, lengthUnit);
+        const AEVComputation computation(parameters, positions, box);
+        auto [memberEnergies, aevGradient] = evaluateNetworks(computation.aev(), networkParameters, needForces);
+        Tensor energy = at::empty({}, memberEnergies.options());
+        Tensor forces = needForces ? computation.positionGradient(aevGradient) : at::empty({0}, positions.options());
+        AT_DISPATCH_FLOATING_TYPES(dtype, "ani_energy_and_forces", [&] {
+            using T = scalar_t;
+            const T* member = memberEnergies.data_ptr<T>();
+            const int64_t members = memberEnergies.numel();
+            double sum = 0.0;
+            for (int64_t m = 0; m < members; m++)
+                sum += static_cast<double>(member[m] + static_cast<T>(selfEnergy));
+            *energy.data_ptr<T>() = static_cast<T>(sum / members * energyUnit);
+            // Hartree/Angstrom to kJ/mol/nm in two steps of the networks' type, as the PyTorch strategy does.
+            T* f = forces.data_ptr<T>();
+            const T perNm = static_cast<T>(lengthUnit), force = static_cast<T>(-energyUnit);
+            for (int64_t i = 0; i < forces.numel(); i++)
+                f[i] = f[i] * perNm * force;
+        });
+        return {energy, forces};
+    }
+
     const ANIFeaturesState& getState() const { return state; }
 
 private:
@@ -107,6 +166,7 @@ TORCH_LIBRARY(openmm_nnp, m) {
              [](const c10::intrusive_ptr<ANIFeatures>& self, const Tensor& positions,
                 const c10::optional<Tensor>& box) { return AEVFunction::apply(positions, box, self); })
         .def("energies", &ANIFeatures::energies)
+        .def("energy_and_forces", &ANIFeatures::energyAndForces)
         // torch.export and torch.compile trace the model's PyTorch strategy, never these methods, so they may
         // keep the real object instead of asking for a fake class.
         .def("tracing_mode", [](const c10::intrusive_ptr<ANIFeatures>&) { return std::string("real"); })

@@ -13,6 +13,11 @@
 //     .energies(positions, box, network_parameters, need_gradient)
 //                                     AEVs, the ensemble's networks (ANINetworks.h) and, on request,
 //                                     d(mean energy)/d(positions), in one call
+//     .energy_and_forces(positions, box, network_parameters, self_energy, hartree_to_kj_per_mol,
+//                        nm_to_angstrom, need_forces)
+//                                     what ANI.energy_and_forces() returns, from positions and box in nm:
+//                                     the ensemble-mean energy in kJ/mol and the forces in kJ/mol/nm, unit
+//                                     conversions included (no tensor operation around the call)
 //
 // It also registers ten operators for openmm_nnp.models.so3lr on the CPU, each differentiable (first order) by a
 // hand-written backward pass: so3lr_front and so3lr_pair_geometry (SO3LRGeometry.cpp: pair geometry, spherical

@@ -71,6 +71,13 @@ class OperatorFeatures(torch.nn.Module):
             return energies, torch.zeros(0, dtype=positions.dtype, device=positions.device)
         return self.operators.energies(positions, box, network_parameters, need_gradient)
 
+    def energy_and_forces(self, positions: Tensor, box: Optional[Tensor], network_parameters: List[Tensor],
+                          self_energy: float, hartree_to_kj_per_mol: float, nm_to_angstrom: float,
+                          need_forces: bool) -> Tuple[Tensor, Tensor]:
+        """The ANI model's energy (kJ/mol) and forces (kJ/mol/nm) from positions and box in nm, in one call."""
+        return self.operators.energy_and_forces(positions, box, network_parameters, self_energy,
+                                                hartree_to_kj_per_mol, nm_to_angstrom, need_forces)
+
 
 class PyTorchFeatures(torch.nn.Module):
     """AEVs and their gradient by PyTorch operations only; every index set is built here, once.

@@ -129,8 +129,7 @@ class ANI(torch.nn.Module):
             energy, forces = self.energy_and_forces(positions, boxVectors)
             # Same value (the added term is exactly zero); its autograd gradient is -forces.
             return energy + ((positions - positions.detach()).to(forces.dtype) * -forces).sum()
-        energies, _ = self._evaluate(positions, boxVectors, False)
-        return energies.mean() * self.hartree_to_kj_per_mol
+        return self._energy_and_forces(positions, boxVectors, False)[0]
 
     @torch.jit.export
     def energy_and_forces(self, positions: Tensor, boxVectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -139,7 +138,19 @@ class ANI(torch.nn.Module):
         box: Optional[Tensor] = None
         if boxVectors is not None:
             box = boxVectors.detach()
-        energies, gradient = self._evaluate(positions.detach(), box, True)
+        return self._energy_and_forces(positions.detach(), box, True)
+
+    def _energy_and_forces(self, positions: Tensor, boxVectors: Optional[Tensor], need_forces: bool) -> Tuple[Tensor, Tensor]:
+        """The ensemble-mean energy (kJ/mol) and, if need_forces, the forces (kJ/mol/nm; else an empty tensor),
+        without autograd. With the compiled operators, one call of them does all of it, unit conversions
+        included: an NNPForce evaluation then runs no other tensor operation in the model."""
+        network_parameters = self.networks.parameter_list()
+        if self.custom_ops:  # a constant: without the operators, TorchScript compiles none of this
+            if operators_apply(positions):
+                return self.operator_features.energy_and_forces(
+                    positions, boxVectors, network_parameters, self.self_energy, self.hartree_to_kj_per_mol,
+                    self.nm_to_angstrom, need_forces)
+        energies, gradient = self._evaluate(positions, boxVectors, need_forces)
         return energies.mean() * self.hartree_to_kj_per_mol, gradient * -self.hartree_to_kj_per_mol
 
     @torch.jit.export
