@@ -17,10 +17,15 @@ evaluation of group 0, the MM forces ("after MM"), which is where an MD step cal
   any model;
 * a model that returns buffers (zero energy and forces it holds): the same without a single tensor operation in
   the model;
-* no NNPForce: the same group evaluated without the force (OpenMM's own cost of a force-group evaluation).
+* no NNPForce: the same group evaluated without the force (OpenMM's own cost of a force-group evaluation);
+* one tensor operation: not a force group but `x + 1` on a [30, 3] tensor from Python, the smallest thing torch
+  does, timed the same ways.
 
-Alternating rounds in one process; medians over rounds of each round's median call. The column "after MM -
-back to back" is what the caches lost to the MM evaluation cost each variant.
+Each call is timed right after the previous one ("back to back"), right after an evaluation of group 0 ("after
+MM"), or after the thread slept 20 ms, about an MM step, without any other work ("after idle"). Alternating rounds
+in one process; medians over rounds of each round's median call. The column "after MM - back to back" is what the
+MM evaluation cost each variant; "after idle" shows how much of that the mere passing of time costs on this
+machine (caches, TLBs and page-table walks gone cold while the thread did nothing).
 ANI weights come from TORCHANI_DATA_DIR (the Makefile exports ../shared/models/torchani).
 """
 
@@ -82,6 +87,9 @@ class Constants(torch.nn.Module):
         return self.energy, self.forces
 
 
+IDLE_SECONDS = 0.02  # about one MM step of CB7:B2 on 2 threads
+
+
 def context_for(system, threads, model=None, remove=False):
     """A Context of ``system`` with its NNPForce in group 1 and everything else in group 0; ``model``: a
     TorchScript module in place of the force's own; ``remove``: no NNPForce at all."""
@@ -137,23 +145,30 @@ def main():
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
           f"{args.threads} threads; CB7:B2, ANI-2x float32 on the 30-atom guest; energy_and_forces() and "
           f"forward() + autograd: bitwise the same energy and forces")
-    modes = ('back to back', 'after MM')
-    times = {label: {mode: [] for mode in modes} for label in contexts}
+    calls = {label: (lambda context=context: context.getState(getForces=True, groups={1}))
+             for label, context in contexts.items()}
+    x = torch.zeros(len(numbers), 3)
+    calls['one tensor operation'] = lambda: x + 1
+    before = {'back to back': lambda context: None,
+              'after MM': lambda context: context.getState(getForces=True, groups={0}),
+              'after idle': lambda context: time.sleep(IDLE_SECONDS)}
+    times = {label: {mode: [] for mode in before} for label in calls}
     for _ in range(args.rounds):
-        for label, context in contexts.items():
-            for mode in modes:
-                calls = []
+        for label, call in calls.items():
+            context = contexts.get(label, contexts['no NNPForce'])  # whose MM forces come before the call
+            for mode, prepare in before.items():
+                samples = []
                 for _ in range(args.calls):
-                    if mode == 'after MM':
-                        context.getState(getForces=True, groups={0})
+                    prepare(context)
                     start = time.perf_counter()
-                    context.getState(getForces=True, groups={1})
-                    calls.append(time.perf_counter() - start)
-                times[label][mode].append(statistics.median(calls) * 1e3)
-    print(f"{'force group 1, ms':30s} {'back to back':>13s} {'after MM':>9s} {'after MM - back to back':>24s}")
+                    call()
+                    samples.append(time.perf_counter() - start)
+                times[label][mode].append(statistics.median(samples) * 1e3)
+    print(f"{'force group 1, ms':30s} {'back to back':>13s} {'after MM':>9s} {'after idle':>11s} "
+          f"{'after MM - back to back':>24s}")
     for label, row in times.items():
-        hot, cold = statistics.median(row['back to back']), statistics.median(row['after MM'])
-        print(f"{label:30s} {hot:13.2f} {cold:9.2f} {cold - hot:24.2f}")
+        hot, cold, idle = (statistics.median(row[mode]) for mode in before)
+        print(f"{label:30s} {hot:13.2f} {cold:9.2f} {idle:11.2f} {cold - hot:24.2f}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

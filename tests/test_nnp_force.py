@@ -761,6 +761,36 @@ def test_bad_model_output(model, outputs_forces, expected, platform):
     assert "NNPForce 'my NNP'" in message
 
 
+class OneNaNForce(torch.nn.Module):
+    """Zero energy; forces zero except row `row`, NaN in one component; in dtype; as a transposed view
+    (not contiguous) if `transposed`."""
+
+    def __init__(self, row: int, dtype: torch.dtype, transposed: bool):
+        super().__init__()
+        self.row = row
+        self.dtype = dtype
+        self.transposed = transposed
+
+    def forward(self, positions):
+        forces = torch.zeros(3, positions.shape[0], dtype=self.dtype)
+        forces[2, self.row] = float('nan')
+        forces = forces.t() if self.transposed else forces.t().contiguous()
+        return (positions * 0.0).sum(), forces
+
+
+@pytest.mark.parametrize('dtype,transposed', [(torch.float32, False), (torch.float64, False), (torch.float32, True)],
+                         ids=['float32', 'float64', 'not contiguous'])
+@pytest.mark.parametrize('platform', PLATFORMS)
+def test_non_finite_force_names_its_particle(dtype, transposed, platform):
+    # The region's row 1 is particle 2 of the System: the message names the System's particle.
+    system = make_system(5)
+    force = NNPForce(torch.jit.script(OneNaNForce(1, dtype, transposed)), [4, 2, 0])
+    force.setOutputsForces(True)
+    system.addForce(force)
+    message = context_error(system, platform=platform)
+    assert 'non-finite force on particle 2.' in message
+
+
 def test_global_parameter_the_model_does_not_accept():
     system = make_system(3)
     force = NNPForce(PairModel(3))

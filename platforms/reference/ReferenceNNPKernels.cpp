@@ -2,6 +2,7 @@
 #include "openmm/OpenMMException.h"
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/reference/ReferencePlatform.h"
+#include <ATen/Dispatch.h>
 #include <cstring>
 
 using namespace NNPPlugin;
@@ -176,11 +177,18 @@ double ReferenceCalcNNPForceKernel::execute(ContextImpl& context, bool includeFo
     NNPComputation::addDerivatives(output, *data.energyParameterDerivatives);
 
     if (output.forces.defined()) {
-        torch::Tensor forces = output.forces.to(torch::kCPU, torch::kFloat64).contiguous();
-        const double* f = forces.data_ptr<double>();
+        // Read in the model's type where it is float or double on the CPU (no ATen conversion, whose code is cold
+        // after the MM forces; NNPComputation.cpp).
+        torch::Tensor forces = output.forces;
+        if (!forces.device().is_cpu() || !forces.is_contiguous() ||
+                (forces.scalar_type() != torch::kFloat32 && forces.scalar_type() != torch::kFloat64))
+            forces = forces.to(torch::kCPU, torch::kFloat64).contiguous();
         vector<Vec3>& forceBuffer = *data.forces;
-        for (int i = 0; i < (int) atoms.size(); i++)
-            forceBuffer[atoms[i]] += Vec3(f[3 * i], f[3 * i + 1], f[3 * i + 2]);
+        AT_DISPATCH_FLOATING_TYPES(forces.scalar_type(), "scatterForces", [&] {
+            const scalar_t* f = forces.data_ptr<scalar_t>();
+            for (int i = 0; i < (int) atoms.size(); i++)
+                forceBuffer[atoms[i]] += Vec3(f[3 * i], f[3 * i + 1], f[3 * i + 2]);
+        });
     }
     return output.energy;
 }

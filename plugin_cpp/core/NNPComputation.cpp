@@ -2,6 +2,8 @@
 #include "NNPTorchOps.h"
 #include "openmm/OpenMMException.h"
 #include <ATen/Parallel.h>
+#include <ATen/Dispatch.h>
+#include <cmath>
 
 using namespace NNPPlugin;
 using namespace OpenMM;
@@ -85,22 +87,67 @@ void NNPComputation::addDerivatives(const Output& output, map<string, double>& d
         derivatives[derivative.first] += derivative.second;
 }
 
+// On the CPU the few conversions and checks around a model call are plain loops: each ATen operation costs far
+// more right after the MM forces than back to back (its code has gone cold), and a loop's code stays small
+// (benchmarks/bench_force_call.py). Other devices and types go through ATen.
+static bool plainCpuFloat(const torch::Tensor& t) {
+    return t.device().is_cpu() && t.is_contiguous() && (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat64);
+}
+
+// A new tensor holding `t` converted to dtype on device (the model may keep references to its input, and the
+// caller's buffer is reused, so always a copy).
+static torch::Tensor copyForModel(const torch::Tensor& t, const torch::Device& device, torch::ScalarType dtype) {
+    if (!device.is_cpu() || !plainCpuFloat(t) || (dtype != torch::kFloat32 && dtype != torch::kFloat64))
+        return t.to(device, dtype, false, true);
+    torch::Tensor result = torch::empty(t.sizes(), torch::TensorOptions().dtype(dtype));
+    AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "copyForModel", [&] {
+        const scalar_t* in = t.data_ptr<scalar_t>();
+        if (dtype == torch::kFloat32) {
+            float* out = result.data_ptr<float>();
+            for (int64_t i = 0; i < t.numel(); i++)
+                out[i] = static_cast<float>(in[i]);
+        }
+        else {
+            double* out = result.data_ptr<double>();
+            for (int64_t i = 0; i < t.numel(); i++)
+                out[i] = static_cast<double>(in[i]);
+        }
+    });
+    return result;
+}
+
+// The first row of forces [n, 3] with a non-finite component, or -1.
+static int64_t firstNonFiniteRow(const torch::Tensor& forces) {
+    if (!plainCpuFloat(forces)) {
+        torch::Tensor finite = torch::isfinite(forces).all(1);
+        if (finite.all().item<bool>())
+            return -1;
+        return torch::nonzero(finite.logical_not()).index({0, 0}).item<int64_t>();
+    }
+    int64_t row = -1;
+    AT_DISPATCH_FLOATING_TYPES(forces.scalar_type(), "firstNonFiniteRow", [&] {
+        const scalar_t* f = forces.data_ptr<scalar_t>();
+        for (int64_t i = 0; i < forces.numel() && row < 0; i++)
+            if (!std::isfinite(f[i]))
+                row = i / 3;
+    });
+    return row;
+}
+
 NNPComputation::Output NNPComputation::compute(const Inputs& inputs, const torch::Tensor& positions, const torch::Tensor& box) {
     double scale = inputs.scale;
-    // Always a copy: the model may keep references to its input, and the caller's buffer is reused.
-    torch::Tensor modelPositions = positions.to(device, model->getDtype(), false, true);
+    torch::Tensor modelPositions = copyForModel(positions, device, model->getDtype());
     torch::Tensor modelBox;
     if (box.defined())
-        modelBox = box.to(device, model->getDtype(), false, true);
+        modelBox = copyForModel(box, device, model->getDtype());
     bool wantForces = inputs.includeForces && scale != 0.0;
     NNPModel::Result result = model->evaluate(modelPositions, modelBox, inputs.parameterValues, wantForces, derivativeMask);
 
     Output output;
     output.energy = scale * result.energy;
     if (wantForces) {
-        torch::Tensor finite = torch::isfinite(result.forces).all(1);
-        if (!finite.all().item<bool>()) {
-            int first = torch::nonzero(finite.logical_not()).index({0, 0}).item<int64_t>();
+        int64_t first = firstNonFiniteRow(result.forces);
+        if (first >= 0) {
             throw OpenMMException("NNPForce '" + getForceName() + "': the model returned a non-finite force on particle " + to_string(atoms[first]) +
                                   ". Check the positions (overlapping atoms, an exploding simulation) and the model.");
         }
