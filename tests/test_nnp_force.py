@@ -791,6 +791,42 @@ def test_non_finite_force_names_its_particle(dtype, transposed, platform):
     assert 'non-finite force on particle 2.' in message
 
 
+class CountingModel(torch.nn.Module):
+    """Energy = a counter it keeps in a 3 MB buffer (large enough for the kernel to move the model's tensors to
+    huge pages), read through a second buffer that is a view of the first, incremented in place on every call;
+    `grow` also resizes a third buffer on every call (its storage reallocated by torch)."""
+
+    def __init__(self, grow: bool):
+        super().__init__()
+        self.register_buffer('state', torch.zeros(750_000, dtype=torch.float64))
+        self.register_buffer('head', self.state[:4])
+        self.register_buffer('scratch', torch.zeros(1000, dtype=torch.float64))
+        self.grow = grow
+
+    def forward(self, positions):
+        self.state[0] += 1.0
+        if self.grow:
+            self.scratch.resize_(self.scratch.numel() + 100_000)
+            self.scratch.fill_(1.0)
+            return self.head[0] + (positions * 0.0).sum() + self.scratch.sum() * 0.0
+        return self.head[0] + (positions * 0.0).sum()
+
+
+@pytest.mark.parametrize('grow', [False, True], ids=['in place', 'resized'])
+@pytest.mark.parametrize('platform', PLATFORMS)
+def test_model_state_survives_the_move_to_huge_pages(grow, platform):
+    # On the CPU the kernel moves a model's tensors into one block of memory (huge pages); tensors that shared a
+    # storage must still share it (the counter is written through one buffer and read through the other), and a
+    # buffer the model resizes must still work.
+    system = make_system(2)
+    system.addForce(NNPForce(torch.jit.script(CountingModel(grow))))
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    context.setPositions(random_positions(2))
+    energies = [context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                for _ in range(3)]
+    assert energies[1] - energies[0] == 1.0 and energies[2] - energies[1] == 1.0
+
+
 def test_global_parameter_the_model_does_not_accept():
     system = make_system(3)
     force = NNPForce(PairModel(3))

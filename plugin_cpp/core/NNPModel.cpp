@@ -2,6 +2,11 @@
 #include "openmm/OpenMMException.h"
 #include <torch/csrc/autograd/autograd.h>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <sys/mman.h>
+#include <c10/core/CPUAllocator.h>
+#include <cstring>
 #include <sstream>
 
 using namespace NNPPlugin;
@@ -49,6 +54,69 @@ static torch::ScalarType modelDtype(const torch::jit::Module& module, const stri
     return torch::kFloat64;
 }
 
+
+// The model's tensors (parameters, buffers, tensor attributes) moved into one block of memory that the kernel may
+// back with 2 MiB pages (transparent huge pages, madvise): a few large pages instead of thousands of small ones.
+// An ANI-2x ensemble holds about 11 MB of weights, all of which each call reads once; with small pages every
+// call right after the MM forces pays a TLB miss and page-table walk per 4 KiB (benchmarks/bench_force_call.py).
+// Tensors that share a storage keep sharing the new one, and a storage that is later resized moves back to
+// torch's allocator. Models under 2 MiB are left as they are.
+namespace {
+struct HugePageBlock {
+    void* mapping = nullptr;
+    size_t length = 0;
+    char* data = nullptr;
+    ~HugePageBlock() {
+        if (mapping != nullptr)
+            munmap(mapping, length);
+    }
+};
+}
+
+static void moveTensorsToHugePages(const torch::jit::Module& module) {
+    const size_t hugePage = 2 << 20, alignment = 64;
+    std::vector<torch::Tensor> tensors;
+    for (const auto& attribute : module.named_attributes(true))
+        if (attribute.value.isTensor() && attribute.value.toTensor().defined())
+            tensors.push_back(attribute.value.toTensor());
+    std::map<const c10::StorageImpl*, std::vector<torch::Tensor>> byStorage;
+    size_t total = 0;
+    for (const auto& t : tensors) {
+        if (!t.device().is_cpu() || !t.has_storage() || t.storage().data() == nullptr ||
+                !t.unsafeGetTensorImpl()->allow_tensor_metadata_change())
+            return; // something this cannot move safely: leave everything as it is
+        auto& shared = byStorage[t.storage().unsafeGetStorageImpl()];
+        if (shared.empty())
+            total += (t.storage().nbytes() + alignment - 1) / alignment * alignment;
+        shared.push_back(t);
+    }
+    if (total < hugePage)
+        return;
+    auto block = std::make_shared<HugePageBlock>();
+    block->length = (total + hugePage - 1) / hugePage * hugePage + hugePage;
+    block->mapping = mmap(nullptr, block->length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (block->mapping == MAP_FAILED) {
+        block->mapping = nullptr;
+        return;
+    }
+    uintptr_t start = (reinterpret_cast<uintptr_t>(block->mapping) + hugePage - 1) / hugePage * hugePage;
+    block->data = reinterpret_cast<char*>(start);
+    madvise(block->data, block->length - (start - reinterpret_cast<uintptr_t>(block->mapping)), MADV_HUGEPAGE); // a hint: without THP, small pages
+    size_t offset = 0;
+    for (auto& entry : byStorage) {
+        const c10::Storage old = entry.second[0].storage();
+        char* target = block->data + offset;
+        memcpy(target, old.data(), old.nbytes());
+        offset += (old.nbytes() + alignment - 1) / alignment * alignment;
+        // Each storage holds a reference to the block, released when the storage goes or is reallocated.
+        auto* owner = new std::shared_ptr<HugePageBlock>(block);
+        c10::DataPtr data(target, owner, [](void* context) { delete static_cast<std::shared_ptr<HugePageBlock>*>(context); }, c10::Device(c10::kCPU));
+        c10::Storage moved(c10::Storage::use_byte_size_t(), old.nbytes(), std::move(data), c10::GetCPUAllocator(), true);
+        for (auto& t : entry.second)
+            t.unsafeGetTensorImpl()->set_storage_keep_dtype(moved);
+    }
+}
+
 NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& device) :
         device(device), numAtoms(numAtoms), usePeriodic(force.usesPeriodicBoundaryConditions()),
         outputsForces(force.getOutputsForces()), passNoneForBox(false), forceName(force.getName()) {
@@ -72,6 +140,8 @@ NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& dev
                               "). Save it with torch.jit.save(torch.jit.script(model), path).");
     }
     module.eval();
+    if (device.is_cpu())
+        moveTensorsToHugePages(module);
     auto properties = force.getProperties();
     dtype = modelDtype(module, properties.count("dtype") ? properties["dtype"] : "auto");
 
