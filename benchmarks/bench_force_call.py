@@ -11,7 +11,9 @@ evaluation of group 0, the MM forces ("after MM"), which is where an MD step cal
   no autograd);
 * ANI-2x, forward + autograd: the same scripted model inside a wrapper that exports only forward(), so the
   force runs forward() with positions that require grad and autograd's backward pass (the path before
-  2026-11-30); the script first checks that both give bitwise the same energy and forces;
+  2026-11-30); the script first checks that both (and the small-pages variant) give bitwise the same energy and forces;
+* ANI-2x, small pages: the same with the NNPForce property hugePages false, so the model's weights stay in
+  torch's memory (4 KiB pages) instead of one block of 2 MiB pages;
 * ANI-2x, one member (modelIndex 0): an eighth of the networks and of their weights;
 * a model that computes nothing (zero energy and forces): what the force, TorchScript and OpenMM cost around
   any model;
@@ -90,11 +92,14 @@ class Constants(torch.nn.Module):
 IDLE_SECONDS = 0.02  # about one MM step of CB7:B2 on 2 threads
 
 
-def context_for(system, threads, model=None, remove=False):
+def context_for(system, threads, model=None, remove=False, properties=None):
     """A Context of ``system`` with its NNPForce in group 1 and everything else in group 0; ``model``: a
-    TorchScript module in place of the force's own; ``remove``: no NNPForce at all."""
+    TorchScript module in place of the force's own; ``remove``: no NNPForce at all; ``properties``: NNPForce
+    properties to set."""
     system = openmm.XmlSerializer.clone(system)
     index, force = next((i, f) for i, f in enumerate(system.getForces()) if isinstance(f, openmm_nnp.NNPForce))
+    for name, value in (properties or {}).items():
+        force.setProperty(name, value)
     for other in system.getForces():
         other.setForceGroup(0)
     if model is not None:
@@ -129,6 +134,7 @@ def main():
     contexts = {
         'ANI-2x': context_for(mixed, args.threads),
         'ANI-2x, forward + autograd': context_for(mixed, args.threads, torch.jit.script(ForwardOnly(force.getModel()))),
+        'ANI-2x, small pages': context_for(mixed, args.threads, properties={'hugePages': 'false'}),
         'ANI-2x, one member': context_for(mixed, args.threads, torch.jit.script(ANI('ani2x', numbers, modelIndex=0))),
         'a model that computes nothing': context_for(mixed, args.threads, torch.jit.script(Nothing())),
         'a model that returns buffers': context_for(mixed, args.threads, torch.jit.script(Constants(len(numbers)))),
@@ -140,11 +146,11 @@ def main():
         if label.startswith('ANI-2x') and 'member' not in label:
             state = context.getState(getEnergy=True, getForces=True, groups={1})
             results.append((state.getPotentialEnergy()._value, state.getForces(asNumpy=True)._value))
-    if results[0][0] != results[1][0] or not np.array_equal(results[0][1], results[1][1]):
-        sys.exit('energy_and_forces() and forward() + autograd disagree: ' + str([r[0] for r in results]))
+    if any(r[0] != results[0][0] or not np.array_equal(r[1], results[0][1]) for r in results[1:]):
+        sys.exit('the ANI-2x variants disagree: ' + str([r[0] for r in results]))
     print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, "
-          f"{args.threads} threads; CB7:B2, ANI-2x float32 on the 30-atom guest; energy_and_forces() and "
-          f"forward() + autograd: bitwise the same energy and forces")
+          f"{args.threads} threads; CB7:B2, ANI-2x float32 on the 30-atom guest; the three whole-ensemble "
+          f"ANI-2x variants: bitwise the same energy and forces")
     calls = {label: (lambda context=context: context.getState(getForces=True, groups={1}))
              for label, context in contexts.items()}
     x = torch.zeros(len(numbers), 3)

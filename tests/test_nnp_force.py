@@ -794,7 +794,7 @@ def test_non_finite_force_names_its_particle(dtype, transposed, platform):
 class CountingModel(torch.nn.Module):
     """Energy = a counter it keeps in a 3 MB buffer (large enough for the kernel to move the model's tensors to
     huge pages), read through a second buffer that is a view of the first, incremented in place on every call;
-    `grow` also resizes a third buffer on every call (its storage reallocated by torch)."""
+    `grow` also resizes a third buffer on every call."""
 
     def __init__(self, grow: bool):
         super().__init__()
@@ -815,16 +815,27 @@ class CountingModel(torch.nn.Module):
 @pytest.mark.parametrize('grow', [False, True], ids=['in place', 'resized'])
 @pytest.mark.parametrize('platform', PLATFORMS)
 def test_model_state_survives_the_move_to_huge_pages(grow, platform):
-    # On the CPU the kernel moves a model's tensors into one block of memory (huge pages); tensors that shared a
-    # storage must still share it (the counter is written through one buffer and read through the other), and a
-    # buffer the model resizes must still work.
-    system = make_system(2)
-    system.addForce(NNPForce(torch.jit.script(CountingModel(grow))))
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
-    context.setPositions(random_positions(2))
-    energies = [context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-                for _ in range(3)]
-    assert energies[1] - energies[0] == 1.0 and energies[2] - energies[1] == 1.0
+    # On the CPU the kernel moves a model's tensors into one block of memory (huge pages; property hugePages,
+    # default true). The model must behave as without the move: tensors that shared a storage still share it
+    # (the counter is written through one buffer and read through the other), and a buffer the model resizes
+    # does what it does without the move (torch 2.13 refuses to resize a loaded model's storage).
+    def energies_or_error(huge_pages):
+        system = make_system(2)
+        force = NNPForce(torch.jit.script(CountingModel(grow)))
+        force.setProperty('hugePages', huge_pages)
+        system.addForce(force)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+        context.setPositions(random_positions(2))
+        try:
+            return [context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                    for _ in range(3)]
+        except openmm.OpenMMException as error:
+            return str(error)
+
+    moved = energies_or_error('true')
+    assert moved == energies_or_error('false')
+    if not grow:
+        assert moved == [1.0, 2.0, 3.0]
 
 
 def test_global_parameter_the_model_does_not_accept():
@@ -864,6 +875,8 @@ def test_bad_properties_and_parameter_names():
         force.setProperty('threads', '2')
     with pytest.raises(openmm.OpenMMException, match='dtype'):
         force.setProperty('dtype', 'float16')
+    with pytest.raises(openmm.OpenMMException, match="hugePages must be 'true' or 'false', not 'yes'"):
+        force.setProperty('hugePages', 'yes')
     force.setScaleParameter('lam')
     with pytest.raises(openmm.OpenMMException, match='it is the scale parameter'):
         force.addGlobalParameter('lam', 1.0)

@@ -59,8 +59,8 @@ static torch::ScalarType modelDtype(const torch::jit::Module& module, const stri
 // back with 2 MiB pages (transparent huge pages, madvise): a few large pages instead of thousands of small ones.
 // An ANI-2x ensemble holds about 11 MB of weights, all of which each call reads once; with small pages every
 // call right after the MM forces pays a TLB miss and page-table walk per 4 KiB (benchmarks/bench_force_call.py).
-// Tensors that share a storage keep sharing the new one, and a storage that is later resized moves back to
-// torch's allocator. Models under 2 MiB are left as they are.
+// Tensors that share a storage keep sharing the new one; a storage keeps its resizability (torch.jit.load's are
+// not resizable; one that is moves to torch's allocator when resized). Models under 2 MiB are left as they are.
 namespace {
 struct HugePageBlock {
     void* mapping = nullptr;
@@ -111,7 +111,8 @@ static void moveTensorsToHugePages(const torch::jit::Module& module) {
         // Each storage holds a reference to the block, released when the storage goes or is reallocated.
         auto* owner = new std::shared_ptr<HugePageBlock>(block);
         c10::DataPtr data(target, owner, [](void* context) { delete static_cast<std::shared_ptr<HugePageBlock>*>(context); }, c10::Device(c10::kCPU));
-        c10::Storage moved(c10::Storage::use_byte_size_t(), old.nbytes(), std::move(data), c10::GetCPUAllocator(), true);
+        c10::Storage moved(c10::Storage::use_byte_size_t(), old.nbytes(), std::move(data),
+                           old.resizable() ? c10::GetCPUAllocator() : nullptr, old.resizable());
         for (auto& t : entry.second)
             t.unsafeGetTensorImpl()->set_storage_keep_dtype(moved);
     }
@@ -140,9 +141,9 @@ NNPModel::NNPModel(const NNPForce& force, int numAtoms, const torch::Device& dev
                               "). Save it with torch.jit.save(torch.jit.script(model), path).");
     }
     module.eval();
-    if (device.is_cpu())
-        moveTensorsToHugePages(module);
     auto properties = force.getProperties();
+    if (device.is_cpu() && (!properties.count("hugePages") || properties["hugePages"] != "false"))
+        moveTensorsToHugePages(module);
     dtype = modelDtype(module, properties.count("dtype") ? properties["dtype"] : "auto");
 
     // Check the signature of forward() against what the force will pass.

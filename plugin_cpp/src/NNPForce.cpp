@@ -161,10 +161,10 @@ double NNPForce::getScaleParameterDefaultValue() const {
 }
 
 void NNPForce::setProperty(const string& name, const string& value) {
-    if (name != "numThreads" && name != "dtype" && name != "overlap" && name != "useCUDAGraphs" && name != "CUDAGraphWarmupSteps")
-        throw OpenMMException("NNPForce: unknown property '" + name + "'. Known properties: numThreads, dtype, overlap, useCUDAGraphs, CUDAGraphWarmupSteps.");
-    if (name == "overlap" && value != "" && value != "true" && value != "false")
-        throw OpenMMException("NNPForce: property overlap must be 'true' or 'false', not '" + value + "'.");
+    if (name != "numThreads" && name != "dtype" && name != "overlap" && name != "hugePages" && name != "useCUDAGraphs" && name != "CUDAGraphWarmupSteps")
+        throw OpenMMException("NNPForce: unknown property '" + name + "'. Known properties: numThreads, dtype, overlap, hugePages, useCUDAGraphs, CUDAGraphWarmupSteps.");
+    if ((name == "overlap" || name == "hugePages") && value != "" && value != "true" && value != "false")
+        throw OpenMMException("NNPForce: property " + name + " must be 'true' or 'false', not '" + value + "'.");
     if (name == "dtype" && value != "auto" && value != "float32" && value != "float64")
         throw OpenMMException("NNPForce: property dtype must be 'auto', 'float32' or 'float64', not '" + value + "'.");
     properties[name] = value;
