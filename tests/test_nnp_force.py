@@ -13,7 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import openmm
@@ -792,24 +792,26 @@ def test_non_finite_force_names_its_particle(dtype, transposed, platform):
 
 
 class CountingModel(torch.nn.Module):
-    """Energy = a counter it keeps in a 3 MB buffer (large enough for the kernel to move the model's tensors to
-    huge pages), read through a second buffer that is a view of the first, incremented in place on every call;
-    `grow` also resizes a third buffer on every call."""
+    """Energy = twice a counter it keeps in a 6 MB buffer (large enough for the kernel to move the model's tensors
+    to huge pages), incremented in place on every call and read through two views of that buffer, one a buffer
+    of its own and one in a list attribute; `grow` also resizes a third buffer on every call."""
 
     def __init__(self, grow: bool):
         super().__init__()
         self.register_buffer('state', torch.zeros(750_000, dtype=torch.float64))
         self.register_buffer('head', self.state[:4])
+        self.views: List[torch.Tensor] = [self.state[1:5]]
         self.register_buffer('scratch', torch.zeros(1000, dtype=torch.float64))
         self.grow = grow
 
     def forward(self, positions):
-        self.state[0] += 1.0
+        self.state[1] += 1.0
+        counted = self.head[1] + self.views[0][0] + (positions * 0.0).sum()
         if self.grow:
             self.scratch.resize_(self.scratch.numel() + 100_000)
             self.scratch.fill_(1.0)
-            return self.head[0] + (positions * 0.0).sum() + self.scratch.sum() * 0.0
-        return self.head[0] + (positions * 0.0).sum()
+            return counted + self.scratch.sum() * 0.0
+        return counted
 
 
 @pytest.mark.parametrize('grow', [False, True], ids=['in place', 'resized'])
@@ -817,7 +819,8 @@ class CountingModel(torch.nn.Module):
 def test_model_state_survives_the_move_to_huge_pages(grow, platform):
     # On the CPU the kernel moves a model's tensors into one block of memory (huge pages; property hugePages,
     # default true). The model must behave as without the move: tensors that shared a storage still share it
-    # (the counter is written through one buffer and read through the other), and a buffer the model resizes
+    # (the counter is written through one buffer and read through views in another and in a list), and a buffer
+    # the model resizes
     # does what it does without the move (torch 2.13 refuses to resize a loaded model's storage).
     def energies_or_error(huge_pages):
         system = make_system(2)
@@ -835,7 +838,7 @@ def test_model_state_survives_the_move_to_huge_pages(grow, platform):
     moved = energies_or_error('true')
     assert moved == energies_or_error('false')
     if not grow:
-        assert moved == [1.0, 2.0, 3.0]
+        assert moved == [2.0, 4.0, 6.0]
 
 
 def test_global_parameter_the_model_does_not_accept():

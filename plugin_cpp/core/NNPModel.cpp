@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <cmath>
 #include <map>
+#include <set>
 #include <memory>
 #include <sys/mman.h>
 #include <c10/core/CPUAllocator.h>
@@ -54,8 +55,7 @@ static torch::ScalarType modelDtype(const torch::jit::Module& module, const stri
     return torch::kFloat64;
 }
 
-
-// The model's tensors (parameters, buffers, tensor attributes) moved into one block of memory that the kernel may
+// The model's tensors (parameters, buffers, any tensor its attributes hold) moved into one block of memory that the kernel may
 // back with 2 MiB pages (transparent huge pages, madvise): a few large pages instead of thousands of small ones.
 // An ANI-2x ensemble holds about 11 MB of weights, all of which each call reads once; with small pages every
 // call right after the MM forces pays a TLB miss and page-table walk per 4 KiB (benchmarks/bench_force_call.py).
@@ -73,12 +73,38 @@ struct HugePageBlock {
 };
 }
 
+// Every tensor reachable from `value` (attributes of modules and objects, lists, tuples, dicts), each object once.
+static void collectTensors(const c10::IValue& value, std::vector<torch::Tensor>& tensors, std::set<const void*>& seen) {
+    if (value.isTensor()) {
+        if (value.toTensor().defined())
+            tensors.push_back(value.toTensor());
+    }
+    else if (value.isObject()) {
+        if (seen.insert(value.internalToPointer()).second)
+            for (const auto& slot : value.toObjectRef().slots())
+                collectTensors(slot, tensors, seen);
+    }
+    else if (value.isList()) {
+        for (const auto& element : value.toListRef())
+            collectTensors(element, tensors, seen);
+    }
+    else if (value.isTuple()) {
+        for (const auto& element : value.toTupleRef().elements())
+            collectTensors(element, tensors, seen);
+    }
+    else if (value.isGenericDict()) {
+        for (const auto& entry : value.toGenericDict()) {
+            collectTensors(entry.key(), tensors, seen);
+            collectTensors(entry.value(), tensors, seen);
+        }
+    }
+}
+
 static void moveTensorsToHugePages(const torch::jit::Module& module) {
     const size_t hugePage = 2 << 20, alignment = 64;
     std::vector<torch::Tensor> tensors;
-    for (const auto& attribute : module.named_attributes(true))
-        if (attribute.value.isTensor() && attribute.value.toTensor().defined())
-            tensors.push_back(attribute.value.toTensor());
+    std::set<const void*> seen;
+    collectTensors(module._ivalue(), tensors, seen);
     std::map<const c10::StorageImpl*, std::vector<torch::Tensor>> byStorage;
     size_t total = 0;
     for (const auto& t : tensors) {
