@@ -820,8 +820,7 @@ def test_model_state_survives_the_move_to_huge_pages(grow, platform):
     # On the CPU the kernel moves a model's tensors into one block of memory (huge pages; property hugePages,
     # default true). The model must behave as without the move: tensors that shared a storage still share it
     # (the counter is written through one buffer and read through views in another and in a list), and a buffer
-    # the model resizes
-    # does what it does without the move (torch 2.13 refuses to resize a loaded model's storage).
+    # the model resizes does what it does without the move (torch 2.13 refuses to resize a loaded model's storage).
     def energies_or_error(huge_pages):
         system = make_system(2)
         force = NNPForce(torch.jit.script(CountingModel(grow)))
