@@ -101,17 +101,13 @@ static torch::Tensor copyForModel(const torch::Tensor& t, const torch::Device& d
         return t.to(device, dtype, false, true);
     torch::Tensor result = torch::empty(t.sizes(), torch::TensorOptions().dtype(dtype));
     AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "copyForModel", [&] {
-        const scalar_t* in = t.data_ptr<scalar_t>();
-        if (dtype == torch::kFloat32) {
-            float* out = result.data_ptr<float>();
+        using In = scalar_t;
+        const In* in = t.data_ptr<In>();
+        AT_DISPATCH_FLOATING_TYPES(dtype, "copyForModel", [&] {
+            scalar_t* out = result.data_ptr<scalar_t>();
             for (int64_t i = 0; i < t.numel(); i++)
-                out[i] = static_cast<float>(in[i]);
-        }
-        else {
-            double* out = result.data_ptr<double>();
-            for (int64_t i = 0; i < t.numel(); i++)
-                out[i] = static_cast<double>(in[i]);
-        }
+                out[i] = static_cast<scalar_t>(in[i]);
+        });
     });
     return result;
 }
