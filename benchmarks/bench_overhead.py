@@ -49,6 +49,7 @@ downloads them).
 """
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -211,9 +212,11 @@ def main():
                     integrator.step(steps)
                 except openmm.OpenMMException as e:
                     raise RuntimeError(f'{name}, {label}: {e}') from e
-                context.getState(getEnergy=True)
                 times[label].append((time.perf_counter() - start) / (steps * per_step) * 1e3)
                 cpu[label].append((time.process_time() - start_cpu) / (steps * per_step) * 1e3)
+                energy = context.getState(getEnergy=True).getPotentialEnergy()  # outside the timed interval
+                if not math.isfinite(energy.value_in_unit(unit.kilojoule_per_mole)):
+                    raise RuntimeError(f'{name}, {label}: the potential energy is {energy} after a round')
             start = time.perf_counter()
             for _ in range(args.steps):
                 model()
