@@ -38,8 +38,10 @@ medians over rounds, all per integration step (the cost of a step does not depen
 
 It prints each time (wall clock; CPU time of the process per step in parentheses, which shows whether a
 variant is faster by using idle cores or by taking more of a busy machine's), NNP/MM / MM (with and without
-overlap), the ideal without overlap, (MM + model) / MM, and with MTS 2, (MM + model / 2) / MM. Then, for
-each system, where the rest goes:
+overlap), the ideal without overlap, (MM + model) / MM, and with MTS 2, (MM + model / 2) / MM; under each
+system, the quartiles over rounds of each round's sequential and MTS 2 time divided by the same round's MM
+time (how far single rounds scatter: on this 2-core VM often by 0.1 and more, so a median of 7 rounds moves by
+a few hundredths from run to run). Then, for each system, where the rest goes:
 the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
 the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
@@ -228,6 +230,10 @@ def main():
               f"{m['NNP/MM'] / m['MM']:9.2f} {m['NNP/MM seq'] / m['MM']:8.2f} {(m['MM'] + m['model']) / m['MM']:10.2f} "
               f"{m['NNP/MM MTS 2'] / m['MM']:7.2f} {(m['MM'] + m['model'] / 2) / m['MM']:9.2f} "
               f"{m['MTS 2 OpenMM'] / m['MM']:13.2f} {m['MTS 2 no NNP'] / m['MM']:9.2f}")
+        quartiles = ', '.join(f"{label} {q[0]:.2f}–{q[2]:.2f}" for label, q in (
+            (label, statistics.quantiles([v / mm for v, mm in zip(times[key], times['MM'])], n=4))
+            for label, key in (('sequential', 'NNP/MM seq'), ('MTS 2', 'NNP/MM MTS 2'))))
+        print(f"{'':14s} each round's time ÷ the same round's MM, quartiles over rounds: {quartiles}")
         split[name] = alternation(contexts['NNP/MM'][0], args)
         del contexts
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
