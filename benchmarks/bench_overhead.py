@@ -230,10 +230,12 @@ def main():
               f"{m['NNP/MM'] / m['MM']:9.2f} {m['NNP/MM seq'] / m['MM']:8.2f} {(m['MM'] + m['model']) / m['MM']:10.2f} "
               f"{m['NNP/MM MTS 2'] / m['MM']:7.2f} {(m['MM'] + m['model'] / 2) / m['MM']:9.2f} "
               f"{m['MTS 2 OpenMM'] / m['MM']:13.2f} {m['MTS 2 no NNP'] / m['MM']:9.2f}")
-        quartiles = ', '.join(f"{label} {q[0]:.2f}–{q[2]:.2f}" for label, q in (
-            (label, statistics.quantiles([v / mm for v, mm in zip(times[key], times['MM'])], n=4))
-            for label, key in (('sequential', 'NNP/MM seq'), ('MTS 2', 'NNP/MM MTS 2'))))
-        print(f"{'':14s} each round's time ÷ the same round's MM, quartiles over rounds: {quartiles}")
+        if args.rounds > 1:  # quartiles need two rounds
+            spread = []
+            for label, key in (('sequential', 'NNP/MM seq'), ('MTS 2', 'NNP/MM MTS 2')):
+                q1, _, q3 = statistics.quantiles([t / mm for t, mm in zip(times[key], times['MM'])], n=4)
+                spread.append(f'{label} {q1:.2f}–{q3:.2f}')
+            print(f"{'':14s} each round's time ÷ the same round's MM, quartiles over rounds: {', '.join(spread)}")
         split[name] = alternation(contexts['NNP/MM'][0], args)
         del contexts
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
