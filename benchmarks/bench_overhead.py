@@ -1,6 +1,6 @@
 """What an NNP/MM step costs on the CPU platform compared with its parts: MM alone and one model call.
 
-Run:  .venv/bin/python benchmarks/bench_overhead.py [--threads 2] [--rounds 7] [--steps 20] [--omp-default]
+Run:  .venv/bin/python benchmarks/bench_overhead.py [--threads 2] [--rounds 21] [--steps 20] [--omp-default]
 
 Systems: CB7:B2 (openmmtools HostGuestExplicit, 4,491 atoms, the 30-atom guest as ANI-2x region) and
 toluene in water (../shared/data/toluene-water, 6,495 atoms, PME 0.9 nm, toluene as region). The MM
@@ -40,8 +40,8 @@ It prints each time (wall clock; CPU time of the process per step in parentheses
 variant is faster by using idle cores or by taking more of a busy machine's), NNP/MM / MM (with and without
 overlap), the ideal without overlap, (MM + model) / MM, and with MTS 2, (MM + model / 2) / MM; under each
 system, the quartiles over rounds of each round's sequential and MTS 2 time divided by the same round's MM
-time (how far single rounds scatter: on this 2-core VM often by 0.1 and more, so a median of 7 rounds moves by
-a few hundredths from run to run). Then, for each system, where the rest goes:
+time (how far single rounds scatter: on this 2-core VM by 0.1–0.2, so the median of 7 rounds, the default until
+2026-11-30, moved by about ±0.05 from run to run; 21 rounds, the default since, take about 5 minutes in all). Then, for each system, where the rest goes:
 the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
 the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
@@ -187,7 +187,7 @@ def contexts_for(loaded, region, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--threads', type=int, default=2, help='OpenMM CPU threads and torch intra-op threads')
-    parser.add_argument('--rounds', type=int, default=7, help='alternating rounds per variant')
+    parser.add_argument('--rounds', type=int, default=21, help='alternating rounds per variant')
     parser.add_argument('--steps', type=int, default=20, help='(inner) steps per round')
     parser.add_argument('--omp-default', action='store_true', help="import torch first (libgomp's default spin-waiting)")
     args = parser.parse_args()
