@@ -40,8 +40,9 @@ It prints each time (wall clock; CPU time of the process per step in parentheses
 variant is faster by using idle cores or by taking more of a busy machine's), NNP/MM / MM (with and without
 overlap), the ideal without overlap, (MM + model) / MM, and with MTS 2, (MM + model / 2) / MM; under each
 system, the quartiles over rounds of each round's sequential and MTS 2 time divided by the same round's MM
-time (how far single rounds scatter: on this 2-core VM by 0.1–0.2, so the median of 7 rounds, the default until
-2026-11-30, moved by about ±0.05 from run to run; 21 rounds, the default since, take 5–6 minutes in all). Then, for each system, where the rest goes:
+time (how far single rounds scatter: on this 2-core VM by 0.1–0.2). 21 rounds by default (7 until 2026-11-30),
+5–6 minutes in all; whole runs of the same code still differ by up to about 0.15 here, as the machine's state
+drifts between them, so compare several runs. Then, for each system, where the rest goes:
 the NNP/MM context's MM forces (group 0) and NNP force (group 1) computed by getState, each repeated alone and
 the two alternating. --omp-default imports torch before
 openmm_nnp, so torch's OpenMP threads keep libgomp's default spin-waiting (the behaviour before openmm_nnp
